@@ -1,0 +1,266 @@
+//! A layer prepared for scoring: everything that depends on one activation matrix only.
+//!
+//! Preparing drops dead units, centres the data, reorders rows so that each fold's test
+//! block is contiguous, and computes each fold's statistics. Heavier per-layer work (the
+//! ridge factorisation, fold ranks, the RDM) is computed on first use and then shared by
+//! every pair and direction the layer takes part in, so an audit of L layers does O(L)
+//! factorisations, not O(L²).
+
+use std::sync::OnceLock;
+
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+use crate::folds::Folds;
+use crate::linear::RidgeFactor;
+use crate::rsa::Rdm;
+use crate::settings::Settings;
+use crate::stats;
+use crate::KernelError;
+
+/// Mean and standard deviation (ddof = 0) of each unit on one fold's train and test rows.
+#[derive(Clone, Debug)]
+pub struct FoldStats {
+    /// Train-row mean of each unit (in the layer's centred coordinates).
+    pub train_mean: Vec<f64>,
+    /// Train-row standard deviation; exactly 0 for a unit constant on the train rows.
+    pub train_std: Vec<f64>,
+    /// Test-row mean of each unit.
+    pub test_mean: Vec<f64>,
+    /// Test-row standard deviation; exactly 0 for a unit constant on the test rows.
+    pub test_std: Vec<f64>,
+}
+
+/// Ranks of each unit within one fold's train rows and within its test rows.
+pub struct FoldRanks {
+    /// Average ranks over the train rows (m_train × n).
+    pub train: Mat<f64>,
+    /// Average ranks over the test rows (m_test × n).
+    pub test: Mat<f64>,
+}
+
+/// One layer's activations, prepared once and reused by every pair it takes part in.
+pub struct PreparedLayer {
+    settings: Settings,
+    folds: Folds,
+    n_units_in: usize,
+    dropped: Vec<usize>,
+    mean: Vec<f64>,
+    x: Mat<f64>,
+    bounds: Vec<(usize, usize)>,
+    stats: Vec<FoldStats>,
+    gram_total: OnceLock<Mat<f64>>,
+    ridge: OnceLock<Result<Vec<RidgeFactor>, KernelError>>,
+    ranks: OnceLock<Vec<FoldRanks>>,
+    rdm: OnceLock<Rdm>,
+}
+
+impl PreparedLayer {
+    /// Prepares `x` (stimuli × units): checks it, drops units constant over all stimuli,
+    /// centres it and splits it into folds as `settings.folds` says.
+    pub fn new(x: MatRef<'_, f64>, settings: &Settings) -> Result<Self, KernelError> {
+        let (m, n_in) = x.shape();
+        if n_in == 0 {
+            return Err(KernelError::Invalid("the matrix has no units (0 columns)".into()));
+        }
+        for j in 0..n_in {
+            for i in 0..m {
+                if !x[(i, j)].is_finite() {
+                    return Err(KernelError::Invalid(format!(
+                        "non-finite value {} at row {i}, column {j}",
+                        x[(i, j)]
+                    )));
+                }
+            }
+        }
+        let folds = Folds::new(m, settings.folds)?;
+        let (kept, dropped): (Vec<usize>, Vec<usize>) =
+            (0..n_in).partition(|&j| !stats::is_constant(x.col(j).iter().copied()));
+        if kept.is_empty() {
+            return Err(KernelError::Invalid(format!(
+                "all {n_in} units are constant over the {m} stimuli; nothing to compare"
+            )));
+        }
+        let mut order = Vec::with_capacity(m);
+        let mut bounds = Vec::with_capacity(folds.k());
+        for f in 0..folds.k() {
+            let start = order.len();
+            order.extend_from_slice(folds.test(f));
+            bounds.push((start, order.len()));
+        }
+        let mean: Vec<f64> = kept
+            .iter()
+            .map(|&j| x.col(j).iter().sum::<f64>() / m as f64)
+            .collect();
+        let xc = Mat::from_fn(m, kept.len(), |i, j| x[(order[i], kept[j])] - mean[j]);
+        let stats = bounds
+            .par_iter()
+            .map(|&(s, e)| fold_stats(xc.as_ref(), s, e))
+            .collect();
+        Ok(Self {
+            settings: settings.clone(),
+            folds,
+            n_units_in: n_in,
+            dropped,
+            mean,
+            x: xc,
+            bounds,
+            stats,
+            gram_total: OnceLock::new(),
+            ridge: OnceLock::new(),
+            ranks: OnceLock::new(),
+            rdm: OnceLock::new(),
+        })
+    }
+
+    /// The settings the layer was prepared with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The fold split of the stimuli.
+    pub fn folds(&self) -> &Folds {
+        &self.folds
+    }
+
+    /// Number of folds.
+    pub fn k(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Number of stimuli (rows).
+    pub fn n_rows(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// Number of units given, before dead units were dropped.
+    pub fn n_units_in(&self) -> usize {
+        self.n_units_in
+    }
+
+    /// Number of units kept (the width every metric sees).
+    pub fn n_units(&self) -> usize {
+        self.x.ncols()
+    }
+
+    /// Input column indices of the units dropped for being constant over all stimuli.
+    pub fn dropped(&self) -> &[usize] {
+        &self.dropped
+    }
+
+    /// Mean of each kept unit over all stimuli (the data are stored minus this mean).
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The centred data, rows in fold order (fold 0's test rows first).
+    pub fn data(&self) -> MatRef<'_, f64> {
+        self.x.as_ref()
+    }
+
+    /// Statistics of fold `f`.
+    pub fn stats(&self, f: usize) -> &FoldStats {
+        &self.stats[f]
+    }
+
+    /// Rows of `data()` that are fold `f`'s test rows.
+    pub fn test_range(&self, f: usize) -> (usize, usize) {
+        self.bounds[f]
+    }
+
+    /// Fold `f`'s test rows (a view, no copy).
+    pub fn test_rows(&self, f: usize) -> MatRef<'_, f64> {
+        let (s, e) = self.bounds[f];
+        self.x.as_ref().subrows(s, e - s)
+    }
+
+    /// Fold `f`'s train rows: the rows before and after its test block (views, no copy).
+    pub fn train_parts(&self, f: usize) -> [MatRef<'_, f64>; 2] {
+        let (s, e) = self.bounds[f];
+        let x = self.x.as_ref();
+        [x.subrows(0, s), x.subrows(e, x.nrows() - e)]
+    }
+
+    /// Number of train rows of fold `f`.
+    pub fn n_train(&self, f: usize) -> usize {
+        let (s, e) = self.bounds[f];
+        self.x.nrows() - (e - s)
+    }
+
+    /// Fold `f`'s train rows gathered into one matrix, each column minus `shift[j]`.
+    pub fn train_rows_minus(&self, f: usize, shift: &[f64]) -> Mat<f64> {
+        let [a, b] = self.train_parts(f);
+        let s = a.nrows();
+        Mat::from_fn(self.n_train(f), self.n_units(), |i, j| {
+            let v = if i < s { a[(i, j)] } else { b[(i - s, j)] };
+            v - shift[j]
+        })
+    }
+
+    /// `Xᵀ X` over all stimuli (centred data), computed once.
+    pub fn gram_total(&self) -> &Mat<f64> {
+        self.gram_total.get_or_init(|| self.x.transpose() * &self.x)
+    }
+
+    /// The ridge factorisation of every fold (for this layer as a regression source).
+    pub fn ridge(&self) -> Result<&[RidgeFactor], KernelError> {
+        self.ridge
+            .get_or_init(|| {
+                (0..self.k())
+                    .into_par_iter()
+                    .map(|f| RidgeFactor::new(self, f))
+                    .collect()
+            })
+            .as_ref()
+            .map(|v| v.as_slice())
+            .map_err(Clone::clone)
+    }
+
+    /// Average ranks of every unit within each fold's train rows and test rows.
+    pub fn ranks(&self) -> &[FoldRanks] {
+        self.ranks.get_or_init(|| {
+            (0..self.k())
+                .into_par_iter()
+                .map(|f| FoldRanks {
+                    train: stats::rank_columns(self.train_rows_minus(f, &vec![0.0; self.n_units()]).as_ref()),
+                    test: stats::rank_columns(self.test_rows(f)),
+                })
+                .collect()
+        })
+    }
+
+    /// The layer's representational dissimilarity matrix, standardised for comparison.
+    pub fn rdm(&self) -> &Rdm {
+        self.rdm.get_or_init(|| Rdm::new(self))
+    }
+}
+
+/// Two-pass statistics of the test block `s..e` and the rows outside it.
+fn fold_stats(x: MatRef<'_, f64>, s: usize, e: usize) -> FoldStats {
+    let n = x.ncols();
+    let m = x.nrows();
+    let mut out = FoldStats {
+        train_mean: vec![0.0; n],
+        train_std: vec![0.0; n],
+        test_mean: vec![0.0; n],
+        test_std: vec![0.0; n],
+    };
+    for j in 0..n {
+        let col = x.col(j);
+        let test = || (s..e).map(|i| col[i]);
+        let train = || (0..s).chain(e..m).map(|i| col[i]);
+        let (mu, sd) = mean_std(test(), e - s);
+        out.test_mean[j] = mu;
+        out.test_std[j] = if stats::is_constant(test()) { 0.0 } else { sd };
+        let (mu, sd) = mean_std(train(), m - (e - s));
+        out.train_mean[j] = mu;
+        out.train_std[j] = if stats::is_constant(train()) { 0.0 } else { sd };
+    }
+    out
+}
+
+fn mean_std(values: impl Iterator<Item = f64> + Clone, n: usize) -> (f64, f64) {
+    let mu = values.clone().sum::<f64>() / n as f64;
+    let var = values.map(|v| (v - mu) * (v - mu)).sum::<f64>() / n as f64;
+    (mu, var.sqrt())
+}

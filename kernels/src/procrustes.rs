@@ -1,0 +1,118 @@
+//! Cross-validated orthogonal Procrustes score.
+//!
+//! In each fold both layers are centred with their train means and
+//! $M = \arg\min_{M^\top M = I} \|X_c M - Y_c\|_F = U V^\top$ from the SVD
+//! $X_c^\top Y_c = U S V^\top$ (scipy's `orthogonal_procrustes`). The narrower layer is
+//! zero-padded to the wider width; only the real units of the target are scored, and the
+//! padded map restricted to them is the polar factor of the (unpadded) cross-covariance,
+//! so no padding is materialised. X→Y predicts $(X_{te} - \mu_x) M$, Y→X predicts
+//! $(Y_{te} - \mu_y) M^\top$. netrep's angular distance
+//! $\arccos \langle X_{te} M, Y_{te}\rangle / (\|X_{te}\|\,\|Y_{te}\|)$ is reported beside it.
+
+use faer::{Mat, MatRef, Side};
+use rayon::prelude::*;
+
+use crate::layer::PreparedLayer;
+use crate::pair::{Pair, Score};
+use crate::settings::{Corr, DimMatch, Metric};
+use crate::{stats, KernelError};
+
+/// The polar factor `U Vᵀ` of `c` (n_x × n_y) from its thin SVD.
+fn polar(c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
+    let svd = c
+        .thin_svd()
+        .map_err(|e| KernelError::Numerical(format!("SVD of the cross-covariance: {e:?}")))?;
+    Ok(svd.U() * svd.V().transpose())
+}
+
+/// Top-`k` principal axes (n × k, largest variance first) of a layer's fold-`f` train rows.
+fn pca_axes(layer: &PreparedLayer, f: usize, k: usize) -> Result<Mat<f64>, KernelError> {
+    let te = layer.test_rows(f);
+    let block = te.transpose() * te;
+    let total = layer.gram_total();
+    let mu = &layer.stats(f).train_mean;
+    let m = layer.n_train(f) as f64;
+    let scatter = Mat::from_fn(total.nrows(), total.ncols(), |i, j| {
+        (total[(i, j)] - block[(i, j)]) - m * mu[i] * mu[j]
+    });
+    let eig = scatter
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| KernelError::Numerical(format!("PCA of the wider layer: {e:?}")))?;
+    let n = layer.n_units();
+    // eigenvalues ascend: the last k columns, largest first
+    Ok(Mat::from_fn(n, k, |i, c| eig.U()[(i, n - 1 - c)]))
+}
+
+/// A layer's fold-`f` test rows centred with its train means.
+fn centred_test(layer: &PreparedLayer, f: usize) -> Mat<f64> {
+    let te = layer.test_rows(f);
+    let mu = &layer.stats(f).train_mean;
+    Mat::from_fn(te.nrows(), te.ncols(), |i, j| te[(i, j)] - mu[j])
+}
+
+struct FoldResult {
+    xy: f64,
+    yx: f64,
+    angular: f64,
+    undefined: usize,
+}
+
+fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
+    let (x, y) = (pair.x(), pair.y());
+    let spearman = x.settings().corr == Corr::Spearman;
+    let cross = pair.train_cross(f);
+    let xte = centred_test(x, f);
+    let yte = centred_test(y, f);
+    let (nx, ny) = (x.n_units(), y.n_units());
+    let pca = x.settings().dim_match == DimMatch::Pca;
+    // pred_y, pred_x: predictions on the real units; mapped, target: X's mapped test rows
+    // and Y's test rows in the space where the map acts (for the angular distance).
+    let (pred_y, pred_x, mapped, target) = if pca && nx > ny {
+        // X reduced to its ny principal axes P: the map acts on X P.
+        let p = pca_axes(x, f, ny)?;
+        let m = polar((p.transpose() * &cross).as_ref())?;
+        let pred_y = (&xte * &p) * &m;
+        let pred_x = (&yte * m.transpose()) * p.transpose();
+        (pred_y.clone(), pred_x, pred_y, yte.clone())
+    } else if pca && nx < ny {
+        // Y reduced to its nx principal axes P: the map acts into Y P.
+        let p = pca_axes(y, f, nx)?;
+        let m = polar((&cross * &p).as_ref())?;
+        let mapped = &xte * &m;
+        let pred_y = &mapped * p.transpose();
+        let yred = &yte * &p;
+        let pred_x = &yred * m.transpose();
+        (pred_y, pred_x, mapped, yred)
+    } else {
+        let m = polar(cross.as_ref())?;
+        let pred_y = &xte * &m;
+        let pred_x = &yte * m.transpose();
+        (pred_y.clone(), pred_x, pred_y, yte.clone())
+    };
+    let (ry, uy) = stats::paired_column_correlations(pred_y.as_ref(), yte.as_ref(), spearman);
+    let (rx, ux) = stats::paired_column_correlations(pred_x.as_ref(), xte.as_ref(), spearman);
+    // An orthogonal map keeps norms, so ‖X_te M‖ = ‖X_te‖ (or ‖X_te P‖ after reduction).
+    let inner: f64 = (0..target.ncols())
+        .map(|j| (0..target.nrows()).map(|i| mapped[(i, j)] * target[(i, j)]).sum::<f64>())
+        .sum();
+    let x_norm = if pca && nx > ny { mapped.norm_l2() } else { xte.norm_l2() };
+    let angular = (inner / (x_norm * target.norm_l2())).clamp(-1.0, 1.0).acos();
+    Ok(FoldResult { xy: stats::mean(&ry), yx: stats::mean(&rx), angular, undefined: ux + uy })
+}
+
+/// The Procrustes score of a pair, both directions, every fold.
+pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
+    let results: Vec<Result<FoldResult, KernelError>> =
+        (0..pair.x().k()).into_par_iter().map(|f| fold(pair, f)).collect();
+    let (mut xy, mut yx, mut ang, mut undefined) = (vec![], vec![], vec![], 0);
+    for r in results {
+        let r = r?;
+        xy.push(r.xy);
+        yx.push(r.yx);
+        ang.push(r.angular);
+        undefined += r.undefined;
+    }
+    let mut s = Score::directional(Metric::Procrustes, xy, yx, undefined);
+    s.angular_distance = Some(ang);
+    Ok(s)
+}
