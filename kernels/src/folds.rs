@@ -51,7 +51,10 @@ impl Folds {
         let mut start = 0;
         for f in 0..spec.k {
             let size = n_rows / spec.k + usize::from(f < n_rows % spec.k);
-            test.push(order[start..start + size].to_vec());
+            let mut block = order[start..start + size].to_vec();
+            // scikit-learn returns each fold's indices through a boolean mask: ascending.
+            block.sort_unstable();
+            test.push(block);
             start += size;
         }
         Ok(Self { n_rows, test })
@@ -67,7 +70,7 @@ impl Folds {
         self.n_rows
     }
 
-    /// Test rows of fold `f`, in scikit-learn's order.
+    /// Test rows of fold `f`, ascending (scikit-learn's order).
     pub fn test(&self, f: usize) -> &[usize] {
         &self.test[f]
     }

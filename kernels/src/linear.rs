@@ -9,11 +9,14 @@
 //! $Z^\top Z = V \Lambda V^\top$, $W = ZV$, $g_k = 1/(\lambda_k + \alpha)$.
 //!
 //! The source's factorisation, its leverages and the weighted Grams
-//! $T_\alpha = W^\top \mathrm{diag}((1-h(\alpha))^{-2})\,W$ depend on the source alone
-//! ([`RidgeFactor`], cached in the [`PreparedLayer`]); a pair then needs one product
-//! $B = Y_c C^\top$ per fold and direction, and $E(\alpha)$ expands as
-//! $\sum_i w_i\|y_i\|^2 - 2\sum_{ik} w_i W_{ik} g_k B_{ik} + \sum_{kl} g_k g_l (CC^\top)_{kl} (T_\alpha)_{kl}$
-//! with $C = V^\top Z^\top Y_c$.
+//! $T_\alpha = U^\top \mathrm{diag}((1-h(\alpha))^{-2})\,U$ ($U = W\Lambda^{-1/2}$) depend on
+//! the source alone ([`RidgeFactor`], cached in the [`PreparedLayer`]); a pair then needs
+//! one product $B = Y_c A^\top$ per fold and direction ($A = U^\top Y_c$), and
+//! $E(\alpha)$ expands as
+//! $\sum_i w_i\|y_i\|^2 - 2\sum_{ik} w_i U_{ik} f_k B_{ik} + \sum_{kl} f_k f_l (AA^\top)_{kl} (T_\alpha)_{kl}$
+//! with $f_k = \lambda_k/(\lambda_k+\alpha)$. Rows of leverage near 1 (a unit active on a
+//! single train stimulus, or more units than train rows) would lose their tiny residuals
+//! to cancellation in that expansion, so theirs are computed directly.
 
 use faer::{Mat, MatRef, Side};
 use rayon::prelude::*;
@@ -33,13 +36,18 @@ pub struct RidgeFactor {
     v: Mat<f64>,
     /// Their eigenvalues.
     lambda: Vec<f64>,
-    /// `W = Z V` over the train rows (m_tr × r).
-    w: Mat<f64>,
+    /// `U = Z V Λ^{-1/2}` over the train rows (m_tr × r, orthonormal columns).
+    u: Mat<f64>,
     /// `g_k(α) = 1/(λ_k + α)` for every α of the grid (r × n_α).
     g: Mat<f64>,
+    /// `f_k(α) = λ_k/(λ_k + α)`, the shrinkage of each direction (r × n_α).
+    f: Mat<f64>,
     /// Leave-one-out weights `(1 − h_i(α))⁻²` (m_tr × n_α); empty for a single α.
     weights: Mat<f64>,
-    /// `T_α = Wᵀ diag(weights_α) W` per α; empty for a single α.
+    /// Train rows of high leverage (`1 − h_i < 10⁻²` at the smallest α), whose residuals
+    /// are computed directly: the expansion would lose them to cancellation.
+    high_leverage: Vec<usize>,
+    /// `T_α = Uᵀ diag(weights_α) U` over the other rows, per α; empty for a single α.
     t: Vec<Mat<f64>>,
 }
 
@@ -75,44 +83,109 @@ impl RidgeFactor {
         let v = Mat::from_fn(n, r, |i, k| if constant[i] { 0.0 } else { eig.U()[(i, keep[k])] });
         let lambda: Vec<f64> = keep.iter().map(|&k| eigenvalues[k]).collect();
 
-        // W = Z V = X_tr V' − 1 (μᵀ V'), V' = D⁻¹ V, evaluated on the two train row blocks.
-        let v_scaled = Mat::from_fn(n, r, |i, k| v[(i, k)] / scale[i]);
+        // U = Z V Λ^{-1/2} = X_tr V' − 1 (μᵀ V'), V' = D⁻¹ V Λ^{-1/2}, on the two train row blocks.
+        let v_scaled = Mat::from_fn(n, r, |i, k| v[(i, k)] / (scale[i] * lambda[k].sqrt()));
         let offset: Vec<f64> = (0..r).map(|k| (0..n).map(|i| mu[i] * v_scaled[(i, k)]).sum()).collect();
         let [p0, p1] = layer.train_parts(f);
-        let w0 = p0 * &v_scaled;
-        let w1 = p1 * &v_scaled;
-        let w = Mat::from_fn(m_tr, r, |i, k| {
-            let raw = if i < p0.nrows() { w0[(i, k)] } else { w1[(i - p0.nrows(), k)] };
+        let u0 = p0 * &v_scaled;
+        let u1 = p1 * &v_scaled;
+        let u = Mat::from_fn(m_tr, r, |i, k| {
+            let raw = if i < p0.nrows() { u0[(i, k)] } else { u1[(i - p0.nrows(), k)] };
             raw - offset[k]
         });
 
         let alphas = &layer.settings().alphas;
         let g = Mat::from_fn(r, alphas.len(), |k, a| 1.0 / (lambda[k] + alphas[a]));
-        let (weights, t) = if alphas.len() > 1 {
-            let w2 = Mat::from_fn(m_tr, r, |i, k| w[(i, k)] * w[(i, k)]);
-            let h = &w2 * &g;
-            let weights = Mat::from_fn(m_tr, alphas.len(), |i, a| {
-                let one_minus_h = 1.0 - (h[(i, a)] + 1.0 / m_tr as f64);
-                1.0 / (one_minus_h * one_minus_h)
-            });
+        let shrink = Mat::from_fn(r, alphas.len(), |k, a| lambda[k] * g[(k, a)]);
+        let (weights, high_leverage, t) = if alphas.len() > 1 {
+            let u2 = Mat::from_fn(m_tr, r, |i, k| u[(i, k)] * u[(i, k)]);
+            let h = &u2 * &shrink;
+            let one_minus_h = Mat::from_fn(m_tr, alphas.len(), |i, a| 1.0 - 1.0 / m_tr as f64 - h[(i, a)]);
+            let weights = Mat::from_fn(m_tr, alphas.len(), |i, a| 1.0 / (one_minus_h[(i, a)] * one_minus_h[(i, a)]));
+            let smallest = (0..alphas.len()).min_by(|&a, &b| alphas[a].total_cmp(&alphas[b])).unwrap_or(0);
+            let high: Vec<usize> = (0..m_tr).filter(|&i| one_minus_h[(i, smallest)] < 1e-2).collect();
+            let mut is_high = vec![false; m_tr];
+            high.iter().for_each(|&i| is_high[i] = true);
             let t = (0..alphas.len())
                 .into_par_iter()
                 .map(|a| {
-                    let ws = Mat::from_fn(m_tr, r, |i, k| w[(i, k)] * weights[(i, a)].sqrt());
-                    ws.transpose() * &ws
+                    let us = Mat::from_fn(m_tr, r, |i, k| {
+                        if is_high[i] {
+                            0.0
+                        } else {
+                            u[(i, k)] * weights[(i, a)].sqrt()
+                        }
+                    });
+                    us.transpose() * &us
                 })
                 .collect();
-            (weights, t)
+            (weights, high, t)
         } else {
-            (Mat::zeros(0, 0), Vec::new())
+            (Mat::zeros(0, 0), Vec::new(), Vec::new())
         };
-        Ok(Self { scale, constant, v, lambda, w, g, weights, t })
+        Ok(Self { scale, constant, v, lambda, u, g, f: shrink, weights, high_leverage, t })
     }
 
     /// Number of directions kept (the rank of the z-scored train source).
     pub fn rank(&self) -> usize {
         self.lambda.len()
     }
+}
+
+/// Index of the α with the smallest leave-one-out error (the first, on ties, as RidgeCV).
+///
+/// With `A = Λ^{-1/2} C` (so that `Y_c`'s projection is `U A`), the residual of row i is
+/// `r_i(α) = y_i − U_i diag(f(α)) A`, and
+/// `E(α) = Σ_i w_i ‖y_i‖² − 2 Σ_i w_i (U∘B)_i f(α) + Σ_kl f_k f_l (AAᵀ)_kl (T_α)_kl`
+/// with `B = Y_c Aᵀ`, over rows of ordinary leverage; high-leverage rows add
+/// `w_i ‖r_i(α)‖²` computed directly.
+fn loo_best_alpha(rf: &RidgeFactor, tgt: &PreparedLayer, f: usize, c: &Mat<f64>, n_alpha: usize) -> usize {
+    let r = rf.rank();
+    let n_t = tgt.n_units();
+    let a_mat = Mat::from_fn(r, n_t, |k, j| c[(k, j)] / rf.lambda[k].sqrt());
+    let yc = tgt.train_rows_minus(f, &tgt.stats(f).train_mean);
+    let b = &yc * a_mat.transpose();
+    let ub = Mat::from_fn(b.nrows(), r, |i, k| rf.u[(i, k)] * b[(i, k)]);
+    let s = &ub * &rf.f;
+    let gram_a = &a_mat * a_mat.transpose();
+    let mut is_high = vec![false; yc.nrows()];
+    rf.high_leverage.iter().for_each(|&i| is_high[i] = true);
+    let y_sq: Vec<f64> = (0..yc.nrows()).map(|i| (0..n_t).map(|j| yc[(i, j)] * yc[(i, j)]).sum()).collect();
+    let errors: Vec<f64> = (0..n_alpha)
+        .into_par_iter()
+        .map(|a| {
+            let mut e = 0.0;
+            for i in 0..yc.nrows() {
+                if !is_high[i] {
+                    e += rf.weights[(i, a)] * (y_sq[i] - 2.0 * s[(i, a)]);
+                }
+            }
+            let t = &rf.t[a];
+            for l in 0..r {
+                let fl = rf.f[(l, a)];
+                for k in 0..r {
+                    e += rf.f[(k, a)] * fl * gram_a[(k, l)] * t[(k, l)];
+                }
+            }
+            for &i in &rf.high_leverage {
+                let mut sq = 0.0;
+                for j in 0..n_t {
+                    let fit: f64 = (0..r).map(|k| rf.u[(i, k)] * rf.f[(k, a)] * a_mat[(k, j)]).sum();
+                    let res = yc[(i, j)] - fit;
+                    sq += res * res;
+                }
+                e += rf.weights[(i, a)] * sq;
+            }
+            e
+        })
+        .collect();
+    let mut best = 0;
+    for a in 1..errors.len() {
+        if errors[a] < errors[best] {
+            best = a;
+        }
+    }
+    best
 }
 
 /// One direction of one fold: returns (score, undefined correlations, chosen α).
@@ -126,7 +199,6 @@ fn fold_direction(
     let settings = src.settings();
     let alphas = &settings.alphas;
     let (n_s, n_t) = (src.n_units(), tgt.n_units());
-    let st_t = tgt.stats(f);
 
     // C = Vᵀ Zᵀ Y_c with Zᵀ Y_c = D⁻¹ (centred train cross-product).
     let zty = Mat::from_fn(n_s, n_t, |i, j| {
@@ -138,43 +210,7 @@ fn fold_direction(
     });
     let c = rf.v.transpose() * &zty;
 
-    let best = if alphas.len() == 1 {
-        0
-    } else {
-        let yc = tgt.train_rows_minus(f, &st_t.train_mean);
-        let b = &yc * c.transpose();
-        let wb = Mat::from_fn(b.nrows(), b.ncols(), |i, k| rf.w[(i, k)] * b[(i, k)]);
-        let s = &wb * &rf.g;
-        let gram_c = &c * c.transpose();
-        let y_sq: Vec<f64> = (0..yc.nrows())
-            .map(|i| (0..n_t).map(|j| yc[(i, j)] * yc[(i, j)]).sum())
-            .collect();
-        let errors: Vec<f64> = (0..alphas.len())
-            .map(|a| {
-                let mut e = 0.0;
-                for i in 0..yc.nrows() {
-                    e += rf.weights[(i, a)] * (y_sq[i] - 2.0 * s[(i, a)]);
-                }
-                let t = &rf.t[a];
-                let r = rf.rank();
-                for l in 0..r {
-                    let gl = rf.g[(l, a)];
-                    for k in 0..r {
-                        e += rf.g[(k, a)] * gl * gram_c[(k, l)] * t[(k, l)];
-                    }
-                }
-                e
-            })
-            .collect();
-        // The first minimum, as RidgeCV keeps the first best score.
-        let mut best = 0;
-        for a in 1..errors.len() {
-            if errors[a] < errors[best] {
-                best = a;
-            }
-        }
-        best
-    };
+    let best = if alphas.len() == 1 { 0 } else { loo_best_alpha(rf, tgt, f, &c, alphas.len()) };
 
     // β_z = V diag(g) C; predict the test rows.
     let gc = Mat::from_fn(c.nrows(), c.ncols(), |k, j| rf.g[(k, best)] * c[(k, j)]);

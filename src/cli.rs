@@ -1,0 +1,192 @@
+//! Command-line flags: the raw `clap` definitions, and their resolution into kernel settings.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use repflow_kernels::{Corr, DimMatch, FoldSpec, HsicEstimator, Metric, Settings, TestZscore};
+
+use crate::error::UserError;
+
+/// repflow: audit convergent learning by aligning neural-network layer activations.
+#[derive(Parser, Debug)]
+#[command(name = "repflow", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// repflow's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Score the alignment between two activation matrices (stimuli × units).
+    Score(ScoreArgs),
+}
+
+/// A metric name on the command line (`all` runs every metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    /// Cross-validated ridge regression, both directions.
+    Linear,
+    /// Cross-validated orthogonal Procrustes, both directions.
+    Procrustes,
+    /// Cross-validated exact unit assignment (equal widths).
+    Permutation,
+    /// Cross-validated exact optimal transport between units.
+    SoftMatching,
+    /// Linear CKA on all stimuli.
+    Cka,
+    /// RSA on all stimuli.
+    Rsa,
+    /// Every metric (permutation is skipped when widths differ).
+    All,
+}
+
+/// A correlation type on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CorrArg {
+    /// Pearson's r.
+    Pearson,
+    /// Spearman's rho (Pearson on average ranks).
+    Spearman,
+}
+
+impl From<CorrArg> for Corr {
+    fn from(c: CorrArg) -> Corr {
+        match c {
+            CorrArg::Pearson => Corr::Pearson,
+            CorrArg::Spearman => Corr::Spearman,
+        }
+    }
+}
+
+/// Which statistics z-score the linear metric's test fold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TestZscoreArg {
+    /// The train fold's mean and standard deviation.
+    Train,
+    /// The test fold's own statistics (the seed lab's convention).
+    Own,
+}
+
+/// How Procrustes matches unequal widths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DimMatchArg {
+    /// Zero-pad the narrower layer.
+    Zeropad,
+    /// PCA-reduce the wider layer (fitted on the train fold).
+    Pca,
+}
+
+/// CKA's HSIC estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HsicArg {
+    /// The biased estimator (Kornblith et al., 2019).
+    Biased,
+    /// The unbiased estimator (Song et al., 2012).
+    Unbiased,
+}
+
+/// Flags of `repflow score`.
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// Activations of the first network: .npy or .safetensors, stimuli × units.
+    pub x: PathBuf,
+    /// Activations of the second network, same stimuli in the same order.
+    pub y: PathBuf,
+    /// Metric to compute.
+    #[arg(long, value_enum, default_value = "all")]
+    pub metric: MetricArg,
+    /// Number of cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed of the fold shuffle (scikit-learn's KFold random_state).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Keep stimulus order when splitting folds (KFold(shuffle=False)).
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Correlation used for fold scores and matching.
+    #[arg(long, value_enum, default_value = "pearson")]
+    pub corr: CorrArg,
+    /// Statistics that z-score the linear metric's test fold.
+    #[arg(long, value_enum, default_value = "train")]
+    pub test_zscore: TestZscoreArg,
+    /// Comma-separated ridge penalties searched by leave-one-out error (0 = least squares).
+    /// Default: 1e-8,1e-7,...,1e8.
+    #[arg(long, value_delimiter = ',')]
+    pub alphas: Option<Vec<f64>>,
+    /// How Procrustes handles layers of different widths.
+    #[arg(long, value_enum, default_value = "zeropad")]
+    pub dim_match: DimMatchArg,
+    /// CKA's HSIC estimator.
+    #[arg(long, value_enum, default_value = "biased")]
+    pub hsic: HsicArg,
+    /// How RSA compares the two RDMs.
+    #[arg(long, value_enum, default_value = "spearman")]
+    pub rsa_compare: CorrArg,
+    /// Rotate X by a Haar-random rotation drawn from this seed before anything else.
+    #[arg(long, value_name = "SEED")]
+    pub rotate_x: Option<u32>,
+    /// Tensor name in X when it is a .safetensors file with several tensors.
+    #[arg(long)]
+    pub x_key: Option<String>,
+    /// Tensor name in Y when it is a .safetensors file with several tensors.
+    #[arg(long)]
+    pub y_key: Option<String>,
+    /// Print one JSON object (an array of them for `all`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ScoreArgs {
+    /// The metrics to compute.
+    pub fn metrics(&self) -> Vec<Metric> {
+        match self.metric {
+            MetricArg::Linear => vec![Metric::Linear],
+            MetricArg::Procrustes => vec![Metric::Procrustes],
+            MetricArg::Permutation => vec![Metric::Permutation],
+            MetricArg::SoftMatching => vec![Metric::SoftMatching],
+            MetricArg::Cka => vec![Metric::Cka],
+            MetricArg::Rsa => vec![Metric::Rsa],
+            MetricArg::All => Metric::ALL.to_vec(),
+        }
+    }
+
+    /// The kernel settings these flags describe.
+    pub fn settings(&self) -> Result<Settings, UserError> {
+        if self.folds < 2 {
+            return Err(UserError::input(format!("--folds must be at least 2, got {}", self.folds)));
+        }
+        let alphas = match &self.alphas {
+            None => Settings::default_alphas(),
+            Some(a) if a.is_empty() => {
+                return Err(UserError::input("--alphas is empty").hint("give e.g. --alphas 0.1,1,10"))
+            }
+            Some(a) => {
+                if let Some(bad) = a.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                    return Err(UserError::input(format!("--alphas has {bad}; penalties must be finite and >= 0")));
+                }
+                a.clone()
+            }
+        };
+        Ok(Settings {
+            folds: FoldSpec { k: self.folds, shuffle_seed: (!self.no_shuffle).then_some(self.seed) },
+            corr: self.corr.into(),
+            test_zscore: match self.test_zscore {
+                TestZscoreArg::Train => TestZscore::Train,
+                TestZscoreArg::Own => TestZscore::Own,
+            },
+            alphas,
+            dim_match: match self.dim_match {
+                DimMatchArg::Zeropad => DimMatch::ZeroPad,
+                DimMatchArg::Pca => DimMatch::Pca,
+            },
+            hsic: match self.hsic {
+                HsicArg::Biased => HsicEstimator::Biased,
+                HsicArg::Unbiased => HsicEstimator::Unbiased,
+            },
+            rsa_compare: self.rsa_compare.into(),
+        })
+    }
+}

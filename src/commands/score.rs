@@ -1,0 +1,178 @@
+//! `repflow score X Y`: every requested metric on one pair of activation matrices.
+
+use std::path::Path;
+
+use repflow_kernels::{rotation, Metric, Pair, PreparedLayer, Score, Settings};
+use serde_json::{json, Value};
+
+use crate::cli::{MetricArg, ScoreArgs};
+use crate::error::UserError;
+use crate::matrix_io::read_matrix;
+
+/// Runs `repflow score` and prints its table or JSON.
+pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
+    let settings = args.settings()?;
+    let x = read_matrix(&args.x, args.x_key.as_deref())?;
+    let y = read_matrix(&args.y, args.y_key.as_deref())?;
+    if x.nrows() != y.nrows() {
+        return Err(UserError::input(format!(
+            "`{}` has {} rows (stimuli) but `{}` has {}",
+            args.x.display(),
+            x.nrows(),
+            args.y.display(),
+            y.nrows()
+        ))
+        .hint("rows must be the same stimuli in the same order in both files"));
+    }
+    if x.nrows() < settings.folds.k {
+        return Err(UserError::input(format!(
+            "{} stimuli are fewer than the {} folds",
+            x.nrows(),
+            settings.folds.k
+        ))
+        .hint("use --folds with a smaller number, or more stimuli"));
+    }
+    let x = match args.rotate_x {
+        Some(seed) => rotation::rotate(x.as_ref(), seed)?,
+        None => x,
+    };
+    let prepare = |m: &faer::Mat<f64>, path: &Path| {
+        PreparedLayer::new(m.as_ref(), &settings)
+            .map_err(|e| UserError::from(e).prefixed(&format!("`{}`: ", path.display())))
+    };
+    let (a, b) = rayon::join(|| prepare(&x, &args.x), || prepare(&y, &args.y));
+    let (a, b) = (a?, b?);
+    let pair = Pair::new(&a, &b)?;
+
+    let mut metrics = args.metrics();
+    let mut notes = Vec::new();
+    if args.metric == MetricArg::All && a.n_units() != b.n_units() {
+        metrics.retain(|m| *m != Metric::Permutation);
+        notes.push(format!(
+            "permutation skipped: widths differ ({} vs {} units); soft-matching generalises it",
+            a.n_units(),
+            b.n_units()
+        ));
+    }
+    let mut scores = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        scores.push(pair.score(m)?);
+    }
+    if args.json {
+        let objects: Vec<Value> = scores.iter().map(|s| to_json(s, &a, &b, &settings)).collect();
+        let out = if args.metric == MetricArg::All { Value::Array(objects) } else { objects[0].clone() };
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialise"));
+        for n in notes {
+            eprintln!("note: {n}");
+        }
+    } else {
+        print_table(args, &scores, &a, &b, &settings, &notes);
+    }
+    Ok(())
+}
+
+fn describe_folds(settings: &Settings) -> String {
+    match settings.folds.shuffle_seed {
+        Some(seed) => format!("{}-fold, shuffled with seed {seed}", settings.folds.k),
+        None => format!("{}-fold, unshuffled", settings.folds.k),
+    }
+}
+
+fn corr_name(c: repflow_kernels::Corr) -> &'static str {
+    match c {
+        repflow_kernels::Corr::Pearson => "pearson",
+        repflow_kernels::Corr::Spearman => "spearman",
+    }
+}
+
+/// One score as the JSON object other tools read.
+pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Settings) -> Value {
+    let direction = |folds: &Option<Vec<f64>>| {
+        folds.as_ref().map(|f| {
+            json!({
+                "score": repflow_kernels::stats::mean(f),
+                "std": repflow_kernels::stats::std(f),
+                "fold_scores": f,
+            })
+        })
+    };
+    let mut obj = json!({
+        "metric": s.metric.name(),
+        "score": s.score,
+        "std": s.std,
+        "fold_scores": s.fold_scores,
+        "x_to_y": direction(&s.x_to_y),
+        "y_to_x": direction(&s.y_to_x),
+        "n_units_x": a.n_units(),
+        "n_units_y": b.n_units(),
+        "dropped_x": a.dropped().len(),
+        "dropped_y": b.dropped().len(),
+        "dropped_x_units": a.dropped(),
+        "dropped_y_units": b.dropped(),
+        "nan_units": s.nan_units,
+        "n_stimuli": a.n_rows(),
+        "corr": corr_name(settings.corr),
+        "folds": settings.folds.k,
+        "seed": settings.folds.shuffle_seed,
+    });
+    if let Some(ang) = &s.angular_distance {
+        obj["angular_distance"] = json!({
+            "mean": repflow_kernels::stats::mean(ang),
+            "fold_values": ang,
+        });
+    }
+    if let Some((xy, yx)) = &s.alphas {
+        obj["alpha_x_to_y"] = json!(xy);
+        obj["alpha_y_to_x"] = json!(yx);
+    }
+    obj
+}
+
+fn print_table(
+    args: &ScoreArgs,
+    scores: &[Score],
+    a: &PreparedLayer,
+    b: &PreparedLayer,
+    settings: &Settings,
+    notes: &[String],
+) {
+    let layer = |path: &Path, l: &PreparedLayer| {
+        format!(
+            "{} ({} stimuli × {} units, {} constant units dropped)",
+            path.display(),
+            l.n_rows(),
+            l.n_units_in(),
+            l.dropped().len()
+        )
+    };
+    println!("X: {}", layer(&args.x, a));
+    println!("Y: {}", layer(&args.y, b));
+    if let Some(seed) = args.rotate_x {
+        println!("X rotated by a Haar-random rotation (seed {seed})");
+    }
+    println!("{}, {} correlation", describe_folds(settings), corr_name(settings.corr));
+    println!();
+    println!("{:<14} {:>8} {:>8} {:>8} {:>8} {:>9}", "metric", "score", "std", "X->Y", "Y->X", "nan_units");
+    let dir = |f: &Option<Vec<f64>>| match f {
+        Some(v) => format!("{:.4}", repflow_kernels::stats::mean(v)),
+        None => "-".into(),
+    };
+    for s in scores {
+        let std = s.std.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<14} {:>8.4} {:>8} {:>8} {:>8} {:>9}",
+            s.metric.name(),
+            s.score,
+            std,
+            dir(&s.x_to_y),
+            dir(&s.y_to_x),
+            s.nan_units
+        );
+        if let Some(ang) = &s.angular_distance {
+            println!("{:<14} {:>8.4} rad (netrep angular distance, mean over folds)", "", repflow_kernels::stats::mean(ang));
+        }
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+}

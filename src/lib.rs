@@ -1,0 +1,9 @@
+//! # repflow
+//!
+//! The `repflow` command line: reads activation matrices, runs the alignment metrics of
+//! [`repflow_kernels`], and renders tables and JSON.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod matrix_io;
