@@ -127,6 +127,26 @@ def main():
     np.save(OUT / "layout_fortran_f64.npy", np.asfortranarray(x))
     from safetensors.numpy import save_file
     save_file({"acts": x.astype(np.float32), "other": x[:, :2].copy()}, str(OUT / "layout.safetensors"))
+    # Inputs that must be refused with a clear message (tests/cli.rs).
+    bad = OUT / "bad"
+    bad.mkdir(exist_ok=True)
+    good, _ = latent_pair(30, 5, 5, seed=7)
+    np.save(bad / "rows30.npy", good)
+    np.save(bad / "rows29.npy", good[:29])
+    np.save(bad / "rows3.npy", good[:3])
+    np.save(bad / "width4.npy", good[:, :4])
+    np.save(bad / "one_d.npy", good[:, 0])
+    np.save(bad / "three_d.npy", good.reshape(30, 5, 1))
+    with_nan = good.copy()
+    with_nan[7, 3] = np.nan
+    np.save(bad / "nan.npy", with_nan)
+    with_inf = good.copy()
+    with_inf[2, 1] = np.inf
+    np.save(bad / "inf.npy", with_inf)
+    np.save(bad / "int64.npy", np.arange(150).reshape(30, 5))
+    np.save(bad / "float16.npy", good.astype(np.float16))
+    (bad / "garbage.npy").write_bytes(b"this is not a numpy file")
+    save_file({"a": good.astype(np.float32), "b": good.astype(np.float32)}, str(bad / "two_tensors.safetensors"))
     print(f"wrote {len(cases)} score cases, {len(folds)} fold splits, {len(rotations)} rotations to {OUT}")
 
 
