@@ -12,7 +12,7 @@ use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
 use crate::folds::Folds;
-use crate::linear::RidgeFactor;
+use crate::ridge::RidgeFactor;
 use crate::rsa::Rdm;
 use crate::settings::Settings;
 use crate::stats;
@@ -93,10 +93,7 @@ impl PreparedLayer {
             .map(|&j| x.col(j).iter().sum::<f64>() / m as f64)
             .collect();
         let xc = Mat::from_fn(m, kept.len(), |i, j| x[(order[i], kept[j])] - mean[j]);
-        let stats = bounds
-            .par_iter()
-            .map(|&(s, e)| fold_stats(xc.as_ref(), s, e))
-            .collect();
+        let stats = all_fold_stats(xc.as_ref(), &bounds);
         Ok(Self {
             settings: settings.clone(),
             folds,
@@ -199,7 +196,7 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        self.gram_total.get_or_init(|| self.x.transpose() * &self.x)
+        self.gram_total.get_or_init(|| stats::gram(self.x.as_ref(), None))
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).
@@ -235,32 +232,87 @@ impl PreparedLayer {
     }
 }
 
-/// Two-pass statistics of the test block `s..e` and the rows outside it.
-fn fold_stats(x: MatRef<'_, f64>, s: usize, e: usize) -> FoldStats {
-    let n = x.ncols();
-    let m = x.nrows();
-    let mut out = FoldStats {
-        train_mean: vec![0.0; n],
-        train_std: vec![0.0; n],
-        test_mean: vec![0.0; n],
-        test_std: vec![0.0; n],
-    };
-    for j in 0..n {
-        let col = x.col(j);
-        let test = || (s..e).map(|i| col[i]);
-        let train = || (0..s).chain(e..m).map(|i| col[i]);
-        let (mu, sd) = mean_std(test(), e - s);
-        out.test_mean[j] = mu;
-        out.test_std[j] = if stats::is_constant(test()) { 0.0 } else { sd };
-        let (mu, sd) = mean_std(train(), m - (e - s));
-        out.train_mean[j] = mu;
-        out.train_std[j] = if stats::is_constant(train()) { 0.0 } else { sd };
-    }
-    out
+/// Count, mean, centred sum of squares, minimum and maximum of one column on one block.
+#[derive(Clone, Copy)]
+struct BlockMoments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
 }
 
-fn mean_std(values: impl Iterator<Item = f64> + Clone, n: usize) -> (f64, f64) {
-    let mu = values.clone().sum::<f64>() / n as f64;
-    let var = values.map(|v| (v - mu) * (v - mu)).sum::<f64>() / n as f64;
-    (mu, var.sqrt())
+impl BlockMoments {
+    /// Two passes over `values`.
+    fn of(values: &[f64]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let (mut m2, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+        for &v in values {
+            m2 += (v - mean) * (v - mean);
+            min = min.min(v);
+            max = max.max(v);
+        }
+        Self { n, mean, m2, min, max }
+    }
+
+    /// The moments of the union of two blocks (Chan et al.'s pairwise update).
+    fn merge(self, o: Self) -> Self {
+        let n = self.n + o.n;
+        let delta = o.mean - self.mean;
+        Self {
+            n,
+            mean: self.mean + delta * o.n / n,
+            m2: self.m2 + o.m2 + delta * delta * self.n * o.n / n,
+            min: self.min.min(o.min),
+            max: self.max.max(o.max),
+        }
+    }
+
+    /// Standard deviation (ddof = 0), exactly 0 when every value is the same.
+    fn std(&self) -> f64 {
+        if self.min == self.max {
+            0.0
+        } else {
+            (self.m2 / self.n).sqrt()
+        }
+    }
+}
+
+/// Train and test statistics of every fold, from per-block moments: one pass over each
+/// column's blocks, then each fold's train rows are the union of the other blocks.
+fn all_fold_stats(x: MatRef<'_, f64>, bounds: &[(usize, usize)]) -> Vec<FoldStats> {
+    let n = x.ncols();
+    let per_column: Vec<Vec<BlockMoments>> = (0..n)
+        .into_par_iter()
+        .map(|j| {
+            let col = x.col(j).try_as_col_major().expect("owned matrices are column-major").as_slice();
+            bounds.iter().map(|&(s, e)| BlockMoments::of(&col[s..e])).collect()
+        })
+        .collect();
+    (0..bounds.len())
+        .map(|f| {
+            let mut out = FoldStats {
+                train_mean: vec![0.0; n],
+                train_std: vec![0.0; n],
+                test_mean: vec![0.0; n],
+                test_std: vec![0.0; n],
+            };
+            for (j, blocks) in per_column.iter().enumerate() {
+                let test = blocks[f];
+                let train = blocks
+                    .iter()
+                    .enumerate()
+                    .filter(|&(g, _)| g != f)
+                    .map(|(_, b)| *b)
+                    .reduce(BlockMoments::merge)
+                    .expect("at least two folds");
+                out.test_mean[j] = test.mean;
+                out.test_std[j] = test.std();
+                out.train_mean[j] = train.mean;
+                out.train_std[j] = train.std();
+            }
+            out
+        })
+        .collect()
 }

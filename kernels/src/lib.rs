@@ -29,6 +29,7 @@ pub mod linear;
 pub mod matching;
 pub mod pair;
 pub mod procrustes;
+pub mod ridge;
 pub mod rng;
 pub mod rotation;
 pub mod rsa;

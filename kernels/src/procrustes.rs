@@ -28,7 +28,7 @@ fn polar(c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
 /// Top-`k` principal axes (n × k, largest variance first) of a layer's fold-`f` train rows.
 fn pca_axes(layer: &PreparedLayer, f: usize, k: usize) -> Result<Mat<f64>, KernelError> {
     let te = layer.test_rows(f);
-    let block = te.transpose() * te;
+    let block = stats::gram(te, None);
     let total = layer.gram_total();
     let mu = &layer.stats(f).train_mean;
     let m = layer.n_train(f) as f64;

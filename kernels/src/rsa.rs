@@ -77,19 +77,20 @@ impl Rdm {
     }
 }
 
-/// Average ranks with a parallel sort (RDM triangles reach tens of millions of entries).
+/// Average ranks with a parallel sort of (value, index) pairs (RDM triangles reach tens of
+/// millions of entries; sorting contiguous pairs avoids random access into the values).
 fn par_average_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-    order.par_sort_unstable_by(|&a, &b| values[a as usize].total_cmp(&values[b as usize]));
+    let mut order: Vec<(f64, u32)> = values.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+    order.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut ranks = vec![0.0; values.len()];
     let mut start = 0;
     while start < order.len() {
         let mut end = start + 1;
-        while end < order.len() && values[order[end] as usize] == values[order[start] as usize] {
+        while end < order.len() && order[end].0 == order[start].0 {
             end += 1;
         }
         let rank = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
+        for &(_, i) in &order[start..end] {
             ranks[i as usize] = rank;
         }
         start = end;

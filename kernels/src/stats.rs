@@ -1,6 +1,7 @@
 //! Column statistics, average ranks and Pearson correlations.
 
-use faer::{Mat, MatRef};
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::{Accum, Mat, MatRef};
 use rayon::prelude::*;
 
 /// Whether every value of column `j` of `x` is the same (exactly).
@@ -99,6 +100,38 @@ pub fn paired_column_correlations(
         .collect();
     let undefined = rs.iter().filter(|r| r.is_none()).count();
     (rs.into_iter().map(|r| r.unwrap_or(0.0)).collect(), undefined)
+}
+
+/// `Mᵀ diag(d) M` (with `d = 1` when `None`): one triangle computed, then mirrored, for half
+/// the work of a general product.
+pub fn gram(m: MatRef<'_, f64>, d: Option<&dyn Fn(usize) -> f64>) -> Mat<f64> {
+    let (rows, r) = m.shape();
+    let scaled;
+    let rhs = match d {
+        Some(d) => {
+            scaled = Mat::from_fn(rows, r, |i, k| m[(i, k)] * d(i));
+            scaled.as_ref()
+        }
+        None => m,
+    };
+    let mut out = Mat::<f64>::zeros(r, r);
+    triangular::matmul(
+        out.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        m.transpose(),
+        BlockStructure::Rectangular,
+        rhs,
+        BlockStructure::Rectangular,
+        1.0,
+        faer::get_global_parallelism(),
+    );
+    for j in 0..r {
+        for i in 0..j {
+            out[(i, j)] = out[(j, i)];
+        }
+    }
+    out
 }
 
 /// Mean of a slice.

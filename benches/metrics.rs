@@ -1,0 +1,71 @@
+//! Times repflow's metrics on matrices written by `scripts/bench.py`, which runs the Python
+//! reference on the same matrices in the same run and prints both with their ratio.
+//!
+//! Usage: `cargo bench --bench metrics -- pair X.npy Y.npy METRIC[,METRIC...]`
+//!        `cargo bench --bench metrics -- all-pairs DIR` (DIR/a_0.npy..a_7.npy, DIR/b_0.npy..)
+//! Prints one JSON object per line: {case, metric, seconds, score}.
+
+use std::path::Path;
+use std::time::Instant;
+
+use repflow::matrix_io::read_matrix;
+use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+use serde_json::json;
+
+fn pair(x: &str, y: &str, metrics: &str) {
+    let x = read_matrix(Path::new(x), None).expect("X reads");
+    let y = read_matrix(Path::new(y), None).expect("Y reads");
+    let settings = Settings::default();
+    for name in metrics.split(',') {
+        let metric = Metric::from_name(name).expect("known metric");
+        // Each metric starts from raw matrices: no work is shared between metrics here.
+        let start = Instant::now();
+        let (a, b) = rayon::join(
+            || PreparedLayer::new(x.as_ref(), &settings).unwrap(),
+            || PreparedLayer::new(y.as_ref(), &settings).unwrap(),
+        );
+        let s = Pair::new(&a, &b).unwrap().score(metric).unwrap();
+        let seconds = start.elapsed().as_secs_f64();
+        println!("{}", json!({"metric": name, "seconds": seconds, "score": s.score}));
+    }
+}
+
+fn all_pairs(dir: &str, layers: usize) {
+    let load = |prefix: &str| -> Vec<faer::Mat<f64>> {
+        (0..layers)
+            .map(|l| read_matrix(&Path::new(dir).join(format!("{prefix}_{l}.npy")), None).expect("layer reads"))
+            .collect()
+    };
+    let (xs, ys) = (load("a"), load("b"));
+    let settings = Settings::default();
+    let start = Instant::now();
+    let prepare = |ms: &Vec<faer::Mat<f64>>| -> Vec<PreparedLayer> {
+        ms.iter().map(|m| PreparedLayer::new(m.as_ref(), &settings).unwrap()).collect()
+    };
+    let (a, b) = (prepare(&xs), prepare(&ys));
+    let mut scores = Vec::new();
+    for la in &a {
+        for lb in &b {
+            let pair = Pair::new(la, lb).unwrap();
+            for metric in Metric::ALL {
+                scores.push(json!({"metric": metric.name(), "score": pair.score(metric).unwrap().score}));
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!("{}", json!({"metric": "all-pairs", "seconds": seconds, "scores": scores}));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.first().map(String::as_str) {
+        Some("pair") if args.len() == 4 => pair(&args[1], &args[2], &args[3]),
+        Some("all-pairs") if args.len() >= 2 => {
+            all_pairs(&args[1], args.get(2).map(|s| s.parse().expect("layer count")).unwrap_or(8))
+        }
+        _ => {
+            eprintln!("usage: metrics pair X.npy Y.npy METRICS | metrics all-pairs DIR [LAYERS]");
+            std::process::exit(2);
+        }
+    }
+}

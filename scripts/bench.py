@@ -1,0 +1,139 @@
+"""`make bench`: repflow against the Python reference (reference.py: numpy, scipy,
+scikit-learn, POT) on the same matrices, in the same run. Prints, per case and metric, both
+times, their ratio (reference / repflow: how many times faster repflow is) and the largest
+score difference.
+
+    python3 scripts/bench.py [--quick]
+
+--quick uses smaller matrices (m=2000) for a fast smoke run.
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import scipy.spatial.distance
+import scipy.stats
+
+import reference as ref
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench-data"
+METRICS = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
+
+
+def layer_pair(m, nx, ny, seed, d=64):
+    """Two ReLU layers driven by shared latent factors (a realistic, structured case)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((m, d))
+    x = np.maximum(z @ rng.standard_normal((d, nx)) + rng.standard_normal((m, nx)), 0)
+    y = np.maximum(z @ rng.standard_normal((d, ny)) + rng.standard_normal((m, ny)), 0)
+    return x, y
+
+
+def cka_features(x, y):
+    """Linear CKA in feature space (what a user does at this size; the fixtures test the
+    explicit m x m Gram version)."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return dict(score=float(np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))))
+
+
+def reference(metric, x, y, folds):
+    xk, _ = ref.drop_dead(x)
+    yk, _ = ref.drop_dead(y)
+    if metric == "linear":
+        return ref.linear(xk, yk, folds)
+    if metric == "procrustes":
+        return ref.procrustes(xk, yk, folds)
+    if metric == "permutation":
+        return ref.permutation(xk, yk, folds)
+    if metric == "soft-matching":
+        return ref.soft_matching(xk, yk, folds)
+    if metric == "cka":
+        return cka_features(xk, yk)
+    if metric == "rsa":
+        return ref.rsa(xk, yk)
+    raise ValueError(metric)
+
+
+def repflow(*args):
+    exe = sorted((ROOT / "target" / "release" / "deps").glob("metrics-*"), key=lambda p: p.stat().st_mtime)
+    exe = [p for p in exe if p.suffix == "" and p.is_file()]
+    out = subprocess.run([str(exe[-1]), *args], check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def timed(f, *args):
+    t = time.perf_counter()
+    r = f(*args)
+    return time.perf_counter() - t, r
+
+
+def pair_case(name, m, nx, ny, metrics, seed):
+    x, y = layer_pair(m, nx, ny, seed)
+    px, py = DATA / f"{name}_x.npy", DATA / f"{name}_y.npy"
+    np.save(px, x)
+    np.save(py, y)
+    folds = ref.kfold(m)
+    rows = []
+    rust = {r["metric"]: r for r in repflow("pair", str(px), str(py), ",".join(metrics))}
+    for metric in metrics:
+        t_ref, r = timed(reference, metric, x, y, folds)
+        rs = rust[metric]
+        rows.append((name, metric, t_ref, rs["seconds"], abs(rs["score"] - r["score"])))
+        print(f"  {name:<22} {metric:<14} reference {t_ref:8.2f} s   repflow {rs['seconds']:7.2f} s"
+              f"   {t_ref / rs['seconds']:6.1f}x   |diff| {rows[-1][4]:.1e}", flush=True)
+    return rows
+
+
+def all_pairs_case(m, layers, n, seed):
+    d = DATA / f"all_pairs_m{m}"
+    d.mkdir(parents=True, exist_ok=True)
+    xs, ys = [], []
+    for l in range(layers):
+        x, y = layer_pair(m, n, n, seed + l)
+        np.save(d / f"a_{l}.npy", x)
+        np.save(d / f"b_{l}.npy", y)
+        xs.append(x)
+        ys.append(y)
+    folds = ref.kfold(m)
+    t = time.perf_counter()
+    ref_scores = []
+    for x in xs:
+        for y in ys:
+            for metric in METRICS:
+                ref_scores.append(reference(metric, x, y, folds)["score"])
+    t_ref = time.perf_counter() - t
+    out = repflow("all-pairs", str(d), str(layers))[0]
+    diff = max(abs(a["score"] - b) for a, b in zip(out["scores"], ref_scores))
+    name = f"all pairs {layers}x{layers}"
+    print(f"  {name:<22} {'all 6':<14} reference {t_ref:8.2f} s   repflow {out['seconds']:7.2f} s"
+          f"   {t_ref / out['seconds']:6.1f}x   |diff| {diff:.1e}", flush=True)
+    return [(name, "all 6 metrics", t_ref, out["seconds"], diff)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small matrices, for a smoke run")
+    args = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    m = 2000 if args.quick else 10000
+    print(f"repflow vs Python reference (numpy/scipy/scikit-learn/POT), m={m} stimuli, 5 folds, f64")
+    rows = []
+    rows += pair_case(f"n=256", m, 256, 256, METRICS, 1)
+    rows += pair_case(f"n=1024", m, 1024, 1024, METRICS, 2)
+    rows += pair_case(f"soft 1024x512", m, 1024, 512, ["soft-matching"], 3)
+    rows += all_pairs_case(2000 if not args.quick else 500, 8, 256, 10)
+    print()
+    print("| case | metric | reference (s) | repflow (s) | speed-up | max abs. score diff |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, metric, t_ref, t_rf, diff in rows:
+        print(f"| {name} | {metric} | {t_ref:.2f} | {t_rf:.2f} | {t_ref / t_rf:.1f}x | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
