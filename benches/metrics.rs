@@ -26,21 +26,29 @@ fn pair(x: &str, y: &str, metrics: &str) {
         );
         let s = Pair::new(&a, &b).unwrap().score(metric).unwrap();
         let seconds = start.elapsed().as_secs_f64();
-        println!("{}", json!({"metric": name, "seconds": seconds, "score": s.score}));
+        println!(
+            "{}",
+            json!({"metric": name, "seconds": seconds, "score": s.score})
+        );
     }
 }
 
 fn all_pairs(dir: &str, layers: usize) {
     let load = |prefix: &str| -> Vec<faer::Mat<f64>> {
         (0..layers)
-            .map(|l| read_matrix(&Path::new(dir).join(format!("{prefix}_{l}.npy")), None).expect("layer reads"))
+            .map(|l| {
+                read_matrix(&Path::new(dir).join(format!("{prefix}_{l}.npy")), None)
+                    .expect("layer reads")
+            })
             .collect()
     };
     let (xs, ys) = (load("a"), load("b"));
     let settings = Settings::default();
     let start = Instant::now();
     let prepare = |ms: &Vec<faer::Mat<f64>>| -> Vec<PreparedLayer> {
-        ms.iter().map(|m| PreparedLayer::new(m.as_ref(), &settings).unwrap()).collect()
+        ms.iter()
+            .map(|m| PreparedLayer::new(m.as_ref(), &settings).unwrap())
+            .collect()
     };
     let (a, b) = (prepare(&xs), prepare(&ys));
     let mut scores = Vec::new();
@@ -48,21 +56,32 @@ fn all_pairs(dir: &str, layers: usize) {
         for lb in &b {
             let pair = Pair::new(la, lb).unwrap();
             for metric in Metric::ALL {
-                scores.push(json!({"metric": metric.name(), "score": pair.score(metric).unwrap().score}));
+                scores.push(
+                    json!({"metric": metric.name(), "score": pair.score(metric).unwrap().score}),
+                );
             }
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    println!("{}", json!({"metric": "all-pairs", "seconds": seconds, "scores": scores}));
+    println!(
+        "{}",
+        json!({"metric": "all-pairs", "seconds": seconds, "scores": scores})
+    );
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.first().map(String::as_str) {
         Some("pair") if args.len() == 4 => pair(&args[1], &args[2], &args[3]),
-        Some("all-pairs") if args.len() >= 2 => {
-            all_pairs(&args[1], args.get(2).map(|s| s.parse().expect("layer count")).unwrap_or(8))
-        }
+        Some("all-pairs") if args.len() >= 2 => all_pairs(
+            &args[1],
+            args.get(2)
+                .map(|s| s.parse().expect("layer count"))
+                .unwrap_or(8),
+        ),
         _ => {
             eprintln!("usage: metrics pair X.npy Y.npy METRICS | metrics all-pairs DIR [LAYERS]");
             std::process::exit(2);

@@ -165,7 +165,8 @@ def permutation(x, y, folds, spearman=False):
     scores, nan = [], 0
     for tr, te in folds:
         rows, cols = scipy.optimize.linear_sum_assignment(_corr_matrix(x[tr], y[tr], spearman), maximize=True)
-        rs = [corr(x[te][:, i], y[te][:, j], spearman) for i, j in zip(rows, cols)]
+        xte, yte = x[te], y[te]
+        rs = [corr(xte[:, i], yte[:, j], spearman) for i, j in zip(rows, cols)]
         nan += sum(r is None for r in rs)
         scores.append(float(np.mean([0.0 if r is None else r for r in rs])))
     return dict(score=float(np.mean(scores)), std=float(np.std(scores)), fold_scores=scores, nan_units=nan)
@@ -179,8 +180,9 @@ def soft_matching(x, y, folds, spearman=False):
         cost = 1.0 - _corr_matrix(x[tr], y[tr], spearman)
         plan = ot.emd(np.full(nx, 1.0 / nx), np.full(ny, 1.0 / ny), cost, numItermax=10_000_000)
         s = 0.0
+        xte, yte = x[te], y[te]
         for i, j in zip(*np.nonzero(plan > 0)):
-            r = corr(x[te][:, i], y[te][:, j], spearman)
+            r = corr(xte[:, i], yte[:, j], spearman)
             if r is None:
                 nan += 1
             else:

@@ -156,22 +156,32 @@ impl ScoreArgs {
     /// The kernel settings these flags describe.
     pub fn settings(&self) -> Result<Settings, UserError> {
         if self.folds < 2 {
-            return Err(UserError::input(format!("--folds must be at least 2, got {}", self.folds)));
+            return Err(UserError::input(format!(
+                "--folds must be at least 2, got {}",
+                self.folds
+            )));
         }
         let alphas = match &self.alphas {
             None => Settings::default_alphas(),
             Some(a) if a.is_empty() => {
-                return Err(UserError::input("--alphas is empty").hint("give e.g. --alphas 0.1,1,10"))
+                return Err(
+                    UserError::input("--alphas is empty").hint("give e.g. --alphas 0.1,1,10")
+                )
             }
             Some(a) => {
                 if let Some(bad) = a.iter().find(|v| !v.is_finite() || **v < 0.0) {
-                    return Err(UserError::input(format!("--alphas has {bad}; penalties must be finite and >= 0")));
+                    return Err(UserError::input(format!(
+                        "--alphas has {bad}; penalties must be finite and >= 0"
+                    )));
                 }
                 a.clone()
             }
         };
         Ok(Settings {
-            folds: FoldSpec { k: self.folds, shuffle_seed: (!self.no_shuffle).then_some(self.seed) },
+            folds: FoldSpec {
+                k: self.folds,
+                shuffle_seed: (!self.no_shuffle).then_some(self.seed),
+            },
             corr: self.corr.into(),
             test_zscore: match self.test_zscore {
                 TestZscoreArg::Train => TestZscore::Train,

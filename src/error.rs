@@ -21,7 +21,11 @@ pub struct UserError {
 impl UserError {
     /// An input or usage error (exit code 2).
     pub fn input(message: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: None, code: EXIT_USAGE }
+        Self {
+            message: message.into(),
+            hint: None,
+            code: EXIT_USAGE,
+        }
     }
 
     /// Puts `prefix` (e.g. the file it concerns) before the message.
@@ -51,9 +55,11 @@ impl From<repflow_kernels::KernelError> for UserError {
     fn from(e: repflow_kernels::KernelError) -> Self {
         match e {
             repflow_kernels::KernelError::Invalid(msg) => UserError::input(msg),
-            repflow_kernels::KernelError::Numerical(msg) => {
-                UserError { message: format!("numerical failure: {msg}"), hint: None, code: EXIT_FAILURE }
-            }
+            repflow_kernels::KernelError::Numerical(msg) => UserError {
+                message: format!("numerical failure: {msg}"),
+                hint: None,
+                code: EXIT_FAILURE,
+            },
         }
     }
 }

@@ -12,15 +12,17 @@ use crate::error::UserError;
 /// `key` naming the tensor when the file holds several), as f64, checking every value is finite.
 pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError> {
     let shown = path.display();
-    let bytes = std::fs::read(path)
-        .map_err(|e| UserError::input(format!("cannot read `{shown}`: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| UserError::input(format!("cannot read `{shown}`: {e}")))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let (shape, values) = match ext {
         "npy" => read_npy(&bytes, path)?,
         "safetensors" => read_safetensors(&bytes, path, key)?,
         _ => {
-            return Err(UserError::input(format!("`{shown}` is neither a .npy nor a .safetensors file"))
-                .hint("save activations with numpy.save (.npy) or safetensors (.safetensors)"))
+            return Err(UserError::input(format!(
+                "`{shown}` is neither a .npy nor a .safetensors file"
+            ))
+            .hint("save activations with numpy.save (.npy) or safetensors (.safetensors)"))
         }
     };
     let (m, n) = match shape.as_slice() {
@@ -64,13 +66,22 @@ fn read_npy(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f64>), UserErr
             .hint("convert with x.astype(numpy.float32) before saving"))
         }
     };
-    let read_err = |e: std::io::Error| UserError::input(format!("`{shown}`: cannot read data: {e}"));
+    let read_err =
+        |e: std::io::Error| UserError::input(format!("`{shown}`: cannot read data: {e}"));
     let values: Vec<f64> = match size {
-        4 => npy.into_vec::<f32>().map_err(read_err)?.into_iter().map(f64::from).collect(),
+        4 => npy
+            .into_vec::<f32>()
+            .map_err(read_err)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
         8 => npy.into_vec::<f64>().map_err(read_err)?,
         _ => {
-            return Err(UserError::input(format!("`{shown}` has a float{} dtype; expected float32 or float64", size * 8))
-                .hint("convert with x.astype(numpy.float32) before saving"))
+            return Err(UserError::input(format!(
+                "`{shown}` has a float{} dtype; expected float32 or float64",
+                size * 8
+            ))
+            .hint("convert with x.astype(numpy.float32) before saving"))
         }
     };
     if order == Order::Fortran && shape.len() == 2 {
@@ -82,10 +93,15 @@ fn read_npy(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f64>), UserErr
 }
 
 /// Shape and row-major values of one tensor of a `.safetensors` file.
-fn read_safetensors(bytes: &[u8], path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>), UserError> {
+fn read_safetensors(
+    bytes: &[u8],
+    path: &Path,
+    key: Option<&str>,
+) -> Result<(Vec<usize>, Vec<f64>), UserError> {
     let shown = path.display();
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| UserError::input(format!("`{shown}` is not a valid .safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        UserError::input(format!("`{shown}` is not a valid .safetensors file: {e}"))
+    })?;
     let mut names: Vec<&str> = st.names().into_iter().collect();
     names.sort_unstable();
     let name = match key {
@@ -96,7 +112,10 @@ fn read_safetensors(bytes: &[u8], path: &Path, key: Option<&str>) -> Result<(Vec
                 "`{shown}` holds {} tensors; say which one to use",
                 names.len()
             ))
-            .hint(format!("pass --x-key/--y-key with one of: {}", names.join(", "))))
+            .hint(format!(
+                "pass --x-key/--y-key with one of: {}",
+                names.join(", ")
+            )))
         }
     };
     let view = st.tensor(name).map_err(|_| {
@@ -105,8 +124,14 @@ fn read_safetensors(bytes: &[u8], path: &Path, key: Option<&str>) -> Result<(Vec
     })?;
     let data = view.data();
     let values: Vec<f64> = match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
         other => {
             return Err(UserError::input(format!(
                 "tensor `{name}` in `{shown}` has dtype {other:?}; expected F32 or F64"

@@ -18,7 +18,9 @@ fn relu_layer(m: usize, n: usize, seed: u32) -> Mat<f64> {
     let z = gaussian(m, 8, seed);
     let w = gaussian(8, n, seed + 1);
     let pre = &z * &w;
-    Mat::from_fn(m, n, |i, j| (pre[(i, j)] - 0.5).max(0.0) + 0.05 * ((i * 31 + j * 17) % 7) as f64)
+    Mat::from_fn(m, n, |i, j| {
+        (pre[(i, j)] - 0.5).max(0.0) + 0.05 * ((i * 31 + j * 17) % 7) as f64
+    })
 }
 
 fn score(x: &Mat<f64>, y: &Mat<f64>, metric: Metric, settings: &Settings) -> Score {
@@ -28,7 +30,10 @@ fn score(x: &Mat<f64>, y: &Mat<f64>, metric: Metric, settings: &Settings) -> Sco
 }
 
 fn assert_near(what: &str, got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want} ± {tol}");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} ± {tol}"
+    );
 }
 
 #[test]
@@ -39,7 +44,11 @@ fn a_rotated_copy_scores_one_under_procrustes_linear_and_cka() {
     for metric in [Metric::Procrustes, Metric::Linear, Metric::Cka] {
         assert_near(metric.name(), score(&x, &y, metric, &s).score, 1.0, 1e-9);
     }
-    assert!(score(&x, &y, Metric::Procrustes, &s).angular_distance.unwrap().iter().all(|&a| a < 1e-6));
+    assert!(score(&x, &y, Metric::Procrustes, &s)
+        .angular_distance
+        .unwrap()
+        .iter()
+        .all(|&a| a < 1e-6));
 }
 
 #[test]
@@ -48,7 +57,12 @@ fn a_permuted_copy_scores_one_under_permutation_and_soft_matching() {
     let perm: Vec<usize> = (0..20).map(|j| (j * 7 + 3) % 20).collect();
     let y = Mat::from_fn(300, 20, |i, j| x[(i, perm[j])]);
     let s = Settings::default();
-    for metric in [Metric::Permutation, Metric::SoftMatching, Metric::Procrustes, Metric::Rsa] {
+    for metric in [
+        Metric::Permutation,
+        Metric::SoftMatching,
+        Metric::Procrustes,
+        Metric::Rsa,
+    ] {
         assert_near(metric.name(), score(&x, &y, metric, &s).score, 1.0, 1e-9);
     }
 }
@@ -59,21 +73,38 @@ fn an_affine_copy_scores_one_under_linear() {
     let a = gaussian(15, 15, 33);
     let ax = &x * &a;
     let y = Mat::from_fn(300, 15, |i, j| ax[(i, j)] + 10.0 * j as f64 - 3.0);
-    assert_near("linear", score(&x, &y, Metric::Linear, &Settings::default()).score, 1.0, 1e-6);
+    assert_near(
+        "linear",
+        score(&x, &y, Metric::Linear, &Settings::default()).score,
+        1.0,
+        1e-6,
+    );
     // A wider affine image: X → Y is exact, and Y → X too (A has full column rank).
     let b = gaussian(15, 25, 34);
     let y = &x * &b;
-    assert_near("linear wide", score(&x, &y, Metric::Linear, &Settings::default()).score, 1.0, 1e-6);
+    assert_near(
+        "linear wide",
+        score(&x, &y, Metric::Linear, &Settings::default()).score,
+        1.0,
+        1e-6,
+    );
 }
 
 #[test]
 fn independent_noise_scores_near_zero() {
     let x = gaussian(2000, 16, 4);
     let y = gaussian(2000, 16, 5);
-    let mut s = Settings { hsic: HsicEstimator::Unbiased, ..Settings::default() };
+    let mut s = Settings {
+        hsic: HsicEstimator::Unbiased,
+        ..Settings::default()
+    };
     for metric in Metric::ALL {
         let got = score(&x, &y, metric, &s).score;
-        assert!(got.abs() < 0.1, "{}: {got} on independent noise", metric.name());
+        assert!(
+            got.abs() < 0.1,
+            "{}: {got} on independent noise",
+            metric.name()
+        );
     }
     s.hsic = HsicEstimator::Biased;
     assert!(score(&x, &y, Metric::Cka, &s).score < 0.02);
@@ -125,10 +156,18 @@ fn rotating_x_keeps_rotation_invariant_metrics_and_lowers_permutation() {
     let s = Settings::default();
     // Exactly invariant: CKA, and predicting Y from X by Procrustes or least squares (the
     // map absorbs the rotation).
-    assert_near("cka", score(&xr, &y, Metric::Cka, &s).score, score(&x, &y, Metric::Cka, &s).score, 1e-9);
+    assert_near(
+        "cka",
+        score(&xr, &y, Metric::Cka, &s).score,
+        score(&x, &y, Metric::Cka, &s).score,
+        1e-9,
+    );
     let p = |x: &Mat<f64>| x_to_y(&score(x, &y, Metric::Procrustes, &s));
     assert_near("procrustes X->Y", p(&xr), p(&x), 1e-9);
-    let ols = Settings { alphas: vec![0.0], ..Settings::default() };
+    let ols = Settings {
+        alphas: vec![0.0],
+        ..Settings::default()
+    };
     let l = |x: &Mat<f64>| x_to_y(&score(x, &y, Metric::Linear, &ols));
     assert_near("least squares X->Y", l(&xr), l(&x), 1e-9);
     // Nearly invariant: ridge z-scores each unit, and the Y->X directions score X's
@@ -141,7 +180,10 @@ fn rotating_x_keeps_rotation_invariant_metrics_and_lowers_permutation() {
     let native = score(&x, &y, Metric::Permutation, &s).score;
     let rotated = score(&xr, &y, Metric::Permutation, &s).score;
     assert!(native > 0.8, "native permutation score {native}");
-    assert!(rotated < native - 0.3, "rotation should lower the permutation score: {native} -> {rotated}");
+    assert!(
+        rotated < native - 0.3,
+        "rotation should lower the permutation score: {native} -> {rotated}"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use repflow::matrix_io::read_matrix;
 use repflow_kernels::{
-    rotation, Corr, DimMatch, FoldSpec, Folds, HsicEstimator, Metric, Pair, PreparedLayer, Settings, TestZscore,
+    rotation, Corr, DimMatch, FoldSpec, Folds, HsicEstimator, Metric, Pair, PreparedLayer,
+    Settings, TestZscore,
 };
 use serde_json::Value;
 
@@ -20,7 +21,11 @@ fn load(name: &str) -> Value {
 }
 
 fn close(what: &str, got: f64, want: f64) {
-    assert!(is_close(got, want), "{what}: repflow {got:.15} vs reference {want:.15} (diff {:.2e})", (got - want).abs());
+    assert!(
+        is_close(got, want),
+        "{what}: repflow {got:.15} vs reference {want:.15} (diff {:.2e})",
+        (got - want).abs()
+    );
 }
 
 fn is_close(got: f64, want: f64) -> bool {
@@ -28,7 +33,12 @@ fn is_close(got: f64, want: f64) -> bool {
 }
 
 fn close_all(what: &str, got: &[f64], want: &Value) {
-    let want: Vec<f64> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         close(&format!("{what}[{i}]"), *g, *w);
@@ -37,16 +47,39 @@ fn close_all(what: &str, got: &[f64], want: &Value) {
 
 fn settings_of(s: &Value) -> Settings {
     Settings {
-        folds: FoldSpec { k: s["folds"].as_u64().unwrap() as usize, shuffle_seed: s["seed"].as_u64().map(|v| v as u32) },
-        corr: if s["corr"] == "spearman" { Corr::Spearman } else { Corr::Pearson },
-        test_zscore: if s["test_zscore"] == "own" { TestZscore::Own } else { TestZscore::Train },
+        folds: FoldSpec {
+            k: s["folds"].as_u64().unwrap() as usize,
+            shuffle_seed: s["seed"].as_u64().map(|v| v as u32),
+        },
+        corr: if s["corr"] == "spearman" {
+            Corr::Spearman
+        } else {
+            Corr::Pearson
+        },
+        test_zscore: if s["test_zscore"] == "own" {
+            TestZscore::Own
+        } else {
+            TestZscore::Train
+        },
         alphas: match s["alphas"].as_array() {
             Some(a) => a.iter().map(|v| v.as_f64().unwrap()).collect(),
             None => Settings::default_alphas(),
         },
-        dim_match: if s["dim_match"] == "pca" { DimMatch::Pca } else { DimMatch::ZeroPad },
-        hsic: if s["hsic"] == "unbiased" { HsicEstimator::Unbiased } else { HsicEstimator::Biased },
-        rsa_compare: if s["rsa_compare"] == "pearson" { Corr::Pearson } else { Corr::Spearman },
+        dim_match: if s["dim_match"] == "pca" {
+            DimMatch::Pca
+        } else {
+            DimMatch::ZeroPad
+        },
+        hsic: if s["hsic"] == "unbiased" {
+            HsicEstimator::Unbiased
+        } else {
+            HsicEstimator::Biased
+        },
+        rsa_compare: if s["rsa_compare"] == "pearson" {
+            Corr::Pearson
+        } else {
+            Corr::Spearman
+        },
     }
 }
 
@@ -65,26 +98,57 @@ fn scores_match_the_python_reference() {
         }
         let a = PreparedLayer::new(x.as_ref(), &settings).unwrap();
         let b = PreparedLayer::new(y.as_ref(), &settings).unwrap();
-        assert_eq!(a.dropped().len() as u64, case["dropped_x"].as_u64().unwrap(), "{name}: dropped_x");
-        assert_eq!(b.dropped().len() as u64, case["dropped_y"].as_u64().unwrap(), "{name}: dropped_y");
+        assert_eq!(
+            a.dropped().len() as u64,
+            case["dropped_x"].as_u64().unwrap(),
+            "{name}: dropped_x"
+        );
+        assert_eq!(
+            b.dropped().len() as u64,
+            case["dropped_y"].as_u64().unwrap(),
+            "{name}: dropped_y"
+        );
         let pair = Pair::new(&a, &b).unwrap();
         for (metric_name, want) in case["expected"].as_object().unwrap() {
             let metric = Metric::from_name(metric_name).unwrap();
             let got = pair.score(metric).unwrap();
             let what = format!("{name}/{metric_name}");
             if !is_close(got.score, want["score"].as_f64().unwrap()) {
-                failures.push(format!("{what}: repflow {} vs reference {}", got.score, want["score"]));
+                failures.push(format!(
+                    "{what}: repflow {} vs reference {}",
+                    got.score, want["score"]
+                ));
                 continue;
             }
-            close(&format!("{what} score"), got.score, want["score"].as_f64().unwrap());
-            assert_eq!(got.nan_units as u64, want["nan_units"].as_u64().unwrap(), "{what}: nan_units");
+            close(
+                &format!("{what} score"),
+                got.score,
+                want["score"].as_f64().unwrap(),
+            );
+            assert_eq!(
+                got.nan_units as u64,
+                want["nan_units"].as_u64().unwrap(),
+                "{what}: nan_units"
+            );
             if metric.is_cross_validated() {
-                close_all(&format!("{what} folds"), &got.fold_scores, &want["fold_scores"]);
-                close(&format!("{what} std"), got.std.unwrap(), want["std"].as_f64().unwrap());
+                close_all(
+                    &format!("{what} folds"),
+                    &got.fold_scores,
+                    &want["fold_scores"],
+                );
+                close(
+                    &format!("{what} std"),
+                    got.std.unwrap(),
+                    want["std"].as_f64().unwrap(),
+                );
             }
             if let Some(xy) = &got.x_to_y {
                 close_all(&format!("{what} x_to_y"), xy, &want["x_to_y"]);
-                close_all(&format!("{what} y_to_x"), got.y_to_x.as_ref().unwrap(), &want["y_to_x"]);
+                close_all(
+                    &format!("{what} y_to_x"),
+                    got.y_to_x.as_ref().unwrap(),
+                    &want["y_to_x"],
+                );
             }
             if let Some(ang) = &got.angular_distance {
                 close_all(&format!("{what} angular"), ang, &want["angular_distance"]);
@@ -96,7 +160,12 @@ fn scores_match_the_python_reference() {
             checked += 1;
         }
     }
-    assert!(failures.is_empty(), "{} results differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} results differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked >= 40, "only {checked} metric results checked");
 }
 
@@ -106,10 +175,26 @@ fn folds_match_scikit_learn_kfold() {
         let m = split["m"].as_u64().unwrap() as usize;
         let k = split["k"].as_u64().unwrap() as usize;
         let seed = split["seed"].as_u64().map(|s| s as u32);
-        let folds = Folds::new(m, FoldSpec { k, shuffle_seed: seed }).unwrap();
+        let folds = Folds::new(
+            m,
+            FoldSpec {
+                k,
+                shuffle_seed: seed,
+            },
+        )
+        .unwrap();
         for (f, want) in split["test"].as_array().unwrap().iter().enumerate() {
-            let want: Vec<usize> = want.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            assert_eq!(folds.test(f), want.as_slice(), "m={m} k={k} seed={seed:?} fold {f}");
+            let want: Vec<usize> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(
+                folds.test(f),
+                want.as_slice(),
+                "m={m} k={k} seed={seed:?} fold {f}"
+            );
         }
     }
 }

@@ -27,7 +27,9 @@ struct KernelParts {
 
 fn parts(x: MatRef<'_, f64>) -> KernelParts {
     let (m, n) = x.shape();
-    let diag = (0..m).map(|i| (0..n).map(|j| x[(i, j)] * x[(i, j)]).sum()).collect();
+    let diag = (0..m)
+        .map(|i| (0..n).map(|j| x[(i, j)] * x[(i, j)]).sum())
+        .collect();
     let col_sum = (0..n).map(|j| x.col(j).iter().sum()).collect();
     KernelParts { diag, col_sum }
 }
@@ -35,17 +37,35 @@ fn parts(x: MatRef<'_, f64>) -> KernelParts {
 /// `K̃ 1 = X (Xᵀ1) − diag(K)`.
 fn row_sums(x: MatRef<'_, f64>, p: &KernelParts) -> Vec<f64> {
     (0..x.nrows())
-        .map(|i| (0..x.ncols()).map(|j| x[(i, j)] * p.col_sum[j]).sum::<f64>() - p.diag[i])
+        .map(|i| {
+            (0..x.ncols())
+                .map(|j| x[(i, j)] * p.col_sum[j])
+                .sum::<f64>()
+                - p.diag[i]
+        })
         .collect()
 }
 
-fn unbiased_hsic(cross_frob2: f64, x: MatRef<'_, f64>, px: &KernelParts, y: MatRef<'_, f64>, py: &KernelParts) -> f64 {
+fn unbiased_hsic(
+    cross_frob2: f64,
+    x: MatRef<'_, f64>,
+    px: &KernelParts,
+    y: MatRef<'_, f64>,
+    py: &KernelParts,
+) -> f64 {
     let m = x.nrows() as f64;
-    let tr = cross_frob2 - px.diag.iter().zip(&py.diag).map(|(a, b)| a * b).sum::<f64>();
-    let sum = |p: &KernelParts| p.col_sum.iter().map(|c| c * c).sum::<f64>() - p.diag.iter().sum::<f64>();
+    let tr = cross_frob2
+        - px.diag
+            .iter()
+            .zip(&py.diag)
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
+    let sum =
+        |p: &KernelParts| p.col_sum.iter().map(|c| c * c).sum::<f64>() - p.diag.iter().sum::<f64>();
     let (kx, ky) = (row_sums(x, px), row_sums(y, py));
     let cross_rows: f64 = kx.iter().zip(&ky).map(|(a, b)| a * b).sum();
-    (tr + sum(px) * sum(py) / ((m - 1.0) * (m - 2.0)) - 2.0 / (m - 2.0) * cross_rows) / (m * (m - 3.0))
+    (tr + sum(px) * sum(py) / ((m - 1.0) * (m - 2.0)) - 2.0 / (m - 2.0) * cross_rows)
+        / (m * (m - 3.0))
 }
 
 fn cka(x: &PreparedLayer, y: &PreparedLayer, cross: &Mat<f64>, estimator: HsicEstimator) -> f64 {
@@ -66,5 +86,9 @@ fn cka(x: &PreparedLayer, y: &PreparedLayer, cross: &Mat<f64>, estimator: HsicEs
 /// The CKA score of a pair (on all stimuli, not cross-validated).
 pub(crate) fn score(pair: &Pair<'_>) -> Score {
     let estimator = pair.x().settings().hsic;
-    Score::whole(Metric::Cka, cka(pair.x(), pair.y(), pair.cross_total(), estimator), 0)
+    Score::whole(
+        Metric::Cka,
+        cka(pair.x(), pair.y(), pair.cross_total(), estimator),
+        0,
+    )
 }

@@ -15,7 +15,10 @@ pub struct FoldSpec {
 impl Default for FoldSpec {
     /// scikit-learn's `KFold(5, shuffle=True, random_state=42)`.
     fn default() -> Self {
-        Self { k: 5, shuffle_seed: Some(42) }
+        Self {
+            k: 5,
+            shuffle_seed: Some(42),
+        }
     }
 }
 
@@ -91,7 +94,14 @@ mod tests {
 
     #[test]
     fn unshuffled_blocks_are_contiguous_and_first_ones_longer() {
-        let folds = Folds::new(7, FoldSpec { k: 3, shuffle_seed: None }).unwrap();
+        let folds = Folds::new(
+            7,
+            FoldSpec {
+                k: 3,
+                shuffle_seed: None,
+            },
+        )
+        .unwrap();
         assert_eq!(folds.test(0), &[0, 1, 2]);
         assert_eq!(folds.test(1), &[3, 4]);
         assert_eq!(folds.test(2), &[5, 6]);

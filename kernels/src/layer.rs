@@ -61,7 +61,9 @@ impl PreparedLayer {
     pub fn new(x: MatRef<'_, f64>, settings: &Settings) -> Result<Self, KernelError> {
         let (m, n_in) = x.shape();
         if n_in == 0 {
-            return Err(KernelError::Invalid("the matrix has no units (0 columns)".into()));
+            return Err(KernelError::Invalid(
+                "the matrix has no units (0 columns)".into(),
+            ));
         }
         for j in 0..n_in {
             for i in 0..m {
@@ -196,7 +198,8 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        self.gram_total.get_or_init(|| stats::gram(self.x.as_ref(), None))
+        self.gram_total
+            .get_or_init(|| stats::gram(self.x.as_ref(), None))
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).
@@ -219,7 +222,10 @@ impl PreparedLayer {
             (0..self.k())
                 .into_par_iter()
                 .map(|f| FoldRanks {
-                    train: stats::rank_columns(self.train_rows_minus(f, &vec![0.0; self.n_units()]).as_ref()),
+                    train: stats::rank_columns(
+                        self.train_rows_minus(f, &vec![0.0; self.n_units()])
+                            .as_ref(),
+                    ),
                     test: stats::rank_columns(self.test_rows(f)),
                 })
                 .collect()
@@ -253,7 +259,13 @@ impl BlockMoments {
             min = min.min(v);
             max = max.max(v);
         }
-        Self { n, mean, m2, min, max }
+        Self {
+            n,
+            mean,
+            m2,
+            min,
+            max,
+        }
     }
 
     /// The moments of the union of two blocks (Chan et al.'s pairwise update).
@@ -286,8 +298,15 @@ fn all_fold_stats(x: MatRef<'_, f64>, bounds: &[(usize, usize)]) -> Vec<FoldStat
     let per_column: Vec<Vec<BlockMoments>> = (0..n)
         .into_par_iter()
         .map(|j| {
-            let col = x.col(j).try_as_col_major().expect("owned matrices are column-major").as_slice();
-            bounds.iter().map(|&(s, e)| BlockMoments::of(&col[s..e])).collect()
+            let col = x
+                .col(j)
+                .try_as_col_major()
+                .expect("owned matrices are column-major")
+                .as_slice();
+            bounds
+                .iter()
+                .map(|&(s, e)| BlockMoments::of(&col[s..e]))
+                .collect()
         })
         .collect();
     (0..bounds.len())

@@ -45,21 +45,29 @@ fn fold_direction(
 
     // β_z = V diag(1/(λ + α)) C; predict the test rows.
     let alpha = alphas[best];
-    let gc = Mat::from_fn(c.nrows(), c.ncols(), |k, j| c[(k, j)] / (rf.lambda[k] + alpha));
+    let gc = Mat::from_fn(c.nrows(), c.ncols(), |k, j| {
+        c[(k, j)] / (rf.lambda[k] + alpha)
+    });
     let beta = &rf.v * &gc;
     let st_s = src.stats(f);
     let (shift, scale): (&[f64], Vec<f64>) = match settings.test_zscore {
         TestZscore::Train => (&st_s.train_mean, rf.scale.clone()),
         TestZscore::Own => (
             &st_s.test_mean,
-            st_s.test_std.iter().map(|&s| if s == 0.0 { 1.0 } else { s }).collect(),
+            st_s.test_std
+                .iter()
+                .map(|&s| if s == 0.0 { 1.0 } else { s })
+                .collect(),
         ),
     };
     let xte = src.test_rows(f);
     let zte = Mat::from_fn(xte.nrows(), n_s, |i, j| (xte[(i, j)] - shift[j]) / scale[j]);
     let pred = &zte * &beta;
-    let (rs, undefined) =
-        stats::paired_column_correlations(pred.as_ref(), tgt.test_rows(f), settings.corr == Corr::Spearman);
+    let (rs, undefined) = stats::paired_column_correlations(
+        pred.as_ref(),
+        tgt.test_rows(f),
+        settings.corr == Corr::Spearman,
+    );
     Ok((stats::mean(&rs), undefined, alphas[best]))
 }
 

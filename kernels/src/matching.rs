@@ -50,7 +50,11 @@ fn standardise_columns(a: &Mat<f64>) -> Mat<f64> {
     for j in 0..n {
         let mu = (0..m).map(|i| a[(i, j)]).sum::<f64>() / m as f64;
         let norm = (0..m).map(|i| (a[(i, j)] - mu).powi(2)).sum::<f64>().sqrt();
-        let inv = if stats::is_constant(a.col(j).iter().copied()) { 0.0 } else { 1.0 / norm };
+        let inv = if stats::is_constant(a.col(j).iter().copied()) {
+            0.0
+        } else {
+            1.0 / norm
+        };
         for i in 0..m {
             z[(i, j)] = (a[(i, j)] - mu) * inv;
         }
@@ -87,7 +91,10 @@ pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
         .into_par_iter()
         .map(|f| {
             let r = train_correlations(pair, f);
-            let flat: Vec<f64> = (0..nx).flat_map(|i| (0..ny).map(move |j| (i, j))).map(|(i, j)| r[(i, j)]).collect();
+            let flat: Vec<f64> = (0..nx)
+                .flat_map(|i| (0..ny).map(move |j| (i, j)))
+                .map(|(i, j)| r[(i, j)])
+                .collect();
             let (rows, cols) = lsap::solve(nx, ny, &flat, true)
                 .map_err(|e| KernelError::Numerical(format!("linear assignment failed: {e:?}")))?;
             let mut undefined = 0;
@@ -126,7 +133,10 @@ pub(crate) fn soft_matching_score(pair: &Pair<'_>) -> Result<Score, KernelError>
     collect(Metric::SoftMatching, folds)
 }
 
-fn collect(metric: Metric, folds: Vec<Result<(f64, usize), KernelError>>) -> Result<Score, KernelError> {
+fn collect(
+    metric: Metric,
+    folds: Vec<Result<(f64, usize), KernelError>>,
+) -> Result<Score, KernelError> {
     let mut scores = Vec::with_capacity(folds.len());
     let mut undefined = 0;
     for r in folds {

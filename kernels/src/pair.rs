@@ -55,7 +55,12 @@ impl Score {
     }
 
     /// A score averaged over both directions, fold by fold.
-    pub(crate) fn directional(metric: Metric, xy: Vec<f64>, yx: Vec<f64>, nan_units: usize) -> Self {
+    pub(crate) fn directional(
+        metric: Metric,
+        xy: Vec<f64>,
+        yx: Vec<f64>,
+        nan_units: usize,
+    ) -> Self {
         let folds: Vec<f64> = xy.iter().zip(&yx).map(|(a, b)| 0.5 * (a + b)).collect();
         let mut s = Self::symmetric(metric, folds, nan_units);
         s.x_to_y = Some(xy);
@@ -102,7 +107,12 @@ impl<'a> Pair<'a> {
                 "the two layers were prepared with different settings".into(),
             ));
         }
-        Ok(Self { a, b, blocks: OnceLock::new(), total: OnceLock::new() })
+        Ok(Self {
+            a,
+            b,
+            blocks: OnceLock::new(),
+            total: OnceLock::new(),
+        })
     }
 
     /// X's layer.

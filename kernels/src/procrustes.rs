@@ -93,17 +93,34 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
     let (rx, ux) = stats::paired_column_correlations(pred_x.as_ref(), xte.as_ref(), spearman);
     // An orthogonal map keeps norms, so ‖X_te M‖ = ‖X_te‖ (or ‖X_te P‖ after reduction).
     let inner: f64 = (0..target.ncols())
-        .map(|j| (0..target.nrows()).map(|i| mapped[(i, j)] * target[(i, j)]).sum::<f64>())
+        .map(|j| {
+            (0..target.nrows())
+                .map(|i| mapped[(i, j)] * target[(i, j)])
+                .sum::<f64>()
+        })
         .sum();
-    let x_norm = if pca && nx > ny { mapped.norm_l2() } else { xte.norm_l2() };
-    let angular = (inner / (x_norm * target.norm_l2())).clamp(-1.0, 1.0).acos();
-    Ok(FoldResult { xy: stats::mean(&ry), yx: stats::mean(&rx), angular, undefined: ux + uy })
+    let x_norm = if pca && nx > ny {
+        mapped.norm_l2()
+    } else {
+        xte.norm_l2()
+    };
+    let angular = (inner / (x_norm * target.norm_l2()))
+        .clamp(-1.0, 1.0)
+        .acos();
+    Ok(FoldResult {
+        xy: stats::mean(&ry),
+        yx: stats::mean(&rx),
+        angular,
+        undefined: ux + uy,
+    })
 }
 
 /// The Procrustes score of a pair, both directions, every fold.
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
-    let results: Vec<Result<FoldResult, KernelError>> =
-        (0..pair.x().k()).into_par_iter().map(|f| fold(pair, f)).collect();
+    let results: Vec<Result<FoldResult, KernelError>> = (0..pair.x().k())
+        .into_par_iter()
+        .map(|f| fold(pair, f))
+        .collect();
     let (mut xy, mut yx, mut ang, mut undefined) = (vec![], vec![], vec![], 0);
     for r in results {
         let r = r?;

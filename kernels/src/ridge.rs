@@ -86,7 +86,11 @@ impl RidgeFactor {
         let n = layer.n_units();
         let m_tr = layer.n_train(fold);
         let constant: Vec<bool> = st.train_std.iter().map(|&s| s == 0.0).collect();
-        let scale: Vec<f64> = st.train_std.iter().map(|&s| if s == 0.0 { 1.0 } else { s }).collect();
+        let scale: Vec<f64> = st
+            .train_std
+            .iter()
+            .map(|&s| if s == 0.0 { 1.0 } else { s })
+            .collect();
 
         // ZᵀZ from the total Gram minus the test block, centred and scaled.
         let te = layer.test_rows(fold);
@@ -108,16 +112,28 @@ impl RidgeFactor {
         let tol = lambda_max * n as f64 * f64::EPSILON * 10.0;
         let keep: Vec<usize> = (0..n).filter(|&k| eigenvalues[k] > tol).collect();
         let r = keep.len();
-        let v = Mat::from_fn(n, r, |i, k| if constant[i] { 0.0 } else { eig.U()[(i, keep[k])] });
+        let v = Mat::from_fn(n, r, |i, k| {
+            if constant[i] {
+                0.0
+            } else {
+                eig.U()[(i, keep[k])]
+            }
+        });
         let lambda: Vec<f64> = keep.iter().map(|&k| eigenvalues[k]).collect();
 
         // U = X_tr V' − 1 (μᵀ V'), V' = D⁻¹ V Λ^{-1/2}, on the two train row blocks.
         let v_scaled = Mat::from_fn(n, r, |i, k| v[(i, k)] / (scale[i] * lambda[k].sqrt()));
-        let offset: Vec<f64> = (0..r).map(|k| (0..n).map(|i| mu[i] * v_scaled[(i, k)]).sum()).collect();
+        let offset: Vec<f64> = (0..r)
+            .map(|k| (0..n).map(|i| mu[i] * v_scaled[(i, k)]).sum())
+            .collect();
         let [p0, p1] = layer.train_parts(fold);
         let (u0, u1) = (p0 * &v_scaled, p1 * &v_scaled);
         let u = Mat::from_fn(m_tr, r, |i, k| {
-            let raw = if i < p0.nrows() { u0[(i, k)] } else { u1[(i - p0.nrows(), k)] };
+            let raw = if i < p0.nrows() {
+                u0[(i, k)]
+            } else {
+                u1[(i - p0.nrows(), k)]
+            };
             raw - offset[k]
         });
 
@@ -152,16 +168,32 @@ impl RidgeFactor {
         let u2 = Mat::from_fn(m_tr, r, |i, k| self.u[(i, k)] * self.u[(i, k)]);
         let h = &u2 * &self.f;
         let one_minus_h = Mat::from_fn(m_tr, n_alpha, |i, a| 1.0 - 1.0 / m_tr as f64 - h[(i, a)]);
-        self.weights = Mat::from_fn(m_tr, n_alpha, |i, a| 1.0 / (one_minus_h[(i, a)] * one_minus_h[(i, a)]));
-        let smallest = (0..n_alpha).min_by(|&a, &b| alphas[a].total_cmp(&alphas[b])).unwrap_or(0);
-        self.high = (0..m_tr).filter(|&i| one_minus_h[(i, smallest)] < HIGH_LEVERAGE).collect();
+        self.weights = Mat::from_fn(m_tr, n_alpha, |i, a| {
+            1.0 / (one_minus_h[(i, a)] * one_minus_h[(i, a)])
+        });
+        let smallest = (0..n_alpha)
+            .min_by(|&a, &b| alphas[a].total_cmp(&alphas[b]))
+            .unwrap_or(0);
+        self.high = (0..m_tr)
+            .filter(|&i| one_minus_h[(i, smallest)] < HIGH_LEVERAGE)
+            .collect();
         self.high.iter().for_each(|&i| self.is_high[i] = true);
 
         // Low-rank weights over the ordinary rows: W ≈ P S Qᵀ, and each α's relative error.
-        let ordinary = Mat::from_fn(m_tr, n_alpha, |i, a| if self.is_high[i] { 0.0 } else { self.weights[(i, a)] });
+        let ordinary = Mat::from_fn(m_tr, n_alpha, |i, a| {
+            if self.is_high[i] {
+                0.0
+            } else {
+                self.weights[(i, a)]
+            }
+        });
         let (p, coef, rho) = match ordinary.thin_svd() {
             Ok(svd) => {
-                let mut chosen = (Mat::zeros(m_tr, 0), Mat::zeros(n_alpha, 0), vec![f64::INFINITY; n_alpha]);
+                let mut chosen = (
+                    Mat::zeros(m_tr, 0),
+                    Mat::zeros(n_alpha, 0),
+                    vec![f64::INFINITY; n_alpha],
+                );
                 for rank in 1..=MAX_BOUND_RANK.min(n_alpha) {
                     let p = Mat::from_fn(m_tr, rank, |i, q| svd.U()[(i, q)] * svd.S()[q]);
                     let coef = Mat::from_fn(n_alpha, rank, |a, q| svd.V()[(a, q)]);
@@ -170,7 +202,9 @@ impl RidgeFactor {
                         .map(|a| {
                             (0..m_tr)
                                 .filter(|&i| !self.is_high[i])
-                                .map(|i| (approx[(i, a)] - ordinary[(i, a)]).abs() / ordinary[(i, a)])
+                                .map(|i| {
+                                    (approx[(i, a)] - ordinary[(i, a)]).abs() / ordinary[(i, a)]
+                                })
                                 .fold(0.0, f64::max)
                         })
                         .collect();
@@ -183,7 +217,11 @@ impl RidgeFactor {
                 chosen
             }
             // Without a basis every α is a candidate and gets its exact Gram.
-            Err(_) => (Mat::zeros(m_tr, 0), Mat::zeros(n_alpha, 0), vec![f64::INFINITY; n_alpha]),
+            Err(_) => (
+                Mat::zeros(m_tr, 0),
+                Mat::zeros(n_alpha, 0),
+                vec![f64::INFINITY; n_alpha],
+            ),
         };
         let u = self.u.as_ref();
         let is_high = &self.is_high;
@@ -204,7 +242,13 @@ impl RidgeFactor {
     /// Exact `T_α` over the ordinary rows, computed once.
     fn exact_t(&self, a: usize) -> &Mat<f64> {
         self.exact[a].get_or_init(|| {
-            weighted_gram(self.u.as_ref(), |i| if self.is_high[i] { 0.0 } else { self.weights[(i, a)] })
+            weighted_gram(self.u.as_ref(), |i| {
+                if self.is_high[i] {
+                    0.0
+                } else {
+                    self.weights[(i, a)]
+                }
+            })
         })
     }
 
@@ -222,7 +266,9 @@ impl RidgeFactor {
         let ub = Mat::from_fn(m_tr, r, |i, k| self.u[(i, k)] * b[(i, k)]);
         let s = &ub * &self.f;
         let gram_a = &a_mat * a_mat.transpose();
-        let y_sq: Vec<f64> = (0..m_tr).map(|i| (0..n_t).map(|j| yc[(i, j)] * yc[(i, j)]).sum()).collect();
+        let y_sq: Vec<f64> = (0..m_tr)
+            .map(|i| (0..n_t).map(|j| yc[(i, j)] * yc[(i, j)]).sum())
+            .collect();
 
         // Everything but the T_α term, exactly.
         let rest: Vec<f64> = (0..n_alpha)
@@ -237,7 +283,9 @@ impl RidgeFactor {
                 for &i in &self.high {
                     let mut sq = 0.0;
                     for j in 0..n_t {
-                        let fit: f64 = (0..r).map(|k| self.u[(i, k)] * self.f[(k, a)] * a_mat[(k, j)]).sum();
+                        let fit: f64 = (0..r)
+                            .map(|k| self.u[(i, k)] * self.f[(k, a)] * a_mat[(k, j)])
+                            .sum();
                         sq += (yc[(i, j)] - fit) * (yc[(i, j)] - fit);
                     }
                     e += self.weights[(i, a)] * sq;
@@ -245,7 +293,11 @@ impl RidgeFactor {
                 e
             })
             .collect();
-        let ffg = |a: usize| Mat::from_fn(r, r, |k, l| self.f[(k, a)] * self.f[(l, a)] * gram_a[(k, l)]);
+        let ffg = |a: usize| {
+            Mat::from_fn(r, r, |k, l| {
+                self.f[(k, a)] * self.f[(l, a)] * gram_a[(k, l)]
+            })
+        };
         // Intervals from the low-rank weights: |t̂ − t| ≤ ρ t.
         let bounds: Vec<(f64, f64)> = (0..n_alpha)
             .map(|a| {
@@ -254,13 +306,20 @@ impl RidgeFactor {
                     return (f64::NEG_INFINITY, f64::INFINITY);
                 }
                 let m = ffg(a);
-                let t_hat: f64 = (0..self.basis.len()).map(|q| self.coef[(a, q)] * inner(&m, &self.basis[q])).sum();
+                let t_hat: f64 = (0..self.basis.len())
+                    .map(|q| self.coef[(a, q)] * inner(&m, &self.basis[q]))
+                    .sum();
                 let slack = 1e-12 * (rest[a].abs() + t_hat.abs());
-                (rest[a] + t_hat / (1.0 + rho) - slack, rest[a] + t_hat / (1.0 - rho) + slack)
+                (
+                    rest[a] + t_hat / (1.0 + rho) - slack,
+                    rest[a] + t_hat / (1.0 - rho) + slack,
+                )
             })
             .collect();
         let best_upper = bounds.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
-        let candidates: Vec<usize> = (0..n_alpha).filter(|&a| bounds[a].0 <= best_upper).collect();
+        let candidates: Vec<usize> = (0..n_alpha)
+            .filter(|&a| bounds[a].0 <= best_upper)
+            .collect();
         let exact: Vec<(usize, f64)> = candidates
             .par_iter()
             .map(|&a| (a, rest[a] + inner(&ffg(a), self.exact_t(a))))

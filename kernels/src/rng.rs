@@ -27,7 +27,11 @@ impl LegacyRandomState {
                 .wrapping_mul(prev ^ (prev >> 30))
                 .wrapping_add(i as u32);
         }
-        Self { state, pos: N, cached_gauss: None }
+        Self {
+            state,
+            pos: N,
+            cached_gauss: None,
+        }
     }
 
     fn regenerate(&mut self) {

@@ -31,7 +31,9 @@ pub fn haar_rotation(n: usize, seed: u32) -> Result<Mat<f64>, KernelError> {
     // After the sign fix R has a positive diagonal, so sign(det Q) = sign(det G).
     let det = g.determinant();
     if !det.is_finite() || det == 0.0 {
-        return Err(KernelError::Numerical("singular Gaussian matrix for the rotation".into()));
+        return Err(KernelError::Numerical(
+            "singular Gaussian matrix for the rotation".into(),
+        ));
     }
     if det < 0.0 {
         q.col_mut(n - 1).iter_mut().for_each(|v| *v = -*v);

@@ -80,7 +80,11 @@ impl Rdm {
 /// Average ranks with a parallel sort of (value, index) pairs (RDM triangles reach tens of
 /// millions of entries; sorting contiguous pairs avoids random access into the values).
 fn par_average_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<(f64, u32)> = values.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+    let mut order: Vec<(f64, u32)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v, i as u32))
+        .collect();
     order.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut ranks = vec![0.0; values.len()];
     let mut start = 0;

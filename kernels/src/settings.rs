@@ -113,7 +113,9 @@ impl Settings {
     /// scikit-learn's `RidgeCV` grid used by the seed lab: `10^-8, 10^-7, ..., 10^8`.
     pub fn default_alphas() -> Vec<f64> {
         // Parsed, not `powi`, so each value is the correctly rounded decimal like numpy's.
-        (-8..=8).map(|e: i32| format!("1e{e}").parse().expect("valid literal")).collect()
+        (-8..=8)
+            .map(|e: i32| format!("1e{e}").parse().expect("valid literal"))
+            .collect()
     }
 }
 

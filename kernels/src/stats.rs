@@ -18,7 +18,9 @@ pub fn is_constant(col: impl Iterator<Item = f64>) -> bool {
 /// Mean of each column.
 pub fn col_means(x: MatRef<'_, f64>) -> Vec<f64> {
     let m = x.nrows() as f64;
-    (0..x.ncols()).map(|j| x.col(j).iter().sum::<f64>() / m).collect()
+    (0..x.ncols())
+        .map(|j| x.col(j).iter().sum::<f64>() / m)
+        .collect()
 }
 
 /// Average ranks (1-based; tied values share the mean of their ranks), as
@@ -99,7 +101,10 @@ pub fn paired_column_correlations(
         })
         .collect();
     let undefined = rs.iter().filter(|r| r.is_none()).count();
-    (rs.into_iter().map(|r| r.unwrap_or(0.0)).collect(), undefined)
+    (
+        rs.into_iter().map(|r| r.unwrap_or(0.0)).collect(),
+        undefined,
+    )
 }
 
 /// `Mᵀ diag(d) M` (with `d = 1` when `None`): one triangle computed, then mirrored, for half
@@ -151,7 +156,10 @@ mod tests {
 
     #[test]
     fn ties_share_their_mean_rank() {
-        assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
     }
 
     #[test]

@@ -59,7 +59,10 @@ impl Tree<'_> {
 
     fn remove_child(&mut self, parent: usize, child: usize) {
         let list = &mut self.children[parent];
-        let pos = list.iter().position(|&c| c == child).expect("child is listed under its parent");
+        let pos = list
+            .iter()
+            .position(|&c| c == child)
+            .expect("child is listed under its parent");
         list.swap_remove(pos);
     }
 }
@@ -78,7 +81,9 @@ fn gcd(a: usize, b: usize) -> usize {
 pub fn uniform_transport(cost: MatRef<'_, f64>) -> Result<Plan, KernelError> {
     let (nx, ny) = cost.shape();
     if nx == 0 || ny == 0 {
-        return Err(KernelError::Invalid("transport between empty sets of units".into()));
+        return Err(KernelError::Invalid(
+            "transport between empty sets of units".into(),
+        ));
     }
     let n_nodes = nx + ny;
     let g = gcd(nx, ny);
@@ -90,7 +95,10 @@ pub fn uniform_transport(cost: MatRef<'_, f64>) -> Result<Plan, KernelError> {
     let arcs = initial_basis(cost, &supply, &demand);
     let mut tree = build_tree(cost, nx, n_nodes, &arcs)?;
 
-    let max_abs = cost.col_iter().flat_map(|c| c.iter().map(|v| v.abs()).collect::<Vec<_>>()).fold(0.0f64, f64::max);
+    let max_abs = cost
+        .col_iter()
+        .flat_map(|c| c.iter().map(|v| v.abs()).collect::<Vec<_>>())
+        .fold(0.0f64, f64::max);
     let eps = 1e-12 * max_abs.max(1.0);
     let n_arcs = nx * ny;
     let block = ((n_arcs as f64).sqrt() as usize).max(16).min(n_arcs);
@@ -136,10 +144,18 @@ pub fn uniform_transport(cost: MatRef<'_, f64>) -> Result<Plan, KernelError> {
 }
 
 /// A feasible spanning-tree basis by the matrix-minimum rule (cheapest cells first).
-fn initial_basis(cost: MatRef<'_, f64>, supply: &[i64], demand: &[i64]) -> Vec<(usize, usize, i64)> {
+fn initial_basis(
+    cost: MatRef<'_, f64>,
+    supply: &[i64],
+    demand: &[i64],
+) -> Vec<(usize, usize, i64)> {
     let (nx, ny) = cost.shape();
     let mut order: Vec<usize> = (0..nx * ny).collect();
-    order.sort_unstable_by(|&a, &b| cost[(a / ny, a % ny)].total_cmp(&cost[(b / ny, b % ny)]).then(a.cmp(&b)));
+    order.sort_unstable_by(|&a, &b| {
+        cost[(a / ny, a % ny)]
+            .total_cmp(&cost[(b / ny, b % ny)])
+            .then(a.cmp(&b))
+    });
     let mut s = supply.to_vec();
     let mut d = demand.to_vec();
     let mut arcs = Vec::with_capacity(nx + ny - 1);
@@ -199,7 +215,9 @@ fn build_tree<'c>(
         }
     }
     if reached != n_nodes {
-        return Err(KernelError::Numerical("initial transport basis is not a spanning tree".into()));
+        return Err(KernelError::Numerical(
+            "initial transport basis is not a spanning tree".into(),
+        ));
     }
     Ok(tree)
 }
@@ -250,8 +268,15 @@ fn pivot(tree: &mut Tree<'_>, p: usize, q: usize) {
         }
     }
     // Re-hang the cut subtree: x is the entering arc's endpoint below the leaving arc.
-    let (x, y, path) = if leaving_on_q { (q, p, &path_q) } else { (p, q, &path_p) };
-    let stop = path.iter().position(|&v| v == leaving).expect("leaving arc lies on the cycle");
+    let (x, y, path) = if leaving_on_q {
+        (q, p, &path_q)
+    } else {
+        (p, q, &path_p)
+    };
+    let stop = path
+        .iter()
+        .position(|&v| v == leaving)
+        .expect("leaving arc lies on the cycle");
     let chain: Vec<usize> = path[..=stop].to_vec();
     let old_flows: Vec<i64> = chain.iter().map(|&v| tree.flow[v]).collect();
     let top_parent = tree.parent[leaving];
@@ -282,7 +307,11 @@ fn exact_plan(tree: &Tree<'_>, nx: usize, ny: usize) -> Plan {
     }
     let mut net = vec![0.0; n_nodes];
     for v in 0..n_nodes {
-        net[v] = if v < nx { 1.0 / nx as f64 } else { -1.0 / ny as f64 };
+        net[v] = if v < nx {
+            1.0 / nx as f64
+        } else {
+            -1.0 / ny as f64
+        };
     }
     let mut entries = Vec::with_capacity(n_nodes - 1);
     let mut total = 0.0;
@@ -292,14 +321,21 @@ fn exact_plan(tree: &Tree<'_>, nx: usize, ny: usize) -> Plan {
         }
         let p = tree.parent[v];
         net[p] += net[v];
-        let (i, j, mass) = if v < nx { (v, p - nx, net[v]) } else { (p, v - nx, -net[v]) };
+        let (i, j, mass) = if v < nx {
+            (v, p - nx, net[v])
+        } else {
+            (p, v - nx, -net[v])
+        };
         if mass > 0.0 {
             total += mass * tree.cost[(i, j)];
             entries.push((i, j, mass));
         }
     }
     entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    Plan { entries, cost: total }
+    Plan {
+        entries,
+        cost: total,
+    }
 }
 
 #[cfg(test)]
@@ -310,13 +346,72 @@ mod tests {
     #[test]
     fn square_problem_finds_the_optimal_permutation() {
         // Optimal assignment is the anti-diagonal.
-        let c = Mat::from_fn(3, 3, |i, j| if i + j == 2 { 0.0 } else { 1.0 + (i * 3 + j) as f64 });
+        let c = Mat::from_fn(3, 3, |i, j| {
+            if i + j == 2 {
+                0.0
+            } else {
+                1.0 + (i * 3 + j) as f64
+            }
+        });
         let plan = uniform_transport(c.as_ref()).unwrap();
         assert!(plan.cost.abs() < 1e-15);
         assert_eq!(plan.entries.len(), 3);
         for &(i, j, p) in &plan.entries {
             assert_eq!(i + j, 2);
             assert!((p - 1.0 / 3.0).abs() < 1e-15);
+        }
+    }
+
+    fn pseudo_random_costs(nx: usize, ny: usize, seed: u32) -> Mat<f64> {
+        let mut rng = crate::rng::LegacyRandomState::new(seed);
+        let v: Vec<f64> = (0..nx * ny).map(|_| rng.next_f64()).collect();
+        Mat::from_fn(nx, ny, |i, j| v[i * ny + j])
+    }
+
+    /// Minimum of the assignment problem with each source repeated `ry` times and each sink
+    /// `rx` times (an independent exact solution of uniform-marginal transport).
+    fn expanded_assignment_cost(c: &Mat<f64>, rep_x: usize, rep_y: usize) -> f64 {
+        let (nx, ny) = c.shape();
+        let n = nx * rep_x;
+        assert_eq!(n, ny * rep_y);
+        let flat: Vec<f64> = (0..n)
+            .flat_map(|i| (0..n).map(move |j| c[(i / rep_x, j / rep_y)]))
+            .collect();
+        let (rows, cols) = lsap::solve(n, n, &flat, false).unwrap();
+        rows.iter()
+            .zip(&cols)
+            .map(|(&i, &j)| flat[i * n + j])
+            .sum::<f64>()
+            / n as f64
+    }
+
+    #[test]
+    fn square_costs_match_exact_assignment() {
+        for (n, seed) in [(7, 1), (60, 2), (150, 3)] {
+            let c = pseudo_random_costs(n, n, seed);
+            let plan = uniform_transport(c.as_ref()).unwrap();
+            let want = expanded_assignment_cost(&c, 1, 1);
+            assert!(
+                (plan.cost - want).abs() < 1e-12,
+                "n={n}: {} vs {want}",
+                plan.cost
+            );
+        }
+    }
+
+    #[test]
+    fn rectangular_costs_match_expanded_assignment() {
+        // 40 x 25: lcm 200, sources repeated 5 times, sinks 8 times.
+        for (nx, ny, seed) in [(40, 25, 4), (12, 18, 5), (9, 3, 6)] {
+            let c = pseudo_random_costs(nx, ny, seed);
+            let plan = uniform_transport(c.as_ref()).unwrap();
+            let l = nx * ny / gcd(nx, ny);
+            let want = expanded_assignment_cost(&c, l / nx, l / ny);
+            assert!(
+                (plan.cost - want).abs() < 1e-12,
+                "{nx}x{ny}: {} vs {want}",
+                plan.cost
+            );
         }
     }
 
@@ -331,6 +426,7 @@ mod tests {
             cols[j] += p;
         }
         rows.iter().for_each(|r| assert!((r - 0.2).abs() < 1e-14));
-        cols.iter().for_each(|c| assert!((c - 1.0 / 3.0).abs() < 1e-14));
+        cols.iter()
+            .for_each(|c| assert!((c - 1.0 / 3.0).abs() < 1e-14));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use repflow_kernels::{rotation, Metric, Pair, PreparedLayer, Score, Settings};
 use serde_json::{json, Value};
 
@@ -54,14 +55,34 @@ pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
             b.n_units()
         ));
     }
+    // A progress bar on a terminal (hidden when stderr is redirected): large layers take
+    // seconds to minutes per metric.
+    let bar = ProgressBar::new(metrics.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos}/{len} metrics: {msg}")
+            .expect("valid progress template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut scores = Vec::with_capacity(metrics.len());
     for m in metrics {
+        bar.set_message(m.name());
         scores.push(pair.score(m)?);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     if args.json {
-        let objects: Vec<Value> = scores.iter().map(|s| to_json(s, &a, &b, &settings)).collect();
-        let out = if args.metric == MetricArg::All { Value::Array(objects) } else { objects[0].clone() };
-        println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialise"));
+        let objects: Vec<Value> = scores
+            .iter()
+            .map(|s| to_json(s, &a, &b, &settings))
+            .collect();
+        let out = if args.metric == MetricArg::All {
+            Value::Array(objects)
+        } else {
+            objects[0].clone()
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("JSON values serialise")
+        );
         for n in notes {
             eprintln!("note: {n}");
         }
@@ -150,15 +171,25 @@ fn print_table(
     if let Some(seed) = args.rotate_x {
         println!("X rotated by a Haar-random rotation (seed {seed})");
     }
-    println!("{}, {} correlation", describe_folds(settings), corr_name(settings.corr));
+    println!(
+        "{}, {} correlation",
+        describe_folds(settings),
+        corr_name(settings.corr)
+    );
     println!();
-    println!("{:<14} {:>8} {:>8} {:>8} {:>8} {:>9}", "metric", "score", "std", "X->Y", "Y->X", "nan_units");
+    println!(
+        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "metric", "score", "std", "X->Y", "Y->X", "nan_units"
+    );
     let dir = |f: &Option<Vec<f64>>| match f {
         Some(v) => format!("{:.4}", repflow_kernels::stats::mean(v)),
         None => "-".into(),
     };
     for s in scores {
-        let std = s.std.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        let std = s
+            .std
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<14} {:>8.4} {:>8} {:>8} {:>8} {:>9}",
             s.metric.name(),
@@ -169,7 +200,11 @@ fn print_table(
             s.nan_units
         );
         if let Some(ang) = &s.angular_distance {
-            println!("{:<14} {:>8.4} rad (netrep angular distance, mean over folds)", "", repflow_kernels::stats::mean(ang));
+            println!(
+                "{:<14} {:>8.4} rad (netrep angular distance, mean over folds)",
+                "",
+                repflow_kernels::stats::mean(ang)
+            );
         }
     }
     for n in notes {
