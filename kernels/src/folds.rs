@@ -63,6 +63,25 @@ impl Folds {
         Ok(Self { n_rows, test })
     }
 
+    /// Rebuilds folds from their test rows, which must partition `0..n_rows`.
+    pub fn from_test_rows(n_rows: usize, test: Vec<Vec<usize>>) -> Result<Self, KernelError> {
+        let mut seen = vec![false; n_rows];
+        for &i in test.iter().flatten() {
+            if i >= n_rows || seen[i] {
+                return Err(KernelError::Invalid(format!(
+                    "fold rows do not partition 0..{n_rows}"
+                )));
+            }
+            seen[i] = true;
+        }
+        if test.len() < 2 || seen.iter().any(|s| !s) {
+            return Err(KernelError::Invalid(format!(
+                "fold rows do not partition 0..{n_rows}"
+            )));
+        }
+        Ok(Self { n_rows, test })
+    }
+
     /// Number of folds.
     pub fn k(&self) -> usize {
         self.test.len()

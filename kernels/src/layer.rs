@@ -6,7 +6,7 @@
 //! every pair and direction the layer takes part in, so an audit of L layers does O(L)
 //! factorisations, not O(L²).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
@@ -19,7 +19,7 @@ use crate::stats;
 use crate::KernelError;
 
 /// Mean and standard deviation (ddof = 0) of each unit on one fold's train and test rows.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FoldStats {
     /// Train-row mean of each unit (in the layer's centred coordinates).
     pub train_mean: Vec<f64>,
@@ -39,6 +39,37 @@ pub struct FoldRanks {
     pub test: Mat<f64>,
 }
 
+/// Column-major f64 storage of a prepared layer's data: owned, or borrowed from elsewhere
+/// (a memory-mapped cache object) without a copy.
+pub trait DataBuffer: Send + Sync {
+    /// The values, column-major.
+    fn as_slice(&self) -> &[f64];
+}
+
+impl DataBuffer for Vec<f64> {
+    fn as_slice(&self) -> &[f64] {
+        self
+    }
+}
+
+/// Everything a prepared layer holds besides its data, to store it and rebuild it later
+/// ([`PreparedLayer::parts`], [`PreparedLayer::from_parts`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerParts {
+    /// Number of stimuli.
+    pub n_rows: usize,
+    /// Number of units given.
+    pub n_units_in: usize,
+    /// Input indices of the dropped (constant) units.
+    pub dropped: Vec<usize>,
+    /// Mean of each kept unit.
+    pub mean: Vec<f64>,
+    /// Test rows of each fold (the data's rows are these, concatenated).
+    pub test_rows: Vec<Vec<usize>>,
+    /// Statistics of each fold.
+    pub stats: Vec<FoldStats>,
+}
+
 /// One layer's activations, prepared once and reused by every pair it takes part in.
 pub struct PreparedLayer {
     settings: Settings,
@@ -46,7 +77,9 @@ pub struct PreparedLayer {
     n_units_in: usize,
     dropped: Vec<usize>,
     mean: Vec<f64>,
-    x: Mat<f64>,
+    data: Arc<dyn DataBuffer>,
+    n_rows: usize,
+    n_units: usize,
     bounds: Vec<(usize, usize)>,
     stats: Vec<FoldStats>,
     gram_total: OnceLock<Mat<f64>>,
@@ -59,7 +92,23 @@ impl PreparedLayer {
     /// Prepares `x` (stimuli × units): checks it, drops units constant over all stimuli,
     /// centres it and splits it into folds as `settings.folds` says.
     pub fn new(x: MatRef<'_, f64>, settings: &Settings) -> Result<Self, KernelError> {
+        let folds = Folds::new(x.nrows(), settings.folds)?;
+        Self::with_folds(x, settings, folds)
+    }
+
+    /// Prepares `x` with a given fold split (which must cover its rows).
+    pub fn with_folds(
+        x: MatRef<'_, f64>,
+        settings: &Settings,
+        folds: Folds,
+    ) -> Result<Self, KernelError> {
         let (m, n_in) = x.shape();
+        if folds.n_rows() != m {
+            return Err(KernelError::Invalid(format!(
+                "the folds split {} rows but the matrix has {m}",
+                folds.n_rows()
+            )));
+        }
         if n_in == 0 {
             return Err(KernelError::Invalid(
                 "the matrix has no units (0 columns)".into(),
@@ -75,7 +124,6 @@ impl PreparedLayer {
                 }
             }
         }
-        let folds = Folds::new(m, settings.folds)?;
         let (kept, dropped): (Vec<usize>, Vec<usize>) =
             (0..n_in).partition(|&j| !stats::is_constant(x.col(j).iter().copied()));
         if kept.is_empty() {
@@ -96,13 +144,19 @@ impl PreparedLayer {
             .collect();
         let xc = Mat::from_fn(m, kept.len(), |i, j| x[(order[i], kept[j])] - mean[j]);
         let stats = all_fold_stats(xc.as_ref(), &bounds);
+        let n_units = xc.ncols();
+        let data: Vec<f64> = (0..n_units)
+            .flat_map(|j| xc.col(j).iter().copied().collect::<Vec<_>>())
+            .collect();
         Ok(Self {
             settings: settings.clone(),
             folds,
             n_units_in: n_in,
             dropped,
             mean,
-            x: xc,
+            data: Arc::new(data),
+            n_rows: m,
+            n_units,
             bounds,
             stats,
             gram_total: OnceLock::new(),
@@ -110,6 +164,62 @@ impl PreparedLayer {
             ranks: OnceLock::new(),
             rdm: OnceLock::new(),
         })
+    }
+
+    /// Everything but the data, to store the layer.
+    pub fn parts(&self) -> LayerParts {
+        LayerParts {
+            n_rows: self.n_rows,
+            n_units_in: self.n_units_in,
+            dropped: self.dropped.clone(),
+            mean: self.mean.clone(),
+            test_rows: (0..self.k()).map(|f| self.folds.test(f).to_vec()).collect(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Rebuilds a stored layer from its parts and its data (`data()`'s values, column-major),
+    /// without copying the data.
+    pub fn from_parts(
+        parts: LayerParts,
+        settings: &Settings,
+        data: Arc<dyn DataBuffer>,
+    ) -> Result<Self, KernelError> {
+        let n_units = parts.mean.len();
+        if data.as_slice().len() != parts.n_rows * n_units
+            || parts.stats.len() != parts.test_rows.len()
+        {
+            return Err(KernelError::Invalid(
+                "stored layer parts do not fit together".into(),
+            ));
+        }
+        let folds = Folds::from_test_rows(parts.n_rows, parts.test_rows)?;
+        let mut bounds = Vec::with_capacity(folds.k());
+        let mut start = 0;
+        for f in 0..folds.k() {
+            bounds.push((start, start + folds.test(f).len()));
+            start += folds.test(f).len();
+        }
+        Ok(Self {
+            settings: settings.clone(),
+            folds,
+            n_units_in: parts.n_units_in,
+            dropped: parts.dropped,
+            mean: parts.mean,
+            data,
+            n_rows: parts.n_rows,
+            n_units,
+            bounds,
+            stats: parts.stats,
+            gram_total: OnceLock::new(),
+            ridge: OnceLock::new(),
+            ranks: OnceLock::new(),
+            rdm: OnceLock::new(),
+        })
+    }
+
+    fn x(&self) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(self.data.as_slice(), self.n_rows, self.n_units)
     }
 
     /// The settings the layer was prepared with.
@@ -129,7 +239,7 @@ impl PreparedLayer {
 
     /// Number of stimuli (rows).
     pub fn n_rows(&self) -> usize {
-        self.x.nrows()
+        self.n_rows
     }
 
     /// Number of units given, before dead units were dropped.
@@ -139,7 +249,7 @@ impl PreparedLayer {
 
     /// Number of units kept (the width every metric sees).
     pub fn n_units(&self) -> usize {
-        self.x.ncols()
+        self.n_units
     }
 
     /// Input column indices of the units dropped for being constant over all stimuli.
@@ -154,7 +264,7 @@ impl PreparedLayer {
 
     /// The centred data, rows in fold order (fold 0's test rows first).
     pub fn data(&self) -> MatRef<'_, f64> {
-        self.x.as_ref()
+        self.x()
     }
 
     /// Statistics of fold `f`.
@@ -170,20 +280,20 @@ impl PreparedLayer {
     /// Fold `f`'s test rows (a view, no copy).
     pub fn test_rows(&self, f: usize) -> MatRef<'_, f64> {
         let (s, e) = self.bounds[f];
-        self.x.as_ref().subrows(s, e - s)
+        self.x().subrows(s, e - s)
     }
 
     /// Fold `f`'s train rows: the rows before and after its test block (views, no copy).
     pub fn train_parts(&self, f: usize) -> [MatRef<'_, f64>; 2] {
         let (s, e) = self.bounds[f];
-        let x = self.x.as_ref();
+        let x = self.x();
         [x.subrows(0, s), x.subrows(e, x.nrows() - e)]
     }
 
     /// Number of train rows of fold `f`.
     pub fn n_train(&self, f: usize) -> usize {
         let (s, e) = self.bounds[f];
-        self.x.nrows() - (e - s)
+        self.n_rows - (e - s)
     }
 
     /// Fold `f`'s train rows gathered into one matrix, each column minus `shift[j]`.
@@ -198,8 +308,7 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        self.gram_total
-            .get_or_init(|| stats::gram(self.x.as_ref(), None))
+        self.gram_total.get_or_init(|| stats::gram(self.x(), None))
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).

@@ -38,7 +38,7 @@ pub mod stats;
 pub mod transport;
 
 pub use folds::{FoldSpec, Folds};
-pub use layer::PreparedLayer;
+pub use layer::{DataBuffer, FoldStats, LayerParts, PreparedLayer};
 pub use pair::{Pair, Score};
 pub use settings::{Corr, DimMatch, HsicEstimator, Metric, Settings, TestZscore};
 
