@@ -21,6 +21,126 @@ pub struct Cli {
 pub enum Command {
     /// Score the alignment between two activation matrices (stimuli × units).
     Score(ScoreArgs),
+    /// Run a pipeline: compute what the store lacks, reuse the rest, write the score table.
+    Run(RunArgs),
+    /// Show a pipeline's DAG with each node's state (cached, stale, missing).
+    Plan(PlanArgs),
+    /// Explain why a node will run: which input, parameter or kind version changed.
+    Why(WhyArgs),
+    /// Inspect and maintain the store.
+    Cache(CacheArgs),
+    /// Execute one node of the store by its key (for cluster workers).
+    ExecNode(ExecNodeArgs),
+}
+
+/// Where the store is: `--cache`, else `$REPFLOW_CACHE`, else `.repflow`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The store's folder (default: $REPFLOW_CACHE, else .repflow).
+    #[arg(long, global = true)]
+    pub cache: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store folder.
+    pub fn dir(&self) -> PathBuf {
+        self.cache
+            .clone()
+            .or_else(|| std::env::var_os("REPFLOW_CACHE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".repflow"))
+    }
+}
+
+/// Flags of `repflow run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Show what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Recompute nodes whose label contains this text (repeatable).
+    #[arg(long, value_name = "NODE-PATTERN")]
+    pub force: Vec<String>,
+    /// Print one JSON summary object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Flags of `repflow plan`.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Flags of `repflow why`.
+#[derive(clap::Args, Debug)]
+pub struct WhyArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The node's label, or a part of it that names one node.
+    pub node: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Flags of `repflow cache`.
+#[derive(clap::Args, Debug)]
+pub struct CacheArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `repflow cache` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List entries: key, kind, size, compute time, creation time.
+    Ls,
+    /// Total size, by node kind.
+    Du,
+    /// One entry's metadata and recipe.
+    Show {
+        /// The key, or a prefix of at least 4 characters.
+        key: String,
+    },
+    /// Hash every object; remove corrupt objects and the entries that point to them.
+    Verify,
+    /// Remove entries and objects.
+    Gc {
+        /// Keep the store under this size (e.g. 500M, 10G): least recently used first,
+        /// weighted by recompute cost.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Keep everything these pipelines reach (repeatable).
+        #[arg(long)]
+        keep: Vec<PathBuf>,
+        /// Say what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Flags of `repflow exec-node`.
+#[derive(clap::Args, Debug)]
+pub struct ExecNodeArgs {
+    /// The node's key (its recipe must be in the store).
+    pub key: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// A metric name on the command line (`all` runs every metric).

@@ -5,5 +5,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod dag;
 pub mod error;
 pub mod matrix_io;
+pub mod nodes;
+pub mod pipeline;

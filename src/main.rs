@@ -7,10 +7,18 @@ use repflow::commands;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Score(args) => commands::score::run(&args),
+        Command::Score(args) => commands::score::run(&args).map(|_| 0),
+        Command::Run(args) => commands::run::run(&args),
+        Command::Plan(args) => commands::plan::run(&args).map(|_| 0),
+        Command::Why(args) => commands::why::run(&args).map(|_| 0),
+        Command::Cache(args) => commands::cache::run(&args).map(|_| 0),
+        Command::ExecNode(args) => commands::exec_node::run(&args).map(|_| 0),
     };
-    if let Err(e) = result {
-        eprintln!("{e}");
-        std::process::exit(e.code);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(e.code);
+        }
     }
 }

@@ -40,4 +40,7 @@ pub struct Recipe {
     pub inputs: Vec<String>,
     /// A human-readable name of the node within its pipeline.
     pub label: String,
+    /// The node's full description as its kind reads it, including what lies outside the
+    /// store (source file paths); not part of the key.
+    pub spec: serde_json::Value,
 }

@@ -185,6 +185,11 @@ impl Store {
         }
     }
 
+    /// Whether the object `digest` is present (not verified).
+    pub fn has_object(&self, digest: &Digest) -> bool {
+        self.sharded("objects", digest).is_file()
+    }
+
     /// Maps the object `digest` after checking its bytes hash to it.
     pub fn get(&self, digest: &Digest) -> Result<MappedBundle, CacheError> {
         let path = self.sharded("objects", digest);

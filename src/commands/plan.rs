@@ -1,0 +1,63 @@
+//! `repflow plan PIPELINE`: each node's state without running anything.
+
+use crate::cli::PlanArgs;
+use crate::dag::run::{run as run_dag, RunOptions, State};
+use crate::error::UserError;
+
+/// Prints the DAG with each node's state: `cached`, `stale` (built before, inputs or
+/// parameters changed since) or `missing` (never built).
+pub fn run(args: &PlanArgs) -> Result<(), UserError> {
+    let dag = super::load_dag(&args.pipeline)?;
+    let store = super::open_store(&args.store.dir())?;
+    let previous = super::load_state(&store, &args.pipeline);
+    let opts = RunOptions {
+        jobs: 1,
+        force: vec![],
+        execute: false,
+        progress: false,
+    };
+    let o = run_dag(&dag, &store, &opts);
+    let mut rows = Vec::new();
+    let (mut cached, mut stale, mut missing) = (0, 0, 0);
+    for &i in &dag.order {
+        let label = &dag.nodes[i].label;
+        let state = match &o.states[i] {
+            State::Cached => {
+                cached += 1;
+                "cached"
+            }
+            _ if previous.contains_key(label) => {
+                stale += 1;
+                "stale"
+            }
+            _ => {
+                missing += 1;
+                "missing"
+            }
+        };
+        let key = o.parts[i]
+            .as_ref()
+            .map(|p| p.key().short())
+            .unwrap_or_else(|| "-".into());
+        rows.push((label.clone(), state, key, dag.nodes[i].inputs.len()));
+    }
+    if args.json {
+        let nodes: Vec<_> = rows
+            .iter()
+            .map(|(l, s, k, n)| serde_json::json!({"node": l, "state": s, "key": k, "inputs": n}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"cached": cached, "stale": stale, "missing": missing, "nodes": nodes})
+        );
+        return Ok(());
+    }
+    for (label, state, key, _) in &rows {
+        println!("{state:<8} {key:<12} {label}");
+    }
+    println!(
+        "{} nodes: {cached} cached, {stale} stale, {missing} missing",
+        rows.len()
+    );
+    Ok(())
+}

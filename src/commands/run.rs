@@ -1,0 +1,93 @@
+//! `repflow run PIPELINE`: compute what the store lacks, reuse the rest, write the table.
+
+use std::collections::BTreeMap;
+
+use crate::cli::RunArgs;
+use crate::dag::run::{run as run_dag, Outcome, RunOptions, State};
+use crate::error::UserError;
+use crate::nodes::table;
+
+/// Runs the pipeline; returns the exit code (1 when a node failed).
+pub fn run(args: &RunArgs) -> Result<i32, UserError> {
+    if args.dry_run {
+        let plan_args = crate::cli::PlanArgs {
+            pipeline: args.pipeline.clone(),
+            json: args.json,
+            store: args.store.clone(),
+        };
+        super::plan::run(&plan_args)?;
+        return Ok(0);
+    }
+    let dag = super::load_dag(&args.pipeline)?;
+    let spec = crate::pipeline::load(&args.pipeline)?;
+    let store = super::open_store(&args.store.dir())?;
+    let opts = RunOptions {
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        force: args.force.clone(),
+        execute: true,
+        progress: !args.json,
+    };
+    let outcome = run_dag(&dag, &store, &opts);
+    let mut state: BTreeMap<String, _> = super::load_state(&store, &args.pipeline);
+    for (node, parts) in dag.nodes.iter().zip(&outcome.parts) {
+        if let Some(p) = parts {
+            state.insert(node.label.clone(), p.clone());
+        }
+    }
+    super::save_state(&store, &args.pipeline, &state);
+
+    let results = match outcome.digests[dag.table] {
+        Some(d) => {
+            let bundle = store.get(&d).map_err(|e| {
+                UserError::input(format!("table object: {e}; run again to recompute it"))
+            })?;
+            Some(table::write_results(bundle.meta(), &spec.results_dir())?)
+        }
+        None => None,
+    };
+    report(&dag, &outcome, results.as_deref(), args.json);
+    Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+fn report(dag: &crate::dag::Dag, o: &Outcome, results: Option<&std::path::Path>, json: bool) {
+    let executed = o.count(|s| *s == State::Executed);
+    let cached = o.count(|s| *s == State::Cached);
+    let failed = o.count(|s| matches!(s, State::Failed(_)));
+    let blocked = o.count(|s| *s == State::Blocked);
+    let failures: Vec<(String, String)> = dag
+        .nodes
+        .iter()
+        .zip(&o.states)
+        .filter_map(|(n, s)| match s {
+            State::Failed(m) => Some((n.label.clone(), m.clone())),
+            _ => None,
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "executed": executed, "cached": cached, "failed": failed, "blocked": blocked,
+            "seconds": o.seconds, "results": results.map(|p| p.display().to_string()),
+            "failures": failures.iter().map(|(l, m)| serde_json::json!({"node": l, "error": m})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    for (label, msg) in &failures {
+        eprintln!("failed: {label}: {msg}");
+    }
+    println!(
+        "{executed} executed, {cached} reused from cache, {failed} failed, {blocked} blocked, in {:.2} s",
+        o.seconds
+    );
+    if let Some(p) = results {
+        println!("scores: {}", p.display());
+    }
+}

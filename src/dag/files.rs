@@ -1,0 +1,94 @@
+//! Content digests of source files, with a size + modification-time fast path: a file
+//! whose size and mtime match the last hashing reuses its digest; any other file is hashed
+//! again (so touching a file without changing its bytes changes no key).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use repflow_cache::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Seen {
+    size: u64,
+    mtime_ns: u128,
+    digest: String,
+}
+
+/// Remembered digests of files, saved in the store between runs.
+pub struct FileDigests {
+    path: PathBuf,
+    seen: Mutex<HashMap<String, Seen>>,
+    changed: Mutex<bool>,
+}
+
+impl FileDigests {
+    /// Loads the remembered digests kept in `store_root`.
+    pub fn load(store_root: &Path) -> FileDigests {
+        let path = store_root.join("file-digests.json");
+        let seen = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        FileDigests {
+            path,
+            seen: Mutex::new(seen),
+            changed: Mutex::new(false),
+        }
+    }
+
+    /// The digest of the file at `path`.
+    pub fn digest(&self, path: &Path) -> Result<Digest, UserError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .to_string_lossy()
+            .into_owned();
+        if let Some(s) = self.seen.lock().expect("lock").get(&name) {
+            if s.size == meta.len() && s.mtime_ns == mtime_ns {
+                if let Ok(d) = s.digest.parse() {
+                    return Ok(d);
+                }
+            }
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+        let digest = Digest::of(&bytes);
+        self.seen.lock().expect("lock").insert(
+            name,
+            Seen {
+                size: meta.len(),
+                mtime_ns,
+                digest: digest.hex(),
+            },
+        );
+        *self.changed.lock().expect("lock") = true;
+        Ok(digest)
+    }
+
+    /// Saves the remembered digests (atomically) when they changed.
+    pub fn save(&self) {
+        if !*self.changed.lock().expect("lock") {
+            return;
+        }
+        let json =
+            serde_json::to_vec(&*self.seen.lock().expect("lock")).expect("digests serialise");
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.path);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `prepared`: a layer prepared for scoring (dead units dropped, centred, rows in fold
+//! order, fold statistics). Shared by every pair the layer takes part in; read back from
+//! the store without copying its data.
+
+use std::sync::Arc;
+
+use faer::MatRef;
+use repflow_cache::{Bundle, MappedArray, MappedBundle};
+use repflow_kernels::{DataBuffer, FoldStats, Folds, LayerParts, PreparedLayer, Settings};
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+
+/// Kind name.
+pub const KIND: &str = "prepared";
+/// Kind version.
+pub const VERSION: u32 = 1;
+
+/// A prepared layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The model.
+    pub model: String,
+    /// The layer.
+    pub layer: String,
+}
+
+/// A memory-mapped array as the kernels' data buffer.
+struct MappedData(MappedArray);
+
+impl DataBuffer for MappedData {
+    fn as_slice(&self) -> &[f64] {
+        self.0.as_slice()
+    }
+}
+
+fn corrupt(what: &str) -> UserError {
+    UserError::input(format!("corrupt prepared-layer object: {what}"))
+}
+
+impl Prepared {
+    /// Key parameters: none beyond the inputs (the source matrix and the folds).
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    /// Prepares the source matrix `x` (array `x` of a source output) with `folds`.
+    pub fn run(&self, source: &MappedBundle, folds: Folds) -> Result<Bundle, UserError> {
+        let x = source
+            .array("x")
+            .ok_or_else(|| corrupt("source has no matrix"))?;
+        let (m, n) = (x.shape()[0], x.shape()[1]);
+        let xr = MatRef::from_column_major_slice(x.as_slice(), m, n);
+        // Only the fold split matters for what is stored; metric settings apply when scoring.
+        let layer = PreparedLayer::with_folds(xr, &Settings::default(), folds).map_err(|e| {
+            UserError::from(e).prefixed(&format!("{}/{}: ", self.model, self.layer))
+        })?;
+        let parts = layer.parts();
+        let data = layer.data();
+        let cols = data.ncols();
+        let values: Vec<f64> = (0..cols)
+            .flat_map(|j| data.col(j).iter().copied().collect::<Vec<_>>())
+            .collect();
+        let k = parts.stats.len();
+        let stat = |f: fn(&FoldStats) -> &Vec<f64>| {
+            parts
+                .stats
+                .iter()
+                .flat_map(|s| f(s).iter().copied())
+                .collect::<Vec<f64>>()
+        };
+        let meta = serde_json::json!({
+            "n_rows": parts.n_rows,
+            "n_units": cols,
+            "n_units_in": parts.n_units_in,
+            "dropped": parts.dropped,
+            "test_rows": parts.test_rows,
+        });
+        Ok(Bundle::meta(meta.to_string())
+            .with_array("data", &[parts.n_rows, cols], values)
+            .with_array("mean", &[cols], parts.mean.clone())
+            .with_array("train_mean", &[k, cols], stat(|s| &s.train_mean))
+            .with_array("train_std", &[k, cols], stat(|s| &s.train_std))
+            .with_array("test_mean", &[k, cols], stat(|s| &s.test_mean))
+            .with_array("test_std", &[k, cols], stat(|s| &s.test_std)))
+    }
+}
+
+/// Rebuilds a prepared layer from its stored output, for scoring with `settings`. The data
+/// stay in the memory map.
+pub fn load(bundle: &MappedBundle, settings: &Settings) -> Result<PreparedLayer, UserError> {
+    let meta: serde_json::Value =
+        serde_json::from_str(bundle.meta()).map_err(|e| corrupt(&e.to_string()))?;
+    let n_units = meta["n_units"]
+        .as_u64()
+        .ok_or_else(|| corrupt("no n_units"))? as usize;
+    let test_rows: Vec<Vec<usize>> =
+        serde_json::from_value(meta["test_rows"].clone()).map_err(|e| corrupt(&e.to_string()))?;
+    let k = test_rows.len();
+    let array = |name: &str| {
+        bundle
+            .array(name)
+            .ok_or_else(|| corrupt(&format!("no array `{name}`")))
+    };
+    let per_fold = |name: &str| -> Result<Vec<Vec<f64>>, UserError> {
+        let a = array(name)?;
+        Ok(a.as_slice()
+            .chunks(n_units.max(1))
+            .take(k)
+            .map(<[f64]>::to_vec)
+            .collect())
+    };
+    let (tm, ts, em, es) = (
+        per_fold("train_mean")?,
+        per_fold("train_std")?,
+        per_fold("test_mean")?,
+        per_fold("test_std")?,
+    );
+    let stats = (0..k)
+        .map(|f| FoldStats {
+            train_mean: tm[f].clone(),
+            train_std: ts[f].clone(),
+            test_mean: em[f].clone(),
+            test_std: es[f].clone(),
+        })
+        .collect();
+    let parts = LayerParts {
+        n_rows: meta["n_rows"]
+            .as_u64()
+            .ok_or_else(|| corrupt("no n_rows"))? as usize,
+        n_units_in: meta["n_units_in"]
+            .as_u64()
+            .ok_or_else(|| corrupt("no n_units_in"))? as usize,
+        dropped: serde_json::from_value(meta["dropped"].clone())
+            .map_err(|e| corrupt(&e.to_string()))?,
+        mean: array("mean")?.as_slice().to_vec(),
+        test_rows,
+        stats,
+    };
+    Ok(PreparedLayer::from_parts(
+        parts,
+        settings,
+        Arc::new(MappedData(array("data")?)),
+    )?)
+}

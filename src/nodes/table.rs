@@ -1,0 +1,131 @@
+//! `table`: the tidy score table of a pipeline (one row per layer pair and metric).
+
+use repflow_cache::{Bundle, MappedBundle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+
+/// Kind name.
+pub const KIND: &str = "table";
+/// Kind version.
+pub const VERSION: u32 = 1;
+
+/// One row's identity: which layers, which metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowLabel {
+    /// First model.
+    pub model_a: String,
+    /// Second model.
+    pub model_b: String,
+    /// First layer.
+    pub layer_a: String,
+    /// Second layer.
+    pub layer_b: String,
+    /// First layer's normalised depth.
+    pub depth_a: f64,
+    /// Second layer's normalised depth.
+    pub depth_b: f64,
+    /// Metric.
+    pub metric: String,
+}
+
+/// The table of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// One label per input score node, in input order.
+    pub rows: Vec<RowLabel>,
+}
+
+impl Table {
+    /// Key parameters: the row labels.
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "pipeline": self.pipeline, "rows": self.rows })
+    }
+
+    /// Joins labels and score objects: metadata `{"rows": [...]}` (tidy rows).
+    pub fn run(&self, scores: &[MappedBundle]) -> Result<Bundle, UserError> {
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for (label, s) in self.rows.iter().zip(scores) {
+            let v: serde_json::Value = serde_json::from_str(s.meta())
+                .map_err(|e| UserError::input(format!("corrupt score object: {e}")))?;
+            rows.push(serde_json::json!({
+                "model_a": label.model_a, "model_b": label.model_b,
+                "layer_a": label.layer_a, "layer_b": label.layer_b,
+                "depth_a": label.depth_a, "depth_b": label.depth_b,
+                "metric": label.metric, "corr": v["corr"], "score": v["score"], "std": v["std"],
+                "folds": v["fold_scores"], "n_units_a": v["n_units_x"], "n_units_b": v["n_units_y"],
+                "nan_units": v["nan_units"],
+            }));
+        }
+        Ok(Bundle::meta(
+            serde_json::json!({ "pipeline": self.pipeline, "rows": rows }).to_string(),
+        ))
+    }
+}
+
+/// Writes a table's rows as `scores.csv` and `scores.json` in `dir`; returns the CSV path.
+pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::PathBuf, UserError> {
+    let v: serde_json::Value = serde_json::from_str(meta)
+        .map_err(|e| UserError::input(format!("corrupt table object: {e}")))?;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    let k = rows
+        .iter()
+        .filter_map(|r| r["folds"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut csv =
+        String::from("model_a,model_b,layer_a,layer_b,depth_a,depth_b,metric,corr,score,std");
+    for f in 0..k {
+        csv.push_str(&format!(",fold_{}", f + 1));
+    }
+    csv.push_str(",n_units_a,n_units_b,nan_units\n");
+    let field = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    for r in &rows {
+        let mut line: Vec<String> = [
+            "model_a", "model_b", "layer_a", "layer_b", "depth_a", "depth_b", "metric", "corr",
+            "score", "std",
+        ]
+        .iter()
+        .map(|c| field(&r[*c]))
+        .collect();
+        let folds = r["folds"].as_array().cloned().unwrap_or_default();
+        for f in 0..k {
+            line.push(folds.get(f).map(field).unwrap_or_default());
+        }
+        for c in ["n_units_a", "n_units_b", "nan_units"] {
+            line.push(field(&r[c]));
+        }
+        csv.push_str(&line.join(","));
+        csv.push('\n');
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", dir.display())))?;
+    let csv_path = dir.join("scores.csv");
+    write_if_changed(&csv_path, csv.as_bytes())?;
+    write_if_changed(
+        &dir.join("scores.json"),
+        serde_json::to_string_pretty(&rows)
+            .expect("rows serialise")
+            .as_bytes(),
+    )?;
+    Ok(csv_path)
+}
+
+fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> Result<(), UserError> {
+    if std::fs::read(path).map(|b| b == bytes).unwrap_or(false) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))
+}

@@ -1,0 +1,439 @@
+//! Expansion of a pipeline: models and their layers found on disk, shapes and stimulus ids
+//! checked, model pairs and layer pairs listed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use repflow_kernels::{Metric, Settings};
+
+use super::spec::{closest, Pairs, PipelineSpec, SourceFormat};
+use crate::error::UserError;
+
+/// One layer of one model.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The layer's name.
+    pub name: String,
+    /// Normalised depth: index / (number of layers − 1), 0 for a single layer.
+    pub depth: f64,
+    /// The file holding its activations.
+    pub file: PathBuf,
+    /// The tensor name in a `.safetensors` file.
+    pub tensor: Option<String>,
+    /// (stimuli, units) as the file's header says.
+    pub shape: (usize, usize),
+}
+
+/// One model: its layers in forward order and its stimulus ids.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The model's name.
+    pub name: String,
+    /// Its layers, in order.
+    pub layers: Vec<Layer>,
+    /// Stimulus ids, one per row, when a stimuli file exists.
+    pub stimuli: Option<(PathBuf, Vec<String>)>,
+}
+
+/// Two layers to compare, as indices into [`Plan::models`] and their layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerPair {
+    /// First model.
+    pub model_a: usize,
+    /// Its layer.
+    pub layer_a: usize,
+    /// Second model.
+    pub model_b: usize,
+    /// Its layer.
+    pub layer_b: usize,
+}
+
+/// An expanded pipeline: everything the DAG is built from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pipeline as written.
+    pub spec: PipelineSpec,
+    /// Metric engine settings.
+    pub settings: Settings,
+    /// Metrics to compute.
+    pub metrics: Vec<Metric>,
+    /// Models with their layers.
+    pub models: Vec<Model>,
+    /// Layer pairs to score.
+    pub pairs: Vec<LayerPair>,
+}
+
+/// Natural order: digit runs compare as numbers (`layer2` before `layer10`).
+fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_digit() {
+            let mut n = String::new();
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(d);
+                chars.next();
+            }
+            out.push((0, n.parse().unwrap_or(u64::MAX), String::new()));
+        } else {
+            let mut t = String::new();
+            while let Some(&d) = chars.peek().filter(|d| !d.is_ascii_digit()) {
+                t.push(d);
+                chars.next();
+            }
+            out.push((1, 0, t));
+        }
+    }
+    out
+}
+
+/// Shape of a 2-D `.npy` file from its header.
+fn npy_shape(path: &Path) -> Result<(usize, usize), UserError> {
+    let file = File::open(path)
+        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| {
+        UserError::input(format!(
+            "`{}` is not a valid .npy file: {e}",
+            path.display()
+        ))
+    })?;
+    match npy.shape() {
+        [m, n] => Ok((*m as usize, *n as usize)),
+        s => Err(UserError::input(format!(
+            "`{}` holds a {}-D array of shape {s:?}; expected 2-D (stimuli × units)",
+            path.display(),
+            s.len()
+        ))),
+    }
+}
+
+/// Tensor names (in file order) and shapes of a `.safetensors` file, from its header.
+fn safetensors_layers(path: &Path) -> Result<Vec<(String, (usize, usize))>, UserError> {
+    let bad = |why: String| {
+        UserError::input(format!(
+            "`{}` is not a valid .safetensors file: {why}",
+            path.display()
+        ))
+    };
+    let mut f = File::open(path)
+        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+    let n = u64::from_le_bytes(len) as usize;
+    if n > 100_000_000 {
+        return Err(bad("header too large".into()));
+    }
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, t) in v {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let start = t["data_offsets"][0].as_u64().unwrap_or(0);
+        if shape.len() != 2 {
+            return Err(UserError::input(format!(
+                "tensor `{name}` in `{}` has shape {shape:?}; expected 2-D (stimuli × units)",
+                path.display()
+            )));
+        }
+        out.push((start, name, (shape[0], shape[1])));
+    }
+    out.sort();
+    Ok(out.into_iter().map(|(_, n, s)| (n, s)).collect())
+}
+
+fn read_stimuli(path: &Path) -> Result<Option<(PathBuf, Vec<String>)>, UserError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+    Ok(Some((
+        path.to_path_buf(),
+        text.lines().map(str::to_string).collect(),
+    )))
+}
+
+fn discover(spec: &PipelineSpec, dir: &Path, name: &str) -> Result<Model, UserError> {
+    let listed = spec.layer_lists.get(name);
+    let (found, stimuli): (Vec<Layer>, _) = match spec.source.format {
+        SourceFormat::Npy => {
+            let mdir = dir.join(name);
+            let entries = std::fs::read_dir(&mdir).map_err(|e| {
+                UserError::input(format!(
+                    "model `{name}`: cannot read folder `{}`: {e}",
+                    mdir.display()
+                ))
+                .hint(format!(
+                    "`source.dir` in {} must hold a folder per model",
+                    spec.path.display()
+                ))
+            })?;
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".npy"))
+                        .map(str::to_string)
+                })
+                .collect();
+            names.sort_by_key(|n| natural_key(n));
+            if let Ok(order) = std::fs::read_to_string(mdir.join("layers.txt")) {
+                names = order
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            let layers = names
+                .into_iter()
+                .map(|n| {
+                    let file = mdir.join(format!("{n}.npy"));
+                    let shape = npy_shape(&file)?;
+                    Ok(Layer {
+                        name: n,
+                        depth: 0.0,
+                        file,
+                        tensor: None,
+                        shape,
+                    })
+                })
+                .collect::<Result<Vec<_>, UserError>>()?;
+            (layers, read_stimuli(&mdir.join("stimuli.txt"))?)
+        }
+        SourceFormat::Safetensors => {
+            let file = dir.join(format!("{name}.safetensors"));
+            let layers = safetensors_layers(&file)?
+                .into_iter()
+                .map(|(n, shape)| Layer {
+                    name: n.clone(),
+                    depth: 0.0,
+                    file: file.clone(),
+                    tensor: Some(n),
+                    shape,
+                })
+                .collect();
+            (
+                layers,
+                read_stimuli(&dir.join(format!("{name}.stimuli.txt")))?,
+            )
+        }
+    };
+    let mut layers = match listed {
+        None => found,
+        Some(list) => list
+            .iter()
+            .map(|l| {
+                found.iter().find(|f| &f.name == l).cloned().ok_or_else(|| {
+                    let valid: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+                    let mut e = UserError::input(format!(
+                        "{}: `layer_lists.{name}` names layer `{l}`, which model `{name}` does not have",
+                        spec.path.display()
+                    ))
+                    .hint(format!("its layers are: {}", valid.join(", ")));
+                    if let Some(c) = closest(l, valid.iter().copied()) {
+                        e = e.hint(format!("did you mean `{c}`? its layers are: {}", valid.join(", ")));
+                    }
+                    e
+                })
+            })
+            .collect::<Result<Vec<_>, UserError>>()?,
+    };
+    if layers.is_empty() {
+        return Err(UserError::input(format!(
+            "model `{name}` has no layers under `{}`",
+            dir.display()
+        ))
+        .hint("put one .npy file per layer in the model's folder"));
+    }
+    let count = layers.len();
+    for (i, l) in layers.iter_mut().enumerate() {
+        l.depth = if count > 1 {
+            i as f64 / (count - 1) as f64
+        } else {
+            0.0
+        };
+    }
+    let rows = layers[0].shape.0;
+    if let Some(l) = layers.iter().find(|l| l.shape.0 != rows) {
+        return Err(UserError::input(format!(
+            "model `{name}`: layer `{}` has {} stimuli (rows) but layer `{}` has {rows}",
+            l.name, l.shape.0, layers[0].name
+        )));
+    }
+    if let Some((path, ids)) = &stimuli {
+        if ids.len() != rows {
+            return Err(UserError::input(format!(
+                "`{}` lists {} stimuli but model `{name}`'s layers have {rows} rows",
+                path.display(),
+                ids.len()
+            )));
+        }
+    }
+    Ok(Model {
+        name: name.to_string(),
+        layers,
+        stimuli,
+    })
+}
+
+/// Expands a pipeline: finds every model's layers, checks shapes and stimuli, lists pairs.
+pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
+    let settings = spec.settings()?;
+    let metrics = spec.metrics()?;
+    if spec.models.is_empty() {
+        return Err(UserError::input(format!(
+            "{}: `models` is empty",
+            spec.path.display()
+        )));
+    }
+    for m in spec.layer_lists.keys() {
+        if !spec.models.contains(m) {
+            return Err(UserError::input(format!(
+                "{}: `layer_lists.{m}` is not one of `models`",
+                spec.path.display()
+            )));
+        }
+    }
+    let dir = spec.base_dir().join(&spec.source.dir);
+    if !dir.is_dir() {
+        return Err(UserError::input(format!(
+            "{}: `source.dir` is `{}`, which is not a folder",
+            spec.path.display(),
+            dir.display()
+        ))
+        .hint("paths in a pipeline are relative to the pipeline file"));
+    }
+    let models: Vec<Model> = spec
+        .models
+        .iter()
+        .map(|m| discover(&spec, &dir, m))
+        .collect::<Result<_, _>>()?;
+    let index: BTreeMap<&str, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), i))
+        .collect();
+    let model_pairs: Vec<(usize, usize)> = match &spec.pairs {
+        Pairs::Keyword(k) if k == "all" => (0..models.len())
+            .flat_map(|a| (a + 1..models.len()).map(move |b| (a, b)))
+            .collect(),
+        Pairs::Keyword(k) => {
+            return Err(UserError::input(format!(
+                "{}: `pairs` is `{k}`; expected \"all\" or a list of [a, b]",
+                spec.path.display()
+            )))
+        }
+        Pairs::List(list) => list
+            .iter()
+            .map(|(a, b)| {
+                let find = |n: &String| {
+                    index.get(n.as_str()).copied().ok_or_else(|| {
+                        UserError::input(format!(
+                            "{}: `pairs` names `{n}`, which is not one of `models`",
+                            spec.path.display()
+                        ))
+                    })
+                };
+                Ok((find(a)?, find(b)?))
+            })
+            .collect::<Result<_, UserError>>()?,
+    };
+    for &(a, b) in &model_pairs {
+        check_same_stimuli(&models[a], &models[b])?;
+    }
+    let mut pairs = Vec::new();
+    for &(a, b) in &model_pairs {
+        let (la, lb) = (&models[a].layers, &models[b].layers);
+        match spec.layers.as_str() {
+            "all" => {
+                for i in 0..la.len() {
+                    for j in 0..lb.len() {
+                        pairs.push(LayerPair {
+                            model_a: a,
+                            layer_a: i,
+                            model_b: b,
+                            layer_b: j,
+                        });
+                    }
+                }
+            }
+            "matched" => {
+                for (i, l) in la.iter().enumerate() {
+                    let j = (0..lb.len())
+                        .min_by(|&p, &q| {
+                            (lb[p].depth - l.depth)
+                                .abs()
+                                .total_cmp(&(lb[q].depth - l.depth).abs())
+                        })
+                        .expect("models have layers");
+                    pairs.push(LayerPair {
+                        model_a: a,
+                        layer_a: i,
+                        model_b: b,
+                        layer_b: j,
+                    });
+                }
+            }
+            other => {
+                let mut e = UserError::input(format!(
+                    "{}: `layers` is `{other}`; expected \"matched\" or \"all\"",
+                    spec.path.display()
+                ));
+                if let Some(c) = closest(other, ["matched", "all"]) {
+                    e = e.hint(format!("did you mean `{c}`?"));
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Plan {
+        spec,
+        settings,
+        metrics,
+        models,
+        pairs,
+    })
+}
+
+/// Compared models must have the same stimuli: same count, and the same ids where both say.
+fn check_same_stimuli(a: &Model, b: &Model) -> Result<(), UserError> {
+    let (ra, rb) = (a.layers[0].shape.0, b.layers[0].shape.0);
+    if ra != rb {
+        return Err(UserError::input(format!(
+            "models `{}` and `{}` are compared but have {ra} and {rb} stimuli (rows)",
+            a.name, b.name
+        ))
+        .hint("compared models need activations for the same stimuli in the same order"));
+    }
+    if let (Some((pa, ia)), Some((pb, ib))) = (&a.stimuli, &b.stimuli) {
+        if let Some(i) = (0..ia.len()).find(|&i| ia[i] != ib[i]) {
+            return Err(UserError::input(format!(
+                "stimulus ids differ: line {} of `{}` is `{}` but of `{}` is `{}`",
+                i + 1,
+                pa.display(),
+                ia[i],
+                pb.display(),
+                ib[i]
+            ))
+            .hint("rows must be the same stimuli in the same order in both models"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! The pipeline file's schema, read with serde (unknown keys refused with a suggestion).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use repflow_kernels::{Corr, DimMatch, FoldSpec, HsicEstimator, Metric, Settings, TestZscore};
+use serde::Deserialize;
+
+use crate::error::UserError;
+
+/// A pipeline as written in its TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Name of the pipeline (default: the file's stem).
+    pub name: Option<String>,
+    /// Where the score tables go (default: `results/<name>`).
+    pub results: Option<PathBuf>,
+    /// Where activations come from.
+    pub source: SourceSpec,
+    /// The models to compare (folder or file names under `source.dir`).
+    pub models: Vec<String>,
+    /// Which model pairs: `"all"` or a list of `[a, b]`.
+    #[serde(default)]
+    pub pairs: Pairs,
+    /// Which layer pairs: `"matched"` (by normalised depth) or `"all"`.
+    #[serde(default = "default_layers")]
+    pub layers: String,
+    /// Explicit layer lists (and order) per model.
+    #[serde(default)]
+    pub layer_lists: BTreeMap<String, Vec<String>>,
+    /// Metrics to compute.
+    pub metrics: Vec<String>,
+    /// Metric options.
+    #[serde(default)]
+    pub options: Options,
+    /// The file this was read from (set by [`load`]).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_layers() -> String {
+    "matched".into()
+}
+
+/// Where activations come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// The folder, relative to the pipeline file.
+    pub dir: PathBuf,
+    /// `npy` (a folder per model, a file per layer) or `safetensors` (a file per model).
+    #[serde(default)]
+    pub format: SourceFormat,
+}
+
+/// The layout of a source folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// `DIR/<model>/<layer>.npy`, optional `DIR/<model>/layers.txt` and `stimuli.txt`.
+    #[default]
+    Npy,
+    /// `DIR/<model>.safetensors`, one tensor per layer (file order), optional `DIR/<model>.stimuli.txt`.
+    Safetensors,
+}
+
+/// Which model pairs to compare.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Pairs {
+    /// `"all"`: every pair of distinct models.
+    Keyword(String),
+    /// Named pairs.
+    List(Vec<(String, String)>),
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Pairs::Keyword("all".into())
+    }
+}
+
+/// The metric engine's options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Number of folds.
+    pub folds: usize,
+    /// Seed of the fold shuffle.
+    pub seed: u32,
+    /// Whether to shuffle before splitting.
+    pub shuffle: bool,
+    /// `pearson` or `spearman`.
+    pub corr: String,
+    /// `train` or `own`.
+    pub test_zscore: String,
+    /// Ridge penalties.
+    pub alphas: Option<Vec<f64>>,
+    /// `zeropad` or `pca`.
+    pub dim_match: String,
+    /// `biased` or `unbiased`.
+    pub hsic: String,
+    /// `spearman` or `pearson`.
+    pub rsa_compare: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            folds: 5,
+            seed: 42,
+            shuffle: true,
+            corr: "pearson".into(),
+            test_zscore: "train".into(),
+            alphas: None,
+            dim_match: "zeropad".into(),
+            hsic: "biased".into(),
+            rsa_compare: "spearman".into(),
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j + 1] + 1)
+                .min(cur[j] + 1)
+                .min(prev[j] + usize::from(ca != *cb));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The candidate closest to `word`, if reasonably close.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn choice<T: Copy>(
+    file: &Path,
+    key: &str,
+    value: &str,
+    options: &[(&str, T)],
+) -> Result<T, UserError> {
+    options
+        .iter()
+        .find(|(n, _)| *n == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            let mut e = UserError::input(format!(
+                "{}: `{key}` is `{value}`; expected one of {}",
+                file.display(),
+                names.join(", ")
+            ));
+            if let Some(c) = closest(value, names.iter().copied()) {
+                e = e.hint(format!("did you mean `{c}`?"));
+            }
+            e
+        })
+}
+
+impl PipelineSpec {
+    /// The pipeline's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
+        })
+    }
+
+    /// The folder of the pipeline file (relative paths in it start there).
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Where the score tables go.
+    pub fn results_dir(&self) -> PathBuf {
+        self.results
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(self.name()))
+    }
+
+    /// The metrics, checked.
+    pub fn metrics(&self) -> Result<Vec<Metric>, UserError> {
+        if self.metrics.is_empty() {
+            return Err(
+                UserError::input(format!("{}: `metrics` is empty", self.path.display())).hint(
+                    "list at least one of linear, procrustes, permutation, soft-matching, cka, rsa",
+                ),
+            );
+        }
+        self.metrics
+            .iter()
+            .map(|m| {
+                Metric::from_name(m).ok_or_else(|| {
+                    let names = Metric::ALL.map(|m| m.name());
+                    let mut e = UserError::input(format!(
+                        "{}: `metrics` has unknown metric `{m}`; expected one of {}",
+                        self.path.display(),
+                        names.join(", ")
+                    ));
+                    if let Some(c) = closest(m, names) {
+                        e = e.hint(format!("did you mean `{c}`?"));
+                    }
+                    e
+                })
+            })
+            .collect()
+    }
+
+    /// The metric engine settings.
+    pub fn settings(&self) -> Result<Settings, UserError> {
+        let o = &self.options;
+        let f = &self.path;
+        if o.folds < 2 {
+            return Err(UserError::input(format!(
+                "{}: `options.folds` is {}; it must be at least 2",
+                f.display(),
+                o.folds
+            )));
+        }
+        let alphas = match &o.alphas {
+            None => Settings::default_alphas(),
+            Some(a) if a.is_empty() || a.iter().any(|v| !v.is_finite() || *v < 0.0) => {
+                return Err(UserError::input(format!(
+                    "{}: `options.alphas` must be a non-empty list of finite penalties >= 0",
+                    f.display()
+                )))
+            }
+            Some(a) => a.clone(),
+        };
+        let corrs = [("pearson", Corr::Pearson), ("spearman", Corr::Spearman)];
+        Ok(Settings {
+            folds: FoldSpec {
+                k: o.folds,
+                shuffle_seed: o.shuffle.then_some(o.seed),
+            },
+            corr: choice(f, "options.corr", &o.corr, &corrs)?,
+            test_zscore: choice(
+                f,
+                "options.test_zscore",
+                &o.test_zscore,
+                &[("train", TestZscore::Train), ("own", TestZscore::Own)],
+            )?,
+            alphas,
+            dim_match: choice(
+                f,
+                "options.dim_match",
+                &o.dim_match,
+                &[("zeropad", DimMatch::ZeroPad), ("pca", DimMatch::Pca)],
+            )?,
+            hsic: choice(
+                f,
+                "options.hsic",
+                &o.hsic,
+                &[
+                    ("biased", HsicEstimator::Biased),
+                    ("unbiased", HsicEstimator::Unbiased),
+                ],
+            )?,
+            rsa_compare: choice(f, "options.rsa_compare", &o.rsa_compare, &corrs)?,
+        })
+    }
+}
+
+/// Reads and checks the pipeline file at `path`.
+pub fn load(path: &Path) -> Result<PipelineSpec, UserError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UserError::input(format!("cannot read pipeline `{}`: {e}", path.display()))
+            .hint("pipelines are TOML files, e.g. pipelines/example.toml")
+    })?;
+    let mut spec: PipelineSpec = toml::from_str(&text).map_err(|e| toml_error(path, &text, e))?;
+    spec.path = path.to_path_buf();
+    Ok(spec)
+}
+
+/// A TOML or schema error with its line and column, and a suggestion for unknown keys.
+fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> UserError {
+    let message = e.message().trim().to_string();
+    let place = e
+        .span()
+        .map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!(":{line}:{col}")
+        })
+        .unwrap_or_default();
+    let mut err = UserError::input(format!("{}{place}: {message}", path.display()));
+    // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`"
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if let Some(c) = closest(field, candidates.iter().copied()) {
+                err = err.hint(format!("did you mean `{c}`?"));
+            } else if !candidates.is_empty() {
+                err = err.hint(format!("valid keys here: {}", candidates.join(", ")));
+            }
+        }
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_suggests_small_typos() {
+        assert_eq!(closest("metircs", ["metrics", "models"]), Some("metrics"));
+        assert_eq!(closest("zzz", ["metrics", "models"]), None);
+    }
+}
