@@ -37,7 +37,13 @@ pub fn run(args: &PlanArgs) -> Result<(), UserError> {
         };
         let key = o.parts[i]
             .as_ref()
-            .map(|p| p.key().short())
+            .map(|p| {
+                if args.json {
+                    p.key().hex()
+                } else {
+                    p.key().short()
+                }
+            })
             .unwrap_or_else(|| "-".into());
         rows.push((label.clone(), state, key, dag.nodes[i].inputs.len()));
     }

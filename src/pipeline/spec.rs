@@ -303,7 +303,18 @@ fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> UserError {
             format!(":{line}:{col}")
         })
         .unwrap_or_default();
-    let mut err = UserError::input(format!("{}{place}: {message}", path.display()));
+    let line_text = e
+        .span()
+        .and_then(|s| {
+            text[..s.start.min(text.len())]
+                .matches('\n')
+                .count()
+                .checked_add(0)
+                .map(|l| (l, text.lines().nth(l)))
+        })
+        .and_then(|(l, t)| t.map(|t| format!("\n  {} | {t}", l + 1)))
+        .unwrap_or_default();
+    let mut err = UserError::input(format!("{}{place}: {message}{line_text}", path.display()));
     // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`"
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {

@@ -1,0 +1,451 @@
+//! The pipeline engine: incremental reruns (exact counts of executed nodes), early cutoff,
+//! forced nodes, execution by a separate process, crash safety under SIGKILL, corrupt
+//! objects, pinned keys, and a clear error for each class of bad pipeline.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+fn two_model_pipeline(dir: &Path, models: &str, extra: &str) -> std::path::PathBuf {
+    write_pipeline(
+        &dir.join("p.toml"),
+        &format!(
+            "name = \"t\"\nresults = \"{}\"\nmodels = [{models}]\nmetrics = [\"linear\", \"cka\"]\n\n[source]\ndir = \"data\"\n{extra}",
+            s(&dir.join("results"))
+        ),
+    )
+}
+
+fn setup(dir: &Path) {
+    for (m, seed) in [("net_a", 1), ("net_b", 2), ("net_c", 3)] {
+        write_model(&dir.join("data"), m, seed, 120, &[6, 9]);
+    }
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+#[test]
+fn reruns_compute_only_what_changed() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    // folds 1 + sources 4 + prepared 4 + scores (2 layer pairs x 2 metrics) 4 + table 1
+    let first = run(&p, &cache, &[]);
+    assert_eq!(
+        (
+            n(&first, "executed"),
+            n(&first, "cached"),
+            n(&first, "failed")
+        ),
+        (14, 0, 0)
+    );
+    assert!(t.path().join("results/scores.csv").exists());
+    let again = run(&p, &cache, &[]);
+    assert_eq!((n(&again, "executed"), n(&again, "cached")), (0, 14));
+
+    // A third model: its 2 sources and 2 prepared layers, 2 new model pairs x 2 layers x 2 metrics, the table.
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\", \"net_c\"", "");
+    let third = run(&p, &cache, &[]);
+    assert_eq!(
+        (n(&third, "executed"), n(&third, "cached")),
+        (2 + 2 + 8 + 1, 14 - 1)
+    );
+
+    // One metric option: only CKA's 6 score nodes and the table.
+    let p = two_model_pipeline(
+        t.path(),
+        "\"net_a\", \"net_b\", \"net_c\"",
+        "\n[options]\nhsic = \"unbiased\"\n",
+    );
+    let option = run(&p, &cache, &[]);
+    assert_eq!(n(&option, "executed"), 6 + 1);
+
+    // Touching a source file without changing its bytes: nothing.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(t.path().join("data/net_a/layer1.npy"))
+        .unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+
+    // Renaming keys' order in the TOML file changes nothing either.
+    let reordered =
+        format!("[options]\nhsic = \"unbiased\"\n\n[source]\ndir = \"data\"\n\n[extra]\n");
+    let _ = reordered; // (TOML tables must come last; the reordering below keeps them last)
+    write_pipeline(
+        &p,
+        &format!(
+            "metrics = [\"linear\", \"cka\"]\nmodels = [\"net_a\", \"net_b\", \"net_c\"]\nresults = \"{}\"\nname = \"t\"\n\n[options]\nhsic = \"unbiased\"\n\n[source]\ndir = \"data\"\n",
+            s(&t.path().join("results"))
+        ),
+    );
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+}
+
+#[test]
+fn an_unchanged_output_stops_the_cascade() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    run(&p, &cache, &[]);
+    // Same values saved as float64: the file's bytes (and the source key) change, the
+    // matrix read from it does not, so nothing downstream reruns.
+    write_npy(
+        &t.path().join("data/net_a/layer1.npy"),
+        120,
+        6,
+        false,
+        |i, j| activation(31, i, j) as f32 as f64,
+    );
+    let r = run(&p, &cache, &[]);
+    assert_eq!((n(&r, "executed"), n(&r, "cached")), (1, 13));
+}
+
+#[test]
+fn forced_nodes_rerun_and_identical_outputs_stop_there() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    run(&p, &cache, &[]);
+    // The 2 linear score nodes recompute to the same bytes, so the table stays cached.
+    let r = run(&p, &cache, &["--force", "score/linear"]);
+    assert_eq!(n(&r, "executed"), 2);
+}
+
+#[test]
+fn a_separate_process_executes_a_node_from_the_store_and_its_key() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    run(&p, &cache, &[]);
+    let plan = repflow(&["plan", &s(&p), "--cache", &s(&cache), "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let node = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"].as_str().unwrap().starts_with("score/linear"))
+        .unwrap();
+    let key = node["key"].as_str().unwrap().to_string();
+    // Forget its entry, as if it had never run, then let a worker execute it.
+    let entry = cache.join("v1/entries").join(&key[..2]).join(&key[2..]);
+    std::fs::remove_file(&entry).unwrap();
+    let out = repflow(&["exec-node", &key, "--cache", &s(&cache)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(entry.exists());
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+}
+
+#[test]
+fn corrupt_objects_are_detected_and_recomputed() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    run(&p, &cache, &[]);
+    let csv = std::fs::read(t.path().join("results/scores.csv")).unwrap();
+    let entry_of = |label: &str| -> serde_json::Value {
+        let plan: serde_json::Value = serde_json::from_slice(
+            &repflow(&["plan", &s(&p), "--cache", &s(&cache), "--json"]).stdout,
+        )
+        .unwrap();
+        let key = plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"].as_str().unwrap().starts_with(label))
+            .unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        serde_json::from_slice(
+            &std::fs::read(cache.join("v1/entries").join(&key[..2]).join(&key[2..])).unwrap(),
+        )
+        .unwrap()
+    };
+    let flip = |object: &str| {
+        let path = cache
+            .join("v1/objects")
+            .join(&object[..2])
+            .join(&object[2..]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    // The table object is read on every run: a flipped byte is caught and the table rebuilt.
+    flip(entry_of("table/").get("object").unwrap().as_str().unwrap());
+    let r = run(&p, &cache, &[]);
+    assert_eq!(n(&r, "failed"), 0);
+    assert_eq!(n(&r, "executed"), 1);
+    assert_eq!(
+        std::fs::read(t.path().join("results/scores.csv")).unwrap(),
+        csv
+    );
+    // A score object is found by `cache verify`, removed, and recomputed by the next run.
+    flip(
+        entry_of("score/cka")
+            .get("object")
+            .unwrap()
+            .as_str()
+            .unwrap(),
+    );
+    let out = repflow(&["cache", "verify", "--cache", &s(&cache)]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 corrupt objects removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = run(&p, &cache, &[]);
+    assert_eq!(
+        n(&r, "executed"),
+        1,
+        "only the score node: its output is identical, so the table stays"
+    );
+    assert_eq!(
+        std::fs::read(t.path().join("results/scores.csv")).unwrap(),
+        csv
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
+    let t = tempdir();
+    for (m, seed) in [("net_a", 1), ("net_b", 2)] {
+        write_model(
+            &t.path().join("data"),
+            m,
+            seed,
+            1500,
+            &[60, 80, 100, 120, 140, 160],
+        );
+    }
+    let p = write_pipeline(
+        &t.path().join("p.toml"),
+        &format!(
+            "name = \"crash\"\nresults = \"{}\"\nmodels = [\"net_a\", \"net_b\"]\nlayers = \"all\"\nmetrics = [\"linear\", \"procrustes\", \"soft-matching\"]\n\n[source]\ndir = \"data\"\n",
+            s(&t.path().join("results"))
+        ),
+    );
+    let cache = t.path().join("cache");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repflow"))
+        .args(["run", &s(&p), "--cache", &s(&cache), "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    let resumed = run(&p, &cache, &[]);
+    assert_eq!(n(&resumed, "failed"), 0);
+    let total = 1 + 12 + 12 + 36 * 3 + 1;
+    assert_eq!(n(&resumed, "executed") + n(&resumed, "cached"), total);
+    if !status.success() {
+        // Killed before the end: the rerun picked up what the killed run had finished.
+        assert!(
+            n(&resumed, "cached") > 0,
+            "the killed run stored nothing: {resumed}"
+        );
+    }
+    let verify = repflow(&["cache", "verify", "--cache", &s(&cache)]);
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains(" 0 corrupt objects removed, 0 entries")
+    );
+    let resumed_csv = std::fs::read(t.path().join("results/scores.csv")).unwrap();
+    let fresh = t.path().join("fresh-cache");
+    run(&p, &fresh, &[]);
+    assert_eq!(
+        std::fs::read(t.path().join("results/scores.csv")).unwrap(),
+        resumed_csv
+    );
+}
+
+#[test]
+fn keys_are_pinned() {
+    let t = tempdir();
+    write_model(&t.path().join("data"), "net_a", 1, 40, &[3]);
+    write_model(&t.path().join("data"), "net_b", 2, 40, &[4]);
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    let plan: serde_json::Value = serde_json::from_slice(
+        &repflow(&[
+            "plan",
+            &s(&p),
+            "--cache",
+            &s(&t.path().join("cache")),
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let key = |label: &str| -> String {
+        plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == label)
+            .unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Sources and folds have keys before anything runs; these must never change by accident.
+    assert_eq!(&key("source/net_a/layer1")[..16], "c1982d9c620b3d69");
+    assert_eq!(&key("folds/m40")[..16], "895798f161586ff2");
+    // After a run, a prepared layer's key follows from its inputs' outputs (both exact,
+    // platform-independent bytes).
+    run(&p, &t.path().join("cache"), &[]);
+    let plan: serde_json::Value = serde_json::from_slice(
+        &repflow(&[
+            "plan",
+            &s(&p),
+            "--cache",
+            &s(&t.path().join("cache")),
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let prepared = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "prepared/net_b/layer1")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(&prepared[..16], "53bdc475cbea5f0b");
+}
+
+fn refused(pipeline_text: &str, needles: &[&str]) {
+    let t = tempdir();
+    setup(t.path());
+    let p = write_pipeline(&t.path().join("bad.toml"), pipeline_text);
+    let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    }
+}
+
+const GOOD_TAIL: &str = "metrics = [\"linear\"]\n\n[source]\ndir = \"data\"\n";
+
+#[test]
+fn a_syntax_error_names_line_and_column() {
+    refused(
+        &format!("models = [\"net_a\", \"net_b\"\n{GOOD_TAIL}"),
+        &["bad.toml:", "2:"],
+    );
+}
+
+#[test]
+fn an_unknown_key_suggests_the_closest() {
+    refused(
+        &format!("modles = [\"net_a\", \"net_b\"]\n{GOOD_TAIL}"),
+        &[
+            "bad.toml:1:1",
+            "unknown field `modles`",
+            "did you mean `models`?",
+        ],
+    );
+    refused(
+        &format!("models = [\"net_a\", \"net_b\"]\n{GOOD_TAIL}\n[options]\nfodls = 3\n"),
+        &["unknown field `fodls`", "did you mean `folds`?"],
+    );
+}
+
+#[test]
+fn a_wrong_type_is_named() {
+    refused(
+        &format!("models = \"net_a\"\n{GOOD_TAIL}"),
+        &["bad.toml:1:10", "invalid type"],
+    );
+    refused(
+        &format!("models = [\"net_a\", \"net_b\"]\n{GOOD_TAIL}\n[options]\nfolds = \"five\"\n"),
+        &["folds", "invalid type"],
+    );
+}
+
+#[test]
+fn a_missing_folder_or_file_is_named() {
+    refused(
+        "models = [\"net_a\", \"net_b\"]\nmetrics = [\"linear\"]\n[source]\ndir = \"nowhere\"\n",
+        &["`source.dir`", "nowhere", "relative to the pipeline file"],
+    );
+    refused(
+        &format!("models = [\"net_a\", \"net_z\"]\n{GOOD_TAIL}"),
+        &["model `net_z`", "cannot read folder"],
+    );
+}
+
+#[test]
+fn an_unknown_layer_or_metric_lists_the_valid_ones() {
+    refused(
+        &format!("models = [\"net_a\", \"net_b\"]\n{GOOD_TAIL}\n[layer_lists]\nnet_a = [\"layer1\", \"layer3\"]\n"),
+        &["`layer_lists.net_a`", "`layer3`", "layer1, layer2"],
+    );
+    refused(
+        "models = [\"net_a\", \"net_b\"]\nmetrics = [\"procrustse\"]\n[source]\ndir = \"data\"\n",
+        &["unknown metric `procrustse`", "did you mean `procrustes`?"],
+    );
+}
+
+#[test]
+fn mismatched_stimuli_are_refused() {
+    let t = tempdir();
+    setup(t.path());
+    write_model(&t.path().join("data"), "short", 9, 100, &[6, 9]);
+    let p = write_pipeline(
+        &t.path().join("bad.toml"),
+        &format!("models = [\"net_a\", \"short\"]\n{GOOD_TAIL}"),
+    );
+    let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("`net_a` and `short`") && err.contains("120 and 100 stimuli"),
+        "{err}"
+    );
+    // Same counts, different ids.
+    std::fs::write(
+        t.path().join("data/net_a/stimuli.txt"),
+        (0..120).map(|i| format!("img{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(
+        t.path().join("data/net_b/stimuli.txt"),
+        (0..120)
+            .map(|i| format!("img{}\n", if i == 7 { 99 } else { i }))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let p = write_pipeline(
+        &t.path().join("bad.toml"),
+        &format!("models = [\"net_a\", \"net_b\"]\n{GOOD_TAIL}"),
+    );
+    let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("line 8") && err.contains("img7") && err.contains("img99"),
+        "{err}"
+    );
+}
