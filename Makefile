@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup build run test fixtures bench bench-quick lint doc clean
+.PHONY: setup build run example-data test fixtures bench bench-quick lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -11,12 +11,16 @@ setup:
 build:
 	$(CARGO) build --release
 
-## The main job: score two generated layers with every metric (until the pipeline lands).
-run: setup build
-	$(PYTHON) scripts/demo_data.py results/demo
-	./target/release/repflow score results/demo/x.npy results/demo/y.npy --metric all
-	./target/release/repflow score results/demo/x.npy results/demo/y.npy --metric all --json > results/demo/scores.json
-	@echo "wrote results/demo/scores.json"
+## The main job: the default pipeline on the example activations (incremental: a second
+## `make run` reuses everything from the store in .repflow/).
+run: setup build example-data
+	./target/release/repflow run pipelines/example.toml
+
+## Activations behind pipelines/example*.toml.
+example-data: data/example/narrow_seed0/stimuli.txt
+
+data/example/narrow_seed0/stimuli.txt: scripts/example_data.py
+	$(PYTHON) scripts/example_data.py data/example
 
 ## All tests (unit, reference fixtures, invariances, command line), optimised build.
 test:
@@ -28,11 +32,11 @@ fixtures:
 
 ## repflow vs the Python reference on the same matrices, in the same run.
 bench: setup
-	$(CARGO) build --release --benches
+	$(CARGO) build --release --benches --bins
 	$(PYTHON) scripts/bench.py
 
 bench-quick: setup
-	$(CARGO) build --release --benches
+	$(CARGO) build --release --benches --bins
 	$(PYTHON) scripts/bench.py --quick
 
 lint:
@@ -44,4 +48,4 @@ doc:
 
 clean:
 	$(CARGO) clean
-	rm -rf bench-data results
+	rm -rf bench-data results data .repflow

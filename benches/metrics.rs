@@ -69,6 +69,29 @@ fn all_pairs(dir: &str, layers: usize) {
     );
 }
 
+/// Writes a 10,000 × 1,024 matrix into a fresh store and times reading it back: mapping,
+/// verifying its blake3 digest, and borrowing the values (no copy of the data).
+fn store_read(dir: &str) {
+    let (m, n) = (10_000, 1_024);
+    let store = repflow_cache::Store::open(Path::new(dir)).expect("store opens");
+    let data: Vec<f64> = (0..m * n).map(|i| (i % 977) as f64).collect();
+    let bundle = repflow_cache::Bundle::meta("{}".into()).with_array("x", &[m, n], data);
+    let digest = store.put(&bundle.to_bytes()).expect("store writes");
+    let reps = 10;
+    let start = Instant::now();
+    let mut checksum = 0.0;
+    for _ in 0..reps {
+        let b = store.get(&digest).expect("object reads");
+        let x = b.array("x").expect("array present");
+        checksum += x.as_slice()[m * n - 1];
+    }
+    let seconds = start.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "{}",
+        json!({"metric": "store-read", "seconds": seconds, "bytes": m * n * 8, "checksum": checksum})
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -76,6 +99,7 @@ fn main() {
         .collect();
     match args.first().map(String::as_str) {
         Some("pair") if args.len() == 4 => pair(&args[1], &args[2], &args[3]),
+        Some("store-read") if args.len() == 2 => store_read(&args[1]),
         Some("all-pairs") if args.len() >= 2 => all_pairs(
             &args[1],
             args.get(2)
