@@ -15,13 +15,16 @@ use crate::pair::{Pair, Score};
 use crate::settings::{Corr, Metric, TestZscore};
 use crate::{stats, KernelError};
 
+/// One direction of one fold: (score, undefined correlations, chosen α).
+type FoldDirection = (f64, usize, f64);
+
 /// One direction of one fold: returns (score, undefined correlations, chosen α).
 fn fold_direction(
     src: &PreparedLayer,
     tgt: &PreparedLayer,
     cross_tr: MatRef<'_, f64>,
     f: usize,
-) -> Result<(f64, usize, f64), KernelError> {
+) -> Result<FoldDirection, KernelError> {
     let rf = &src.ridge()?[f];
     let settings = src.settings();
     let alphas = &settings.alphas;
@@ -75,13 +78,13 @@ fn fold_direction(
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();
-    let results: Vec<Result<((f64, usize, f64), (f64, usize, f64)), KernelError>> = (0..k)
+    let results: Vec<Result<[FoldDirection; 2], KernelError>> = (0..k)
         .into_par_iter()
         .map(|f| {
             let cross = pair.train_cross(f);
             let xy = fold_direction(x, y, cross.as_ref(), f)?;
             let yx = fold_direction(y, x, cross.transpose(), f)?;
-            Ok((xy, yx))
+            Ok([xy, yx])
         })
         .collect();
     let mut xy = Vec::with_capacity(k);
@@ -89,7 +92,7 @@ pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (mut alpha_xy, mut alpha_yx) = (Vec::with_capacity(k), Vec::with_capacity(k));
     let mut undefined = 0;
     for r in results {
-        let (a, b) = r?;
+        let [a, b] = r?;
         xy.push(a.0);
         yx.push(b.0);
         alpha_xy.push(a.2);

@@ -305,14 +305,15 @@ fn exact_plan(tree: &Tree<'_>, nx: usize, ny: usize) -> Plan {
         head += 1;
         order.extend_from_slice(&tree.children[v]);
     }
-    let mut net = vec![0.0; n_nodes];
-    for v in 0..n_nodes {
-        net[v] = if v < nx {
-            1.0 / nx as f64
-        } else {
-            -1.0 / ny as f64
-        };
-    }
+    let mut net: Vec<f64> = (0..n_nodes)
+        .map(|v| {
+            if v < nx {
+                1.0 / nx as f64
+            } else {
+                -1.0 / ny as f64
+            }
+        })
+        .collect();
     let mut entries = Vec::with_capacity(n_nodes - 1);
     let mut total = 0.0;
     for &v in order.iter().rev() {
@@ -331,7 +332,7 @@ fn exact_plan(tree: &Tree<'_>, nx: usize, ny: usize) -> Plan {
             entries.push((i, j, mass));
         }
     }
-    entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    entries.sort_by_key(|e| (e.0, e.1));
     Plan {
         entries,
         cost: total,

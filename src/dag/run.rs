@@ -70,8 +70,11 @@ impl Outcome {
 /// they compute lazily are shared by every score node that uses them.
 #[derive(Default)]
 pub struct Loaded {
-    layers: Mutex<HashMap<String, Arc<OnceLock<Result<Arc<PreparedLayer>, String>>>>>,
+    layers: Mutex<HashMap<String, Arc<LoadOnce>>>,
 }
+
+/// One prepared layer, loaded by the first score node that needs it.
+type LoadOnce = OnceLock<Result<Arc<PreparedLayer>, String>>;
 
 impl Loaded {
     fn prepared(

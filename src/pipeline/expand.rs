@@ -109,8 +109,11 @@ fn npy_shape(path: &Path) -> Result<(usize, usize), UserError> {
     }
 }
 
+/// A tensor's name and its (rows, columns).
+type NamedShape = (String, (usize, usize));
+
 /// Tensor names (in file order) and shapes of a `.safetensors` file, from its header.
-fn safetensors_layers(path: &Path) -> Result<Vec<(String, (usize, usize))>, UserError> {
+fn safetensors_layers(path: &Path) -> Result<Vec<NamedShape>, UserError> {
     let bad = |why: String| {
         UserError::input(format!(
             "`{}` is not a valid .safetensors file: {why}",
