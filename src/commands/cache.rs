@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashSet};
 use repflow_cache::Store;
 
 use crate::cli::{CacheArgs, CacheCommand};
-use crate::dag::run::{run as run_dag, RunOptions};
 use crate::error::UserError;
 
 /// Parses a size like `500M`, `10G`, `1.5T` or `1024` (bytes).
@@ -113,16 +112,7 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
                 let store = super::open_store(&dir)?;
                 for p in keep {
                     let dag = super::load_dag(p)?;
-                    let o = run_dag(
-                        &dag,
-                        &store,
-                        &RunOptions {
-                            jobs: 1,
-                            force: vec![],
-                            execute: false,
-                            progress: false,
-                        },
-                    );
+                    let o = super::plan_only(&dag, &store);
                     kept.extend(o.parts.iter().flatten().map(|p| p.key().hex()));
                 }
             }

@@ -23,6 +23,17 @@ pub fn load_dag(path: &Path) -> Result<Dag, UserError> {
     Dag::from_plan(&plan)
 }
 
+/// Every node's state against the store, executing nothing.
+pub fn plan_only(dag: &Dag, store: &Store) -> crate::dag::run::Outcome {
+    let opts = crate::dag::run::RunOptions {
+        jobs: 1,
+        force: vec![],
+        execute: false,
+        progress: false,
+    };
+    crate::dag::run::run(dag, store, &opts)
+}
+
 /// Opens the store in `dir`.
 pub fn open_store(dir: &Path) -> Result<Store, UserError> {
     Store::open(dir)

@@ -1,7 +1,7 @@
 //! `repflow plan PIPELINE`: each node's state without running anything.
 
 use crate::cli::PlanArgs;
-use crate::dag::run::{run as run_dag, RunOptions, State};
+use crate::dag::run::State;
 use crate::error::UserError;
 
 /// Prints the DAG with each node's state: `cached`, `stale` (built before, inputs or
@@ -10,13 +10,7 @@ pub fn run(args: &PlanArgs) -> Result<(), UserError> {
     let dag = super::load_dag(&args.pipeline)?;
     let store = super::open_store(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
-    let opts = RunOptions {
-        jobs: 1,
-        force: vec![],
-        execute: false,
-        progress: false,
-    };
-    let o = run_dag(&dag, &store, &opts);
+    let o = super::plan_only(&dag, &store);
     let mut rows = Vec::new();
     let (mut cached, mut stale, mut missing) = (0, 0, 0);
     for &i in &dag.order {

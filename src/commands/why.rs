@@ -1,7 +1,7 @@
 //! `repflow why PIPELINE NODE`: which component of a node's key changed since its last run.
 
 use crate::cli::WhyArgs;
-use crate::dag::run::{run as run_dag, RunOptions, State};
+use crate::dag::run::State;
 use crate::error::UserError;
 use crate::pipeline::closest_label;
 
@@ -10,16 +10,7 @@ pub fn run(args: &WhyArgs) -> Result<(), UserError> {
     let dag = super::load_dag(&args.pipeline)?;
     let store = super::open_store(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
-    let o = run_dag(
-        &dag,
-        &store,
-        &RunOptions {
-            jobs: 1,
-            force: vec![],
-            execute: false,
-            progress: false,
-        },
-    );
+    let o = super::plan_only(&dag, &store);
     let labels: Vec<&str> = dag.nodes.iter().map(|n| n.label.as_str()).collect();
     let matches: Vec<usize> = match labels.iter().position(|l| *l == args.node) {
         Some(i) => vec![i],
