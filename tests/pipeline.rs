@@ -446,3 +446,79 @@ fn mismatched_stimuli_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn two_processes_share_one_store_safely() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\", \"net_c\"", "");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_repflow"))
+            .args(["run", &s(&p), "--cache", &s(&cache), "--json"])
+            .output()
+            .unwrap()
+    };
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(spawn);
+        let b = sc.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let verify = repflow(&["cache", "verify", "--cache", &s(&cache)]);
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains(" 0 corrupt objects removed, 0 entries")
+    );
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+}
+
+#[test]
+fn gc_keeps_what_named_pipelines_reach() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let keep = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
+    let other = write_pipeline(
+        &t.path().join("other.toml"),
+        &format!("name = \"o\"\nresults = \"{}\"\nmodels = [\"net_b\", \"net_c\"]\nmetrics = [\"procrustes\"]\n\n[source]\ndir = \"data\"\n", s(&t.path().join("r2"))),
+    );
+    run(&keep, &cache, &[]);
+    run(&other, &cache, &[]);
+    let dry = repflow(&[
+        "cache",
+        "gc",
+        "--keep",
+        &s(&keep),
+        "--dry-run",
+        "--cache",
+        &s(&cache),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).starts_with("would remove"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    assert_eq!(
+        n(&run(&other, &cache, &[]), "executed"),
+        0,
+        "a dry run removes nothing"
+    );
+    let gc = repflow(&["cache", "gc", "--keep", &s(&keep), "--cache", &s(&cache)]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(n(&run(&keep, &cache, &[]), "executed"), 0);
+    // net_c's source and prepared layers (2 + 2), 2 procrustes scores and the table are gone;
+    // net_b's layers and the folds were kept (pipeline `t` reaches them).
+    assert_eq!(n(&run(&other, &cache, &[]), "executed"), 2 + 2 + 2 + 1);
+    let refused = repflow(&["cache", "gc", "--cache", &s(&cache)]);
+    assert_eq!(refused.status.code(), Some(2));
+}
