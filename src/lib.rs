@@ -10,3 +10,4 @@ pub mod error;
 pub mod matrix_io;
 pub mod nodes;
 pub mod pipeline;
+pub mod stimuli;
