@@ -8,6 +8,7 @@ pub mod commands;
 pub mod dag;
 pub mod error;
 pub mod matrix_io;
+pub mod models;
 pub mod nodes;
 pub mod pipeline;
 pub mod stimuli;

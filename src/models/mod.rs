@@ -1,0 +1,108 @@
+//! Networks in candle, with torchvision's parameter names (`conv1.weight`,
+//! `layer1.0.conv1.weight`, `features.0.weight`, …) so that a `.safetensors` file saved
+//! from a torchvision model loads as it is.
+//!
+//! Every architecture has a width multiplier and two stems: the small-image stem (28 or 32
+//! pixels: 3 × 3 convolution with stride 1, no max-pool) and torchvision's ImageNet stem.
+//! A forward pass can record the output of every convolution and linear layer (before
+//! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
+
+pub mod resnet;
+pub mod vgg;
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+/// An architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// ResNet-18 (BasicBlock, [2, 2, 2, 2]).
+    Resnet18,
+    /// ResNet-50 (Bottleneck, [3, 4, 6, 3]).
+    Resnet50,
+    /// VGG-16 with batch norm.
+    Vgg16Bn,
+    /// VGG-19 with batch norm.
+    Vgg19Bn,
+}
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The architecture.
+    pub arch: Arch,
+    /// Channels of the first stage (torchvision: 64); later stages scale with it.
+    pub width: usize,
+    /// Output classes.
+    pub num_classes: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Small-image stem (3 × 3, stride 1, no max-pool) instead of the ImageNet stem.
+    pub small_input: bool,
+}
+
+/// Outputs of convolution and linear layers recorded during a forward pass.
+#[derive(Default)]
+pub struct Taps {
+    enabled: bool,
+    /// (layer name, output) in forward order.
+    pub outputs: Vec<(String, Tensor)>,
+}
+
+impl Taps {
+    /// Records nothing.
+    pub fn off() -> Self {
+        Taps::default()
+    }
+
+    /// Records every layer.
+    pub fn on() -> Self {
+        Taps {
+            enabled: true,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Records `xs` as the output of layer `name` (when enabled).
+    pub fn record(&mut self, name: &str, xs: &Tensor) {
+        if self.enabled {
+            self.outputs.push((name.to_string(), xs.clone()));
+        }
+    }
+}
+
+/// A network built from a [`ModelConfig`].
+pub enum Network {
+    /// A ResNet.
+    Resnet(resnet::ResNet),
+    /// A VGG.
+    Vgg(vgg::Vgg),
+}
+
+impl Network {
+    /// Builds the network; parameters come from `vb` (a `VarMap` to train, a checkpoint to load).
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cfg.arch {
+            Arch::Resnet18 | Arch::Resnet50 => Network::Resnet(resnet::ResNet::new(cfg, vb)?),
+            Arch::Vgg16Bn | Arch::Vgg19Bn => Network::Vgg(vgg::Vgg::new(cfg, vb)?),
+        })
+    }
+
+    /// Logits for `xs` (batch × channels × height × width); `train` selects batch-norm mode.
+    pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        match self {
+            Network::Resnet(n) => n.forward(xs, train, taps),
+            Network::Vgg(n) => n.forward(xs, train, taps),
+        }
+    }
+
+    /// Names of the convolution and linear layers, in forward order.
+    pub fn layer_names(&self) -> Vec<String> {
+        match self {
+            Network::Resnet(n) => n.layer_names(),
+            Network::Vgg(n) => n.layer_names(),
+        }
+    }
+}

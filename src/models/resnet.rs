@@ -1,0 +1,201 @@
+//! ResNet-18 and ResNet-50 as torchvision builds them (`conv1`, `bn1`, `layer{1..4}.{i}.conv{1,2,3}`,
+//! `…downsample.0`/`.1`, `fc`), with a width multiplier and an optional small-image stem.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{
+    batch_norm, conv2d_no_bias, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, Module, ModuleT,
+    VarBuilder,
+};
+
+use super::{Arch, ModelConfig, Taps};
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d_no_bias(
+        cin,
+        cout,
+        k,
+        Conv2dConfig {
+            padding: k / 2,
+            stride,
+            ..Default::default()
+        },
+        vb,
+    )
+}
+
+fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    batch_norm(c, 1e-5, vb)
+}
+
+struct Block {
+    prefix: String,
+    convs: Vec<(Conv2d, BatchNorm)>,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl Block {
+    fn new(
+        prefix: String,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+        bottleneck: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let expansion = if bottleneck { 4 } else { 1 };
+        let cout = planes * expansion;
+        let convs = if bottleneck {
+            vec![
+                (
+                    conv(cin, planes, 1, 1, vb.pp("conv1"))?,
+                    bn(planes, vb.pp("bn1"))?,
+                ),
+                (
+                    conv(planes, planes, 3, stride, vb.pp("conv2"))?,
+                    bn(planes, vb.pp("bn2"))?,
+                ),
+                (
+                    conv(planes, cout, 1, 1, vb.pp("conv3"))?,
+                    bn(cout, vb.pp("bn3"))?,
+                ),
+            ]
+        } else {
+            vec![
+                (
+                    conv(cin, planes, 3, stride, vb.pp("conv1"))?,
+                    bn(planes, vb.pp("bn1"))?,
+                ),
+                (
+                    conv(planes, planes, 3, 1, vb.pp("conv2"))?,
+                    bn(planes, vb.pp("bn2"))?,
+                ),
+            ]
+        };
+        let downsample = if stride != 1 || cin != cout {
+            Some((
+                conv(cin, cout, 1, stride, vb.pp("downsample.0"))?,
+                bn(cout, vb.pp("downsample.1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Block {
+            prefix,
+            convs,
+            downsample,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        let mut h = xs.clone();
+        let last = self.convs.len() - 1;
+        for (i, (c, b)) in self.convs.iter().enumerate() {
+            let y = c.forward(&h)?;
+            taps.record(&format!("{}.conv{}", self.prefix, i + 1), &y);
+            h = b.forward_t(&y, train)?;
+            if i < last {
+                h = h.relu()?;
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some((c, b)) => {
+                let y = c.forward(xs)?;
+                taps.record(&format!("{}.downsample.0", self.prefix), &y);
+                b.forward_t(&y, train)?
+            }
+            None => xs.clone(),
+        };
+        (h + shortcut)?.relu()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = (0..self.convs.len())
+            .map(|i| format!("{}.conv{}", self.prefix, i + 1))
+            .collect();
+        if self.downsample.is_some() {
+            n.push(format!("{}.downsample.0", self.prefix));
+        }
+        n
+    }
+}
+
+/// A ResNet.
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    small_input: bool,
+    blocks: Vec<Block>,
+    fc: Linear,
+}
+
+impl ResNet {
+    /// Builds ResNet-18 or ResNet-50 from `cfg`.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (bottleneck, counts) = match cfg.arch {
+            Arch::Resnet18 => (false, [2, 2, 2, 2]),
+            _ => (true, [3, 4, 6, 3]),
+        };
+        let w = cfg.width;
+        let (k, stride) = if cfg.small_input { (3, 1) } else { (7, 2) };
+        let conv1 = conv(cfg.in_channels, w, k, stride, vb.pp("conv1"))?;
+        let bn1 = bn(w, vb.pp("bn1"))?;
+        let mut blocks = Vec::new();
+        let mut cin = w;
+        for (stage, &n) in counts.iter().enumerate() {
+            let planes = w << stage;
+            for i in 0..n {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                let prefix = format!("layer{}.{i}", stage + 1);
+                blocks.push(Block::new(
+                    prefix.clone(),
+                    cin,
+                    planes,
+                    stride,
+                    bottleneck,
+                    vb.pp(&prefix),
+                )?);
+                cin = planes * if bottleneck { 4 } else { 1 };
+            }
+        }
+        let fc = linear(cin, cfg.num_classes, vb.pp("fc"))?;
+        Ok(ResNet {
+            conv1,
+            bn1,
+            small_input: cfg.small_input,
+            blocks,
+            fc,
+        })
+    }
+
+    /// Logits; records conv and linear outputs in `taps`.
+    pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        let y = self.conv1.forward(xs)?;
+        taps.record("conv1", &y);
+        let mut h = self.bn1.forward_t(&y, train)?.relu()?;
+        if !self.small_input {
+            // 3 × 3 max-pool, stride 2, padding 1: inputs are ≥ 0 after ReLU, so zero padding
+            // equals torchvision's −∞ padding.
+            h = h
+                .pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?;
+        }
+        for b in &self.blocks {
+            h = b.forward(&h, train, taps)?;
+        }
+        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        let out = self.fc.forward(&pooled)?;
+        taps.record("fc", &out);
+        Ok(out)
+    }
+
+    /// Conv and linear layer names in forward order.
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut n = vec!["conv1".to_string()];
+        for b in &self.blocks {
+            n.extend(b.names());
+        }
+        n.push("fc".into());
+        n
+    }
+}

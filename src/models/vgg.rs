@@ -1,0 +1,198 @@
+//! VGG-16-BN and VGG-19-BN as torchvision builds them (`features.{i}` for conv, batch norm,
+//! ReLU and max-pool in sequence; `classifier.{0,3,6}`), with a width multiplier. The
+//! small-image variant drops the last max-pool, pools globally and uses a classifier
+//! 8 × narrower (input 28 → 1 × 1 after four pools).
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{
+    batch_norm, conv2d, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, Module, ModuleT,
+    VarBuilder,
+};
+
+use super::{Arch, ModelConfig, Taps};
+
+enum Stage {
+    Conv(String, Conv2d, BatchNorm),
+    Pool,
+}
+
+/// A VGG with batch norm.
+pub struct Vgg {
+    features: Vec<Stage>,
+    classifier: Vec<(String, Linear)>,
+    small_input: bool,
+}
+
+impl Vgg {
+    /// Builds VGG-16-BN or VGG-19-BN from `cfg`.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let w = cfg.width;
+        let plan: Vec<Option<usize>> = match cfg.arch {
+            Arch::Vgg16Bn => vec![
+                Some(1),
+                Some(1),
+                None,
+                Some(2),
+                Some(2),
+                None,
+                Some(4),
+                Some(4),
+                Some(4),
+                None,
+                Some(8),
+                Some(8),
+                Some(8),
+                None,
+                Some(8),
+                Some(8),
+                Some(8),
+                None,
+            ],
+            _ => vec![
+                Some(1),
+                Some(1),
+                None,
+                Some(2),
+                Some(2),
+                None,
+                Some(4),
+                Some(4),
+                Some(4),
+                Some(4),
+                None,
+                Some(8),
+                Some(8),
+                Some(8),
+                Some(8),
+                None,
+                Some(8),
+                Some(8),
+                Some(8),
+                Some(8),
+                None,
+            ],
+        };
+        let mut features = Vec::new();
+        let mut idx = 0;
+        let mut cin = cfg.in_channels;
+        let last_pool = plan.iter().rposition(|p| p.is_none());
+        for (i, p) in plan.iter().enumerate() {
+            match p {
+                Some(mult) => {
+                    let cout = w * mult;
+                    let name = format!("features.{idx}");
+                    let c = conv2d(
+                        cin,
+                        cout,
+                        3,
+                        Conv2dConfig {
+                            padding: 1,
+                            ..Default::default()
+                        },
+                        vb.pp(&name),
+                    )?;
+                    let b = batch_norm(cout, 1e-5, vb.pp(format!("features.{}", idx + 1)))?;
+                    features.push(Stage::Conv(name, c, b));
+                    cin = cout;
+                    idx += 3;
+                }
+                None => {
+                    if !(cfg.small_input && Some(i) == last_pool) {
+                        features.push(Stage::Pool);
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        let (flat, hidden) = if cfg.small_input {
+            (cin, 8 * w)
+        } else {
+            (cin * 7 * 7, 64 * w)
+        };
+        let classifier = vec![
+            (
+                "classifier.0".to_string(),
+                linear(flat, hidden, vb.pp("classifier.0"))?,
+            ),
+            (
+                "classifier.3".to_string(),
+                linear(hidden, hidden, vb.pp("classifier.3"))?,
+            ),
+            (
+                "classifier.6".to_string(),
+                linear(hidden, cfg.num_classes, vb.pp("classifier.6"))?,
+            ),
+        ];
+        Ok(Vgg {
+            features,
+            classifier,
+            small_input: cfg.small_input,
+        })
+    }
+
+    /// Logits; records conv and linear outputs in `taps`. (Dropout is the identity here:
+    /// evaluation mode, and training without dropout.)
+    pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        let mut h = xs.clone();
+        for s in &self.features {
+            h = match s {
+                Stage::Conv(name, c, b) => {
+                    let y = c.forward(&h)?;
+                    taps.record(name, &y);
+                    b.forward_t(&y, train)?.relu()?
+                }
+                Stage::Pool => h.max_pool2d_with_stride(2, 2)?,
+            };
+        }
+        h = if self.small_input {
+            h.mean(D::Minus1)?.mean(D::Minus1)?
+        } else {
+            adaptive_avg_pool_7(&h)?.flatten_from(1)?
+        };
+        let last = self.classifier.len() - 1;
+        for (i, (name, l)) in self.classifier.iter().enumerate() {
+            let y = l.forward(&h)?;
+            taps.record(name, &y);
+            h = if i < last { y.relu()? } else { y };
+        }
+        Ok(h)
+    }
+
+    /// Conv and linear layer names in forward order.
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self
+            .features
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Conv(name, _, _) => Some(name.clone()),
+                Stage::Pool => None,
+            })
+            .collect();
+        n.extend(self.classifier.iter().map(|(name, _)| name.clone()));
+        n
+    }
+}
+
+/// torchvision's `AdaptiveAvgPool2d((7, 7))`: bin `i` of `n` covers `floor(i·n/7) .. ceil((i+1)·n/7)`.
+fn adaptive_avg_pool_7(xs: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let bins = |n: usize| -> Vec<(usize, usize)> {
+        (0..7)
+            .map(|i| (i * n / 7, ((i + 1) * n).div_ceil(7)))
+            .collect()
+    };
+    let mut rows = Vec::with_capacity(7);
+    for (y0, y1) in bins(h) {
+        let mut cols = Vec::with_capacity(7);
+        for &(x0, x1) in &bins(w) {
+            cols.push(
+                xs.narrow(2, y0, y1 - y0)?
+                    .narrow(3, x0, x1 - x0)?
+                    .mean_keepdim(2)?
+                    .mean_keepdim(3)?,
+            );
+        }
+        rows.push(Tensor::cat(&cols, 3)?);
+    }
+    Tensor::cat(&rows, 2)
+}
