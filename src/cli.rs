@@ -31,6 +31,58 @@ pub enum Command {
     Cache(CacheArgs),
     /// Execute one node of the store by its key (for cluster workers).
     ExecNode(ExecNodeArgs),
+    /// Extract a network's layer activations on a stimulus set into a pipeline source folder.
+    Extract(ExtractArgs),
+}
+
+/// Flags of `repflow extract`.
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// Architecture: resnet18, resnet50, vgg16-bn or vgg19-bn.
+    #[arg(long)]
+    pub arch: String,
+    /// Channels of the first stage (torchvision: 64).
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    /// Use torchvision's ImageNet stem (7 × 7 stride 2 and max-pool) instead of the small-image stem.
+    #[arg(long)]
+    pub imagenet_stem: bool,
+    /// Output classes of the network.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Weights: a .safetensors file with torchvision parameter names (a `module.` prefix is stripped).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Stimuli: fashion-mnist-test, fashion-mnist-train, mnist5k, or an .npy array (N × H × W or N × C × H × W, values in [0, 1]).
+    #[arg(long)]
+    pub stimuli: String,
+    /// Where the dataset package is (default: data/downloads/<package>).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use the first N stimuli only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// An out-of-distribution transform, e.g. contrast:0.1, rotation:90, eidolon:4:0.3.
+    #[arg(long)]
+    pub transform: Option<String>,
+    /// Seed of random transforms.
+    #[arg(long, default_value_t = 0)]
+    pub transform_seed: u32,
+    /// Normalise inputs as (x − MEAN) / STD, e.g. 0.2860,0.3530 for Fashion-MNIST.
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    pub normalize: Option<Vec<f32>>,
+    /// Comma-separated layers (default: every conv and linear layer).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<String>,
+    /// How conv outputs become one row per stimulus: center-pixel, mean-pool, max-pool or flatten.
+    #[arg(long, default_value = "center-pixel")]
+    pub reduce: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Output folder: <layer>.npy, layers.txt, stimuli.txt, labels.txt (a pipeline model folder).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Where the store is: `--cache`, else `$REPFLOW_CACHE`, else `.repflow`.

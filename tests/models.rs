@@ -101,3 +101,109 @@ fn vgg16_bn_imagenet_matches_pytorch() {
 fn vgg19_bn_matches_pytorch() {
     check("vgg19-bn-small.safetensors", Arch::Vgg19Bn, true, 1);
 }
+
+#[test]
+fn extraction_takes_each_conv_outputs_centre_pixel() {
+    use repflow::models::extract::{extract, Reduction};
+    use repflow::stimuli::Images;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/resnet18-small.safetensors");
+    let dev = Device::Cpu;
+    let tensors = candle_core::safetensors::load(&path, &dev).unwrap();
+    let input = &tensors["__input__"];
+    let cfg = ModelConfig {
+        arch: Arch::Resnet18,
+        width: 4,
+        num_classes: 10,
+        in_channels: 1,
+        small_input: true,
+    };
+    let net = Network::new(
+        &cfg,
+        VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev),
+    )
+    .unwrap();
+    let images = Images {
+        n: 2,
+        c: 1,
+        h: 28,
+        w: 28,
+        data: input.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        labels: vec![0, 0],
+        ids: vec!["a".into(), "b".into()],
+    };
+    // Batches of one image: streaming must not change the result.
+    let layers = extract(&net, &images, &[], Reduction::CenterPixel, 1).unwrap();
+    assert_eq!(layers.len(), 21);
+    for l in &layers {
+        let tap = &tensors[&format!("__tap__.{}", l.name)];
+        let want: Vec<f32> = if tap.rank() == 4 {
+            let (_, _, h, w) = tap.dims4().unwrap();
+            tap.narrow(2, h / 2, 1)
+                .unwrap()
+                .narrow(3, w / 2, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        } else {
+            tap.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(l.data.len(), want.len(), "{}", l.name);
+        for (a, b) in l.data.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{}: {a} vs {b}",
+                l.name
+            );
+        }
+    }
+}
+
+#[test]
+fn extract_writes_a_pipeline_model_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = t.path().join("data/r18");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_repflow"))
+        .current_dir(root)
+        .args([
+            "extract",
+            "--arch",
+            "resnet18",
+            "--width",
+            "4",
+            "--checkpoint",
+            "tests/fixtures/models/resnet18-small.safetensors",
+        ])
+        .args([
+            "--stimuli",
+            "mnist5k",
+            "--limit",
+            "64",
+            "--transform",
+            "contrast:0.5",
+            "--layers",
+            "conv1,layer4.1.conv2,fc",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("layers.txt")).unwrap(),
+        "conv1\nlayer4.1.conv2\nfc\n"
+    );
+    let stimuli = std::fs::read_to_string(out.join("stimuli.txt")).unwrap();
+    assert_eq!(stimuli.lines().next(), Some("mnist5k/0@contrast-0.5"));
+    let fc = repflow::matrix_io::read_matrix(&out.join("fc.npy"), None).unwrap();
+    assert_eq!(fc.shape(), (64, 10));
+    let conv = repflow::matrix_io::read_matrix(&out.join("layer4.1.conv2.npy"), None).unwrap();
+    assert_eq!(conv.shape(), (64, 32));
+}

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod exec_node;
+pub mod extract;
 pub mod plan;
 pub mod run;
 pub mod score;

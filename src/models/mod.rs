@@ -7,6 +7,7 @@
 //! A forward pass can record the output of every convolution and linear layer (before
 //! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
 
+pub mod extract;
 pub mod resnet;
 pub mod vgg;
 

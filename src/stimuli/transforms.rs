@@ -92,6 +92,43 @@ impl Transform {
         }
     }
 
+    /// Parses `name[:level[:level]]`, e.g. `contrast:0.1`, `rotation:90`, `eidolon:4:0.3`, `edge`.
+    pub fn parse(spec: &str) -> Result<Transform, UserError> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let level = |i: usize| -> Result<f32, UserError> {
+            parts
+                .get(i)
+                .and_then(|v| v.parse::<f32>().ok())
+                .ok_or_else(|| {
+                    UserError::input(format!(
+                        "transform `{spec}` needs a numeric level after `{}:`",
+                        parts[0]
+                    ))
+                })
+        };
+        Ok(match parts[0] {
+            "contrast" => Transform::Contrast { factor: level(1)? },
+            "low-pass" => Transform::LowPass { sigma: level(1)? },
+            "high-pass" => Transform::HighPass { sigma: level(1)? },
+            "uniform-noise" => Transform::UniformNoise { width: level(1)? },
+            "phase-scrambling" => Transform::PhaseScrambling { degrees: level(1)? },
+            "power-equalisation" => Transform::PowerEqualisation,
+            "rotation" => Transform::Rotation { degrees: level(1)? as u32 },
+            "eidolon" => Transform::Eidolon { reach: level(1)?, coherence: level(2)? },
+            "edge" => Transform::Edge,
+            "silhouette" => Transform::Silhouette,
+            "inversion" => Transform::Inversion,
+            "greyscale" => Transform::Greyscale,
+            "false-colour" => Transform::FalseColour,
+            other => {
+                return Err(UserError::input(format!("unknown transform `{other}`")).hint(
+                    "one of contrast:F, low-pass:SIGMA, high-pass:SIGMA, uniform-noise:W, phase-scrambling:DEG, power-equalisation, \
+                     rotation:DEG, eidolon:REACH:COHERENCE, edge, silhouette, inversion, greyscale, false-colour",
+                ))
+            }
+        })
+    }
+
     /// Applies the transform to every image.
     pub fn apply(&self, images: &Images, seed: u32) -> Result<Images, UserError> {
         let mut out = images.clone();

