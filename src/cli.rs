@@ -33,6 +33,58 @@ pub enum Command {
     ExecNode(ExecNodeArgs),
     /// Extract a network's layer activations on a stimulus set into a pipeline source folder.
     Extract(ExtractArgs),
+    /// Train a network on Fashion-MNIST, saving checkpoints from step 0.
+    Train(TrainArgs),
+}
+
+/// Flags of `repflow train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Architecture: resnet18, resnet50, vgg16-bn or vgg19-bn.
+    #[arg(long)]
+    pub arch: String,
+    /// Channels of the first stage.
+    #[arg(long, default_value_t = 16)]
+    pub width: usize,
+    /// Seed of initialisation, batch order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// sgd (momentum, weight decay) or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Peak learning rate (cosine schedule).
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Epochs (may be fractional).
+    #[arg(long, default_value_t = 2.0)]
+    pub epochs: f64,
+    /// Checkpoints: steps (`0,50,200`) or epochs with an `e` suffix (`0.25e,1e`); the last step is always saved.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub checkpoints: Vec<String>,
+    /// Turn off random crop and flip.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// The Fashion-MNIST package or folder (default: data/downloads/<package>).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder: step-<N>.safetensors, metrics.jsonl, config.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Flags of `repflow extract`.
@@ -69,7 +121,7 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = 0)]
     pub transform_seed: u32,
     /// Normalise inputs as (x − MEAN) / STD, e.g. 0.2860,0.3530 for Fashion-MNIST.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub normalize: Option<Vec<f32>>,
     /// Comma-separated layers (default: every conv and linear layer).
     #[arg(long, value_delimiter = ',')]

@@ -14,7 +14,8 @@ use crate::stimuli::datasets::{fashion_mnist, mnist_5k};
 use crate::stimuli::transforms::Transform;
 use crate::stimuli::Images;
 
-fn default_package(name: &str) -> PathBuf {
+/// A package fetched by `make data`.
+pub fn default_package(name: &str) -> PathBuf {
     Path::new("data/downloads").join(name)
 }
 
@@ -77,7 +78,8 @@ fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
     })
 }
 
-fn arch(name: &str) -> Result<Arch, UserError> {
+/// Parses an architecture name.
+pub fn arch(name: &str) -> Result<Arch, UserError> {
     Ok(match name {
         "resnet18" => Arch::Resnet18,
         "resnet50" => Arch::Resnet50,
@@ -107,6 +109,10 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         images = Transform::parse(t)?.apply(&images, args.transform_seed)?;
     }
     if let Some(ns) = &args.normalize {
+        if ns.len() != 2 || ns[1] == 0.0 {
+            return Err(UserError::input("--normalize takes MEAN,STD with STD != 0")
+                .hint("e.g. --normalize 0.2860,0.3530"));
+        }
         images
             .data
             .iter_mut()

@@ -9,6 +9,7 @@
 
 pub mod extract;
 pub mod resnet;
+pub mod train;
 pub mod vgg;
 
 use candle_core::{Result, Tensor};
@@ -96,6 +97,15 @@ impl Network {
         match self {
             Network::Resnet(n) => n.forward(xs, train, taps),
             Network::Vgg(n) => n.forward(xs, train, taps),
+        }
+    }
+
+    /// Batch-norm layers with their parameter prefixes (their running statistics live in the
+    /// layers, not in the `VarMap`).
+    pub fn batch_norms(&self) -> Vec<(String, &candle_nn::BatchNorm)> {
+        match self {
+            Network::Resnet(n) => n.batch_norms(),
+            Network::Vgg(n) => n.batch_norms(),
         }
     }
 

@@ -108,6 +108,19 @@ impl Block {
         (h + shortcut)?.relu()
     }
 
+    fn batch_norms(&self) -> Vec<(String, &BatchNorm)> {
+        let mut out: Vec<(String, &BatchNorm)> = self
+            .convs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, b))| (format!("{}.bn{}", self.prefix, i + 1), b))
+            .collect();
+        if let Some((_, b)) = &self.downsample {
+            out.push((format!("{}.downsample.1", self.prefix), b));
+        }
+        out
+    }
+
     fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = (0..self.convs.len())
             .map(|i| format!("{}.conv{}", self.prefix, i + 1))
@@ -187,6 +200,15 @@ impl ResNet {
         let out = self.fc.forward(&pooled)?;
         taps.record("fc", &out);
         Ok(out)
+    }
+
+    /// Batch-norm layers with their parameter prefixes.
+    pub fn batch_norms(&self) -> Vec<(String, &BatchNorm)> {
+        let mut out = vec![("bn1".to_string(), &self.bn1)];
+        for b in &self.blocks {
+            out.extend(b.batch_norms());
+        }
+        out
     }
 
     /// Conv and linear layer names in forward order.

@@ -12,7 +12,8 @@ use candle_nn::{
 use super::{Arch, ModelConfig, Taps};
 
 enum Stage {
-    Conv(String, Conv2d, BatchNorm),
+    /// Conv name, conv, batch-norm name, batch norm.
+    Conv(String, Conv2d, String, BatchNorm),
     Pool,
 }
 
@@ -91,8 +92,9 @@ impl Vgg {
                         },
                         vb.pp(&name),
                     )?;
-                    let b = batch_norm(cout, 1e-5, vb.pp(format!("features.{}", idx + 1)))?;
-                    features.push(Stage::Conv(name, c, b));
+                    let bn_name = format!("features.{}", idx + 1);
+                    let b = batch_norm(cout, 1e-5, vb.pp(&bn_name))?;
+                    features.push(Stage::Conv(name, c, bn_name, b));
                     cin = cout;
                     idx += 3;
                 }
@@ -136,7 +138,7 @@ impl Vgg {
         let mut h = xs.clone();
         for s in &self.features {
             h = match s {
-                Stage::Conv(name, c, b) => {
+                Stage::Conv(name, c, _, b) => {
                     let y = c.forward(&h)?;
                     taps.record(name, &y);
                     b.forward_t(&y, train)?.relu()?
@@ -158,13 +160,24 @@ impl Vgg {
         Ok(h)
     }
 
+    /// Batch-norm layers with their parameter prefixes.
+    pub fn batch_norms(&self) -> Vec<(String, &BatchNorm)> {
+        self.features
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Conv(_, _, name, b) => Some((name.clone(), b)),
+                Stage::Pool => None,
+            })
+            .collect()
+    }
+
     /// Conv and linear layer names in forward order.
     pub fn layer_names(&self) -> Vec<String> {
         let mut n: Vec<String> = self
             .features
             .iter()
             .filter_map(|s| match s {
-                Stage::Conv(name, _, _) => Some(name.clone()),
+                Stage::Conv(name, _, _, _) => Some(name.clone()),
                 Stage::Pool => None,
             })
             .collect();

@@ -1,0 +1,325 @@
+//! Training: SGD with momentum and weight decay (or AdamW) on a cosine schedule, random
+//! crop and flip, checkpoints at chosen steps (step 0 = untrained). Deterministic: weights
+//! are initialised and batches drawn from numpy's legacy MT19937 seeded by the run's seed.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use repflow_kernels::rng::LegacyRandomState;
+use serde::{Deserialize, Serialize};
+
+use super::{ModelConfig, Network, Taps};
+use crate::error::UserError;
+use crate::stimuli::Images;
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with (PyTorch-style) momentum and L2 weight decay.
+    Sgd,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// A training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The network.
+    pub model: ModelConfig,
+    /// Seed of initialisation, batch order and augmentation.
+    pub seed: u32,
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Peak learning rate (cosine decay to 0 over the run).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Batch size.
+    pub batch: usize,
+    /// Total optimisation steps.
+    pub steps: u64,
+    /// Random crop (2-pixel zero padding) and horizontal flip.
+    pub augment: bool,
+    /// Input normalisation (mean, std).
+    pub normalize: (f32, f32),
+    /// Steps after which to save a checkpoint (0 = before training).
+    pub checkpoints: Vec<u64>,
+}
+
+/// A saved checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Optimisation steps taken.
+    pub step: u64,
+    /// Epochs (fractional).
+    pub epoch: f64,
+    /// Mean training loss since the previous checkpoint (NaN at step 0).
+    pub train_loss: f64,
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// Weights and batch-norm statistics with torchvision names.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+fn ce(e: candle_core::Error) -> UserError {
+    UserError::input(format!(
+        "training: {}",
+        e.to_string().lines().next().unwrap_or_default()
+    ))
+}
+
+/// Sets every parameter from the seeded generator, as torchvision initialises: conv weights
+/// Kaiming-normal (fan out), batch norm 1 and 0, linear layers uniform in ±1/√fan_in.
+fn initialise(varmap: &VarMap, seed: u32) -> candle_core::Result<()> {
+    let mut rng = LegacyRandomState::new(seed);
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let shape = var.as_tensor().dims().to_vec();
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if name.ends_with("running_var") {
+            vec![1.0; n]
+        } else if name.ends_with("running_mean")
+            || (name.ends_with("bias") && shape.len() == 1 && !is_linear(name, &data))
+        {
+            vec![0.0; n]
+        } else if shape.len() == 4 {
+            let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
+            (0..n).map(|_| (rng.gauss() * std) as f32).collect()
+        } else if shape.len() == 1 && name.ends_with("weight") {
+            vec![1.0; n]
+        } else {
+            // linear weight (out × in) or linear bias: U(−1/√fan_in, 1/√fan_in)
+            let fan_in = if shape.len() == 2 {
+                shape[1]
+            } else {
+                linear_fan_in(name, &data)
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            (0..n)
+                .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, shape, var.device())?)?;
+    }
+    Ok(())
+}
+
+fn is_linear(bias_name: &str, data: &HashMap<String, Var>) -> bool {
+    let w = format!("{}weight", bias_name.trim_end_matches("bias"));
+    data.get(&w).is_some_and(|v| v.as_tensor().rank() == 2)
+}
+
+fn linear_fan_in(bias_name: &str, data: &HashMap<String, Var>) -> usize {
+    let w = format!("{}weight", bias_name.trim_end_matches("bias"));
+    data.get(&w).map(|v| v.as_tensor().dims()[1]).unwrap_or(1)
+}
+
+/// One batch as a tensor, with augmentation.
+fn batch(
+    images: &Images,
+    idx: &[usize],
+    cfg: &TrainConfig,
+    rng: &mut LegacyRandomState,
+    train: bool,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (c, h, w) = (images.c, images.h, images.w);
+    let mut data = Vec::with_capacity(idx.len() * c * h * w);
+    let (mean, std) = cfg.normalize;
+    for &i in idx {
+        let img = images.image(i);
+        let (dy, dx, flip) = if train && cfg.augment {
+            (
+                rng.interval(4) as isize - 2,
+                rng.interval(4) as isize - 2,
+                rng.next_f64() < 0.5,
+            )
+        } else {
+            (0, 0, false)
+        };
+        for ch in 0..c {
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let sx = if flip { w as isize - 1 - x } else { x } + dx;
+                    let sy = y + dy;
+                    let v = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                        img[ch * h * w + sy as usize * w + sx as usize]
+                    } else {
+                        0.0
+                    };
+                    data.push((v - mean) / std);
+                }
+            }
+        }
+    }
+    let xs = Tensor::from_vec(data, (idx.len(), c, h, w), &Device::Cpu)?;
+    let ys = Tensor::from_vec(
+        idx.iter().map(|&i| images.labels[i]).collect::<Vec<u32>>(),
+        idx.len(),
+        &Device::Cpu,
+    )?;
+    Ok((xs, ys))
+}
+
+/// Accuracy of `net` on `images` (evaluation mode).
+pub fn accuracy(net: &Network, images: &Images, cfg: &TrainConfig) -> Result<f64, UserError> {
+    let mut correct = 0usize;
+    let mut rng = LegacyRandomState::new(0);
+    for start in (0..images.n).step_by(500) {
+        let idx: Vec<usize> = (start..(start + 500).min(images.n)).collect();
+        let (xs, ys) = batch(images, &idx, cfg, &mut rng, false).map_err(ce)?;
+        let pred = net
+            .forward(&xs, false, &mut Taps::off())
+            .and_then(|l| l.argmax(1))
+            .map_err(ce)?;
+        let eq = pred
+            .eq(&ys)
+            .and_then(|e| e.to_dtype(DType::F32))
+            .and_then(|e| e.sum_all())
+            .and_then(|s| s.to_scalar::<f32>())
+            .map_err(ce)?;
+        correct += eq as usize;
+    }
+    Ok(correct as f64 / images.n.max(1) as f64)
+}
+
+/// The network's weights and batch-norm statistics under torchvision names.
+pub fn state_dict(varmap: &VarMap, net: &Network) -> HashMap<String, Tensor> {
+    let mut out: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    for (prefix, bn) in net.batch_norms() {
+        out.insert(format!("{prefix}.running_mean"), bn.running_mean().detach());
+        out.insert(format!("{prefix}.running_var"), bn.running_var().detach());
+    }
+    out
+}
+
+/// Trains from scratch, calling `on_checkpoint` at every checkpoint step.
+pub fn train(
+    cfg: &TrainConfig,
+    train_set: &Images,
+    test_set: &Images,
+    mut on_checkpoint: impl FnMut(Checkpoint) -> Result<(), UserError>,
+) -> Result<(), UserError> {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let net = Network::new(
+        &cfg.model,
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+    )
+    .map_err(ce)?;
+    initialise(&varmap, cfg.seed).map_err(ce)?;
+    let trainable: Vec<(String, Var)> = {
+        let data = varmap.data().lock().expect("varmap lock");
+        let mut v: Vec<(String, Var)> = data
+            .iter()
+            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut velocity: Vec<Option<Tensor>> = vec![None; trainable.len()];
+    let mut adam: Vec<(Tensor, Tensor)> = Vec::new();
+    if cfg.optimizer == Optimizer::Adamw {
+        for (_, v) in &trainable {
+            let z = v.as_tensor().zeros_like().map_err(ce)?;
+            adam.push((z.clone(), z));
+        }
+    }
+    let steps_per_epoch = train_set.n.div_ceil(cfg.batch) as u64;
+    let mut order: Vec<usize> = Vec::new();
+    let mut rng = LegacyRandomState::new(cfg.seed.wrapping_add(1));
+    let (mut loss_sum, mut loss_count) = (0.0, 0usize);
+    let last = cfg
+        .checkpoints
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .min(cfg.steps);
+    for step in 0..=last {
+        if cfg.checkpoints.contains(&step) {
+            let ck = Checkpoint {
+                step,
+                epoch: step as f64 / steps_per_epoch as f64,
+                train_loss: if loss_count > 0 {
+                    loss_sum / loss_count as f64
+                } else {
+                    f64::NAN
+                },
+                test_accuracy: accuracy(&net, test_set, cfg)?,
+                tensors: state_dict(&varmap, &net),
+            };
+            on_checkpoint(ck)?;
+            loss_sum = 0.0;
+            loss_count = 0;
+        }
+        if step == last {
+            break;
+        }
+        let pos = (step % steps_per_epoch) as usize * cfg.batch;
+        if pos == 0 {
+            order = (0..train_set.n).collect();
+            rng.shuffle(&mut order);
+        }
+        let idx = &order[pos..(pos + cfg.batch).min(train_set.n)];
+        let (xs, ys) = batch(train_set, idx, cfg, &mut rng, true).map_err(ce)?;
+        let logits = net.forward(&xs, true, &mut Taps::off()).map_err(ce)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &ys).map_err(ce)?;
+        loss_sum += loss.to_scalar::<f32>().map_err(ce)? as f64;
+        loss_count += 1;
+        let grads = loss.backward().map_err(ce)?;
+        let lr =
+            0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * step as f64 / cfg.steps as f64).cos());
+        for (k, (_, var)) in trainable.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let w = var.as_tensor().detach();
+            let g = g.detach();
+            let new = match cfg.optimizer {
+                Optimizer::Sgd => {
+                    let g = (&g + (&w * cfg.weight_decay).map_err(ce)?).map_err(ce)?;
+                    let v = match &velocity[k] {
+                        Some(v) => ((v * cfg.momentum).map_err(ce)? + &g).map_err(ce)?,
+                        None => g,
+                    };
+                    let new = (&w - (&v * lr).map_err(ce)?).map_err(ce)?;
+                    velocity[k] = Some(v.detach());
+                    new
+                }
+                Optimizer::Adamw => {
+                    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
+                    let t = (step + 1) as i32;
+                    let (m, v) = &adam[k];
+                    let m = ((m * b1).map_err(ce)? + (&g * (1.0 - b1)).map_err(ce)?).map_err(ce)?;
+                    let v = ((v * b2).map_err(ce)?
+                        + (g.sqr().map_err(ce)? * (1.0 - b2)).map_err(ce)?)
+                    .map_err(ce)?;
+                    let mh = (&m / (1.0 - b1.powi(t))).map_err(ce)?;
+                    let vh = (&v / (1.0 - b2.powi(t))).map_err(ce)?;
+                    let upd = (mh / (vh.sqrt().map_err(ce)? + eps).map_err(ce)?).map_err(ce)?;
+                    let new = ((&w * (1.0 - lr * cfg.weight_decay)).map_err(ce)?
+                        - (upd * lr).map_err(ce)?)
+                    .map_err(ce)?;
+                    adam[k] = (m.detach(), v.detach());
+                    new
+                }
+            };
+            var.set(&new).map_err(ce)?;
+        }
+    }
+    Ok(())
+}
