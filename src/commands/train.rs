@@ -24,7 +24,7 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
     if let Some(k) = args.test_limit {
         test_set = test_set.take(k);
     }
-    if args.batch == 0 || !(args.epochs > 0.0) {
+    if args.batch == 0 || args.epochs.is_nan() || args.epochs <= 0.0 {
         return Err(UserError::input("--batch and --epochs must be positive"));
     }
     let steps_per_epoch = train_set.n.div_ceil(args.batch) as u64;
