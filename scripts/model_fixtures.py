@@ -14,6 +14,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.vgg import VGG, make_layers
+from torchvision.models.vision_transformer import VisionTransformer
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "models"
 VGG_PLANS = {
@@ -58,14 +59,30 @@ def vgg(arch, width, in_ch, small):
     return m
 
 
+def vit(width, in_ch):
+    """repflow's small ViT: 4 blocks, 4 heads, MLP 2 x hidden, 7-pixel patches of 28-pixel images."""
+    m = VisionTransformer(image_size=28, patch_size=7, num_layers=4, num_heads=4, hidden_dim=width,
+                          mlp_dim=2 * width, num_classes=10)
+    m.conv_proj = nn.Conv2d(in_ch, width, kernel_size=7, stride=7)
+    return m
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     cases = [("resnet18", True, 1, 28), ("resnet18", False, 3, 64), ("resnet50", True, 1, 28),
              ("vgg16-bn", True, 1, 28), ("vgg16-bn", False, 3, 64), ("vgg19-bn", True, 1, 28)]
+    cases.append(("vit", True, 1, 28))
     for arch, small, in_ch, size in cases:
         torch.manual_seed(0)
-        width = 4
-        m = (resnet if arch.startswith("resnet") else vgg)(arch, width, in_ch, small)
+        width = 16 if arch == "vit" else 4
+        if arch == "vit":
+            m = vit(width, in_ch)
+            with torch.no_grad():
+                m.class_token.normal_()
+                m.encoder.pos_embedding.normal_(std=0.5)
+                m.heads.head.weight.normal_(std=0.2)
+        else:
+            m = (resnet if arch.startswith("resnet") else vgg)(arch, width, in_ch, small)
         # Non-trivial batch-norm statistics, so evaluation mode is really tested.
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
@@ -77,7 +94,8 @@ def main():
         x = torch.rand(2, in_ch, size, size)
         taps = {}
         for name, mod in m.named_modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            is_block = arch == "vit" and name.startswith("encoder.layers.encoder_layer_") and name.count(".") == 2
+            if is_block or (arch == "vit" and name == "heads.head") or (arch != "vit" and isinstance(mod, (nn.Conv2d, nn.Linear))):
                 mod.register_forward_hook(lambda _m, _i, out, name=name: taps.__setitem__(name, out.detach().clone()))
         with torch.no_grad():
             logits = m(x)

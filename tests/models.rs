@@ -207,3 +207,50 @@ fn extract_writes_a_pipeline_model_folder() {
     let conv = repflow::matrix_io::read_matrix(&out.join("layer4.1.conv2.npy"), None).unwrap();
     assert_eq!(conv.shape(), (64, 32));
 }
+
+#[test]
+fn vit_matches_pytorch() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/vit-small.safetensors");
+    let dev = Device::Cpu;
+    let tensors = candle_core::safetensors::load(&path, &dev).unwrap();
+    let cfg = ModelConfig {
+        arch: Arch::Vit,
+        width: 16,
+        num_classes: 10,
+        in_channels: 1,
+        small_input: true,
+    };
+    let net = Network::new(
+        &cfg,
+        VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev),
+    )
+    .unwrap();
+    let mut taps = Taps::on();
+    let out = net
+        .forward(&tensors["__input__"], false, &mut taps)
+        .unwrap();
+    let logits = &tensors["__logits__"];
+    assert!(
+        max_abs_diff(&out, logits) <= 1e-4 * max_abs(logits).max(1.0),
+        "logits differ by {}",
+        max_abs_diff(&out, logits)
+    );
+    assert_eq!(taps.outputs.len(), 5);
+    for (name, got) in &taps.outputs {
+        let want = &tensors[&format!("__tap__.{name}")];
+        assert!(
+            max_abs_diff(got, want) <= 1e-4 * max_abs(want).max(1.0),
+            "{name} differs by {}",
+            max_abs_diff(got, want)
+        );
+    }
+    // Extraction keeps the [CLS] token of each block.
+    let cls = repflow::models::extract::reduce(
+        &taps.outputs[0].1,
+        repflow::models::extract::Reduction::CenterPixel,
+        "b0",
+    )
+    .unwrap();
+    assert_eq!(cls.dims(), &[2, 16]);
+}

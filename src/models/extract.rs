@@ -16,8 +16,9 @@ pub const FLATTEN_LIMIT: usize = 65_536;
 #[serde(rename_all = "kebab-case")]
 pub enum Reduction {
     /// The value at the centre pixel `(h/2, w/2)` (floor) of each channel: the seed paper's.
+    /// For transformer blocks: the [CLS] token.
     CenterPixel,
-    /// The mean over positions, per channel.
+    /// The mean over positions, per channel (transformers: over patch tokens).
     MeanPool,
     /// The maximum over positions, per channel.
     MaxPool,
@@ -47,6 +48,20 @@ fn candle(e: candle_core::Error) -> UserError {
 pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, UserError> {
     match xs.rank() {
         2 => Ok(xs.clone()),
+        // Transformer tokens (batch × tokens × hidden): the [CLS] token (token 0), or the
+        // mean / max over the patch tokens.
+        3 => match reduction {
+            Reduction::MeanPool => xs
+                .narrow(1, 1, xs.dim(1).map_err(candle)? - 1)
+                .and_then(|t| t.mean(1)),
+            Reduction::MaxPool => xs
+                .narrow(1, 1, xs.dim(1).map_err(candle)? - 1)
+                .and_then(|t| t.max(1)),
+            Reduction::CenterPixel | Reduction::Flatten => {
+                xs.narrow(1, 0, 1).and_then(|t| t.squeeze(1))
+            }
+        }
+        .map_err(candle),
         4 => {
             let (_, c, h, w) = xs.dims4().map_err(candle)?;
             match reduction {

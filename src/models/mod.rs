@@ -11,6 +11,7 @@ pub mod extract;
 pub mod resnet;
 pub mod train;
 pub mod vgg;
+pub mod vit;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -28,6 +29,8 @@ pub enum Arch {
     Vgg16Bn,
     /// VGG-19 with batch norm.
     Vgg19Bn,
+    /// A small Vision Transformer with a [CLS] token (width = hidden size).
+    Vit,
 }
 
 /// What to build.
@@ -81,6 +84,8 @@ pub enum Network {
     Resnet(resnet::ResNet),
     /// A VGG.
     Vgg(vgg::Vgg),
+    /// A Vision Transformer.
+    Vit(vit::Vit),
 }
 
 impl Network {
@@ -89,6 +94,11 @@ impl Network {
         Ok(match cfg.arch {
             Arch::Resnet18 | Arch::Resnet50 => Network::Resnet(resnet::ResNet::new(cfg, vb)?),
             Arch::Vgg16Bn | Arch::Vgg19Bn => Network::Vgg(vgg::Vgg::new(cfg, vb)?),
+            Arch::Vit => Network::Vit(vit::Vit::new(
+                cfg,
+                if cfg.small_input { 28 } else { 224 },
+                vb,
+            )?),
         })
     }
 
@@ -97,6 +107,7 @@ impl Network {
         match self {
             Network::Resnet(n) => n.forward(xs, train, taps),
             Network::Vgg(n) => n.forward(xs, train, taps),
+            Network::Vit(n) => n.forward(xs, taps),
         }
     }
 
@@ -106,6 +117,7 @@ impl Network {
         match self {
             Network::Resnet(n) => n.batch_norms(),
             Network::Vgg(n) => n.batch_norms(),
+            Network::Vit(_) => Vec::new(),
         }
     }
 
@@ -114,6 +126,7 @@ impl Network {
         match self {
             Network::Resnet(n) => n.layer_names(),
             Network::Vgg(n) => n.layer_names(),
+            Network::Vit(n) => n.layer_names(),
         }
     }
 }
