@@ -102,3 +102,58 @@ fn training_learns_is_reproducible_and_its_checkpoints_extract() {
         21
     );
 }
+
+#[test]
+fn resuming_from_a_saved_state_gives_the_uninterrupted_weights() {
+    use repflow::models::train::{train_until, Optimizer, TrainConfig};
+    use repflow::models::{Arch, ModelConfig};
+    use repflow::stimuli::Images;
+    let n = 96;
+    let images = |offset: usize| Images {
+        n,
+        c: 1,
+        h: 28,
+        w: 28,
+        data: (0..n * 784)
+            .map(|i| (((i + offset) * 2_654_435_761usize) % 1000) as f32 / 1000.0)
+            .collect(),
+        labels: (0..n).map(|i| (i % 10) as u32).collect(),
+        ids: (0..n).map(|i| format!("s/{i}")).collect(),
+    };
+    let (train_set, test_set) = (images(0), images(7));
+    for optimizer in [Optimizer::Sgd, Optimizer::Adamw] {
+        let cfg = TrainConfig {
+            model: ModelConfig {
+                arch: Arch::Resnet18,
+                width: 4,
+                num_classes: 10,
+                in_channels: 1,
+                small_input: true,
+            },
+            seed: 3,
+            optimizer,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            batch: 32,
+            steps: 8,
+            augment: true,
+            normalize: (0.5, 0.25),
+            checkpoints: vec![0, 4, 8],
+        };
+        let whole = train_until(&cfg, &train_set, &test_set, None, 8, |_, _| Ok(())).unwrap();
+        let half = train_until(&cfg, &train_set, &test_set, None, 4, |_, _| Ok(())).unwrap();
+        let resumed =
+            train_until(&cfg, &train_set, &test_set, Some(half), 8, |_, _| Ok(())).unwrap();
+        assert_eq!(whole.step, 8);
+        for (name, t) in &whole.tensors {
+            let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = resumed.tensors[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(a, b, "{optimizer:?}: {name} differs after resuming");
+        }
+    }
+}

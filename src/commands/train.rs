@@ -86,7 +86,7 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
     .map_err(io)?;
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl")).map_err(io)?;
     let start = std::time::Instant::now();
-    train(&cfg, &train_set, &test_set, |ck| {
+    train(&cfg, &train_set, &test_set, |ck, _| {
         let file = out.join(format!("step-{}.safetensors", ck.step));
         candle_core::safetensors::save(&ck.tensors, &file)
             .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", file.display())))?;

@@ -205,21 +205,77 @@ pub fn state_dict(varmap: &VarMap, net: &Network) -> HashMap<String, Tensor> {
     out
 }
 
+/// Everything needed to continue training exactly: weights, batch-norm statistics and the
+/// optimiser's state after `step` steps. (Batch order and augmentation are functions of the
+/// seed and the step, so no generator state is needed.)
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    /// Steps taken.
+    pub step: u64,
+    /// Weights and batch-norm statistics (torchvision names).
+    pub tensors: HashMap<String, Tensor>,
+    /// Optimiser state: `momentum.<name>`, or `adam_m.<name>` and `adam_v.<name>`.
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+/// The stimulus order of epoch `epoch`.
+fn epoch_order(n: usize, seed: u32, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    LegacyRandomState::new(
+        seed.wrapping_add(1)
+            .wrapping_add((epoch as u32).wrapping_mul(7919)),
+    )
+    .shuffle(&mut order);
+    order
+}
+
 /// Trains from scratch, calling `on_checkpoint` at every checkpoint step.
 pub fn train(
     cfg: &TrainConfig,
     train_set: &Images,
     test_set: &Images,
-    mut on_checkpoint: impl FnMut(Checkpoint) -> Result<(), UserError>,
-) -> Result<(), UserError> {
+    on_checkpoint: impl FnMut(Checkpoint, &TrainState) -> Result<(), UserError>,
+) -> Result<TrainState, UserError> {
+    let until = cfg
+        .checkpoints
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .min(cfg.steps);
+    train_until(cfg, train_set, test_set, None, until, on_checkpoint)
+}
+
+/// Trains from `start` (from scratch when `None`) up to step `until`, calling `on_checkpoint`
+/// at every checkpoint step after the start (and at step 0 from scratch). Resuming from a
+/// saved state gives exactly the weights of an uninterrupted run.
+pub fn train_until(
+    cfg: &TrainConfig,
+    train_set: &Images,
+    test_set: &Images,
+    start: Option<TrainState>,
+    until: u64,
+    mut on_checkpoint: impl FnMut(Checkpoint, &TrainState) -> Result<(), UserError>,
+) -> Result<TrainState, UserError> {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
+    let first = start.as_ref().map(|s| s.step).unwrap_or(0);
+    if let Some(s) = &start {
+        // Variables present before the network is built are used as they are (batch norm
+        // copies its running statistics from them at construction).
+        let mut data = varmap.data().lock().expect("varmap lock");
+        for (k, t) in &s.tensors {
+            data.insert(k.clone(), Var::from_tensor(t).map_err(ce)?);
+        }
+    }
     let net = Network::new(
         &cfg.model,
         VarBuilder::from_varmap(&varmap, DType::F32, &dev),
     )
     .map_err(ce)?;
-    initialise(&varmap, cfg.seed).map_err(ce)?;
+    if start.is_none() {
+        initialise(&varmap, cfg.seed).map_err(ce)?;
+    }
     let trainable: Vec<(String, Var)> = {
         let data = varmap.data().lock().expect("varmap lock");
         let mut v: Vec<(String, Var)> = data
@@ -230,27 +286,47 @@ pub fn train(
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    let mut velocity: Vec<Option<Tensor>> = vec![None; trainable.len()];
+    let saved = start.map(|s| s.optimizer).unwrap_or_default();
+    let mut velocity: Vec<Option<Tensor>> = trainable
+        .iter()
+        .map(|(k, _)| saved.get(&format!("momentum.{k}")).cloned())
+        .collect();
     let mut adam: Vec<(Tensor, Tensor)> = Vec::new();
     if cfg.optimizer == Optimizer::Adamw {
-        for (_, v) in &trainable {
+        for (k, v) in &trainable {
             let z = v.as_tensor().zeros_like().map_err(ce)?;
-            adam.push((z.clone(), z));
+            let m = saved
+                .get(&format!("adam_m.{k}"))
+                .cloned()
+                .unwrap_or_else(|| z.clone());
+            let s = saved.get(&format!("adam_v.{k}")).cloned().unwrap_or(z);
+            adam.push((m, s));
         }
     }
+    let state = |step: u64, velocity: &[Option<Tensor>], adam: &[(Tensor, Tensor)]| -> TrainState {
+        let mut optimizer = HashMap::new();
+        for (i, (k, _)) in trainable.iter().enumerate() {
+            if let Some(v) = velocity.get(i).and_then(|v| v.as_ref()) {
+                optimizer.insert(format!("momentum.{k}"), v.clone());
+            }
+            if let Some((m, s)) = adam.get(i) {
+                optimizer.insert(format!("adam_m.{k}"), m.clone());
+                optimizer.insert(format!("adam_v.{k}"), s.clone());
+            }
+        }
+        TrainState {
+            step,
+            tensors: state_dict(&varmap, &net),
+            optimizer,
+        }
+    };
     let steps_per_epoch = train_set.n.div_ceil(cfg.batch) as u64;
     let mut order: Vec<usize> = Vec::new();
-    let mut rng = LegacyRandomState::new(cfg.seed.wrapping_add(1));
+    let mut order_epoch = u64::MAX;
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
-    let last = cfg
-        .checkpoints
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .min(cfg.steps);
-    for step in 0..=last {
-        if cfg.checkpoints.contains(&step) {
+    for step in first..=until {
+        if cfg.checkpoints.contains(&step) && (step > first || first == 0) {
+            let st = state(step, &velocity, &adam);
             let ck = Checkpoint {
                 step,
                 epoch: step as f64 / steps_per_epoch as f64,
@@ -260,21 +336,23 @@ pub fn train(
                     f64::NAN
                 },
                 test_accuracy: accuracy(&net, test_set, cfg)?,
-                tensors: state_dict(&varmap, &net),
+                tensors: st.tensors.clone(),
             };
-            on_checkpoint(ck)?;
+            on_checkpoint(ck, &st)?;
             loss_sum = 0.0;
             loss_count = 0;
         }
-        if step == last {
+        if step == until {
             break;
         }
-        let pos = (step % steps_per_epoch) as usize * cfg.batch;
-        if pos == 0 {
-            order = (0..train_set.n).collect();
-            rng.shuffle(&mut order);
+        let epoch = step / steps_per_epoch;
+        if epoch != order_epoch {
+            order = epoch_order(train_set.n, cfg.seed, epoch);
+            order_epoch = epoch;
         }
+        let pos = (step % steps_per_epoch) as usize * cfg.batch;
         let idx = &order[pos..(pos + cfg.batch).min(train_set.n)];
+        let mut rng = LegacyRandomState::new(cfg.seed ^ (step as u32).wrapping_mul(2_654_435_761));
         let (xs, ys) = batch(train_set, idx, cfg, &mut rng, true).map_err(ce)?;
         let logits = net.forward(&xs, true, &mut Taps::off()).map_err(ce)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &ys).map_err(ce)?;
@@ -321,5 +399,5 @@ pub fn train(
             var.set(&new).map_err(ce)?;
         }
     }
-    Ok(())
+    Ok(state(until, &velocity, &adam))
 }
