@@ -13,11 +13,14 @@ use petgraph::graph::DiGraph;
 
 use crate::error::UserError;
 use crate::nodes::folds::FoldsNode;
+use crate::nodes::images::{ImageSet, TransformNode};
+use crate::nodes::network::{Extract, Train, Weights};
 use crate::nodes::prepared::Prepared;
 use crate::nodes::score::ScoreNode;
 use crate::nodes::source::Source;
 use crate::nodes::table::{RowLabel, Table};
 use crate::nodes::NodeSpec;
+use crate::pipeline::networks::Origin;
 use crate::pipeline::Plan;
 
 /// One node of the DAG.
@@ -75,62 +78,27 @@ impl Dag {
         })
     }
 
-    /// Builds the DAG of an expanded pipeline: source → prepared (with folds) → score → table.
+    /// Builds the DAG of an expanded pipeline: source (or images → training → extraction)
+    /// → prepared (with folds) → score → table.
     pub fn from_plan(plan: &Plan) -> Result<Dag, UserError> {
-        let mut nodes: Vec<Node> = Vec::new();
-        let mut folds: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut prepared: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        let mut prepared_of = |nodes: &mut Vec<Node>, m: usize, l: usize| -> usize {
-            if let Some(&i) = prepared.get(&(m, l)) {
-                return i;
-            }
-            let model = &plan.models[m];
-            let layer = &model.layers[l];
-            let n_rows = layer.shape.0;
-            let f = *folds.entry(n_rows).or_insert_with(|| {
-                nodes.push(Node {
-                    label: format!("folds/m{n_rows}"),
-                    spec: NodeSpec::Folds(FoldsNode {
-                        n_rows,
-                        k: plan.settings.folds.k,
-                        shuffle_seed: plan.settings.folds.shuffle_seed,
-                    }),
-                    inputs: vec![],
-                });
-                nodes.len() - 1
-            });
-            nodes.push(Node {
-                label: format!("source/{}/{}", model.name, layer.name),
-                spec: NodeSpec::Source(Source {
-                    model: model.name.clone(),
-                    layer: layer.name.clone(),
-                    file: layer.file.clone(),
-                    tensor: layer.tensor.clone(),
-                    stimuli: model.stimuli.as_ref().map(|(p, _)| p.clone()),
-                }),
-                inputs: vec![],
-            });
-            let s = nodes.len() - 1;
-            nodes.push(Node {
-                label: format!("prepared/{}/{}", model.name, layer.name),
-                spec: NodeSpec::Prepared(Prepared {
-                    model: model.name.clone(),
-                    layer: layer.name.clone(),
-                }),
-                inputs: vec![s, f],
-            });
-            prepared.insert((m, l), nodes.len() - 1);
-            nodes.len() - 1
+        let mut b = Builder {
+            plan,
+            nodes: Vec::new(),
+            folds: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            extracts: BTreeMap::new(),
+            stimuli: None,
+            chains: BTreeMap::new(),
         };
         let mut scores = Vec::new();
         let mut rows = Vec::new();
         for p in &plan.pairs {
-            let a = prepared_of(&mut nodes, p.model_a, p.layer_a);
-            let b = prepared_of(&mut nodes, p.model_b, p.layer_b);
+            let a = b.prepared(p.model_a, p.layer_a);
+            let bb = b.prepared(p.model_b, p.layer_b);
             let (ma, mb) = (&plan.models[p.model_a], &plan.models[p.model_b]);
             let (la, lb) = (&ma.layers[p.layer_a], &mb.layers[p.layer_b]);
             for metric in &plan.metrics {
-                nodes.push(Node {
+                b.nodes.push(Node {
                     label: format!(
                         "score/{}/{}/{}~{}/{}",
                         metric.name(),
@@ -145,9 +113,9 @@ impl Dag {
                         a: (ma.name.clone(), la.name.clone()),
                         b: (mb.name.clone(), lb.name.clone()),
                     }),
-                    inputs: vec![a, b],
+                    inputs: vec![a, bb],
                 });
-                scores.push(nodes.len() - 1);
+                scores.push(b.nodes.len() - 1);
                 rows.push(RowLabel {
                     model_a: ma.name.clone(),
                     model_b: mb.name.clone(),
@@ -159,7 +127,7 @@ impl Dag {
                 });
             }
         }
-        nodes.push(Node {
+        b.nodes.push(Node {
             label: format!("table/{}", plan.spec.name()),
             spec: NodeSpec::Table(Table {
                 pipeline: plan.spec.name(),
@@ -167,7 +135,200 @@ impl Dag {
             }),
             inputs: scores,
         });
-        let table = nodes.len() - 1;
-        Dag::new(nodes, table)
+        let table = b.nodes.len() - 1;
+        Dag::new(b.nodes, table)
+    }
+}
+
+/// Creates each shared node once while the DAG of a plan is built.
+struct Builder<'p> {
+    plan: &'p Plan,
+    nodes: Vec<Node>,
+    folds: BTreeMap<usize, usize>,
+    prepared: BTreeMap<(usize, usize), usize>,
+    extracts: BTreeMap<usize, usize>,
+    stimuli: Option<usize>,
+    chains: BTreeMap<String, Vec<(u64, usize)>>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, label: String, spec: NodeSpec, inputs: Vec<usize>) -> usize {
+        self.nodes.push(Node {
+            label,
+            spec,
+            inputs,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn folds(&mut self, n_rows: usize) -> usize {
+        if let Some(&f) = self.folds.get(&n_rows) {
+            return f;
+        }
+        let spec = NodeSpec::Folds(FoldsNode {
+            n_rows,
+            k: self.plan.settings.folds.k,
+            shuffle_seed: self.plan.settings.folds.shuffle_seed,
+        });
+        let f = self.push(format!("folds/m{n_rows}"), spec, vec![]);
+        self.folds.insert(n_rows, f);
+        f
+    }
+
+    /// The prepared node of layer `l` of model `m`.
+    fn prepared(&mut self, m: usize, l: usize) -> usize {
+        if let Some(&i) = self.prepared.get(&(m, l)) {
+            return i;
+        }
+        let model = &self.plan.models[m];
+        let layer = &model.layers[l];
+        let f = self.folds(layer.shape.0);
+        let (input, array) = match &model.network {
+            None => {
+                let spec = NodeSpec::Source(Source {
+                    model: model.name.clone(),
+                    layer: layer.name.clone(),
+                    file: layer.file.clone(),
+                    tensor: layer.tensor.clone(),
+                    stimuli: model.stimuli.as_ref().map(|(p, _)| p.clone()),
+                });
+                (
+                    self.push(
+                        format!("source/{}/{}", model.name, layer.name),
+                        spec,
+                        vec![],
+                    ),
+                    "x".to_string(),
+                )
+            }
+            Some(_) => (self.extract(m), layer.name.clone()),
+        };
+        let spec = NodeSpec::Prepared(Prepared {
+            model: model.name.clone(),
+            layer: layer.name.clone(),
+            array,
+        });
+        let i = self.push(
+            format!("prepared/{}/{}", model.name, layer.name),
+            spec,
+            vec![input, f],
+        );
+        self.prepared.insert((m, l), i);
+        i
+    }
+
+    /// The node reading `set` (one per distinct set).
+    fn image_set(&mut self, set: &ImageSet) -> usize {
+        let label = format!(
+            "images/{}/{}/{}",
+            set.dataset,
+            set.split,
+            set.count
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "all".into())
+        );
+        if let Some(i) = self.nodes.iter().position(|n| n.label == label) {
+            return i;
+        }
+        self.push(label, NodeSpec::Images(set.clone()), vec![])
+    }
+
+    /// The stimulus set networks are shown (images, then the transform if any).
+    fn stimuli(&mut self) -> usize {
+        if let Some(s) = self.stimuli {
+            return s;
+        }
+        let net = self.plan.networks.as_ref().expect("network-based plan");
+        let set = net.stimuli.clone();
+        let mut s = self.image_set(&set);
+        if let Some((t, seed)) = net.transform {
+            s = self.push(
+                format!("transform/{}", t.name()),
+                NodeSpec::Transform(TransformNode { transform: t, seed }),
+                vec![s],
+            );
+        }
+        self.stimuli = Some(s);
+        s
+    }
+
+    /// The training chain of network `name`: one node per checkpoint, each resuming from the
+    /// previous one.
+    fn chain(
+        &mut self,
+        name: &str,
+        model: crate::models::ModelConfig,
+        seed: u32,
+    ) -> Vec<(u64, usize)> {
+        if let Some(c) = self.chains.get(name) {
+            return c.clone();
+        }
+        let tp = self
+            .plan
+            .networks
+            .as_ref()
+            .and_then(|n| n.training.clone())
+            .expect("trained networks have a training plan");
+        let tr = self.image_set(&tp.train_set);
+        let te = self.image_set(&tp.test_set);
+        let mut recipe = tp.recipe.clone();
+        recipe.model = model;
+        recipe.seed = seed;
+        let mut chain = Vec::new();
+        let mut previous: Option<usize> = None;
+        for &step in &tp.steps {
+            let mut inputs = vec![tr, te];
+            inputs.extend(previous);
+            let i = self.push(
+                format!("train/{name}/step{step}"),
+                NodeSpec::Train(Train {
+                    recipe: recipe.clone(),
+                    step,
+                }),
+                inputs,
+            );
+            chain.push((step, i));
+            previous = Some(i);
+        }
+        self.chains.insert(name.to_string(), chain.clone());
+        chain
+    }
+
+    /// The extraction node of network model `m`.
+    fn extract(&mut self, m: usize) -> usize {
+        if let Some(&e) = self.extracts.get(&m) {
+            return e;
+        }
+        let model = &self.plan.models[m];
+        let net = model.network.clone().expect("network model");
+        let weights = match &net.origin {
+            Origin::Imported(file) => self.push(
+                format!("weights/{}", net.name),
+                NodeSpec::Weights(Weights { file: file.clone() }),
+                vec![],
+            ),
+            Origin::Trained { seed, step } => {
+                let chain = self.chain(&net.name, net.model, *seed);
+                chain
+                    .iter()
+                    .find(|(s, _)| s == step)
+                    .expect("checkpoint in chain")
+                    .1
+            }
+        };
+        let stimuli = self.stimuli();
+        let plan = self.plan.networks.as_ref().expect("network-based plan");
+        let spec = NodeSpec::Extract(Extract {
+            model: net.model,
+            reduction: plan.reduction,
+            normalize: plan.normalize,
+        });
+        let e = self.push(
+            format!("extract/{}", model.name),
+            spec,
+            vec![weights, stimuli],
+        );
+        self.extracts.insert(m, e);
+        e
     }
 }

@@ -117,6 +117,11 @@ pub fn execute(
             s.run(&a, &b)
         }
         NodeSpec::Table(t) => t.run(&inputs.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>()),
+        NodeSpec::Images(i) => i.run(),
+        NodeSpec::Transform(t) => t.run(&inputs[0].1),
+        NodeSpec::Weights(w) => w.run(),
+        NodeSpec::Train(t) => t.run(&inputs[0].1, &inputs[1].1, inputs.get(2).map(|(_, b)| b)),
+        NodeSpec::Extract(e) => e.run(&inputs[0].1, &inputs[1].1),
     }
 }
 

@@ -4,6 +4,8 @@
 //! stores what they return.
 
 pub mod folds;
+pub mod images;
+pub mod network;
 pub mod prepared;
 pub mod score;
 pub mod source;
@@ -28,6 +30,16 @@ pub enum NodeSpec {
     Score(score::ScoreNode),
     /// Gathers the scores of a pipeline. Inputs: its score nodes.
     Table(table::Table),
+    /// Reads a real image set from its package. No inputs.
+    Images(images::ImageSet),
+    /// Transforms an image set. Input: the set.
+    Transform(images::TransformNode),
+    /// A checkpoint file. No inputs.
+    Weights(network::Weights),
+    /// One checkpoint of a training run. Inputs: train set, test set, previous checkpoint (if any).
+    Train(network::Train),
+    /// A network's activations on a stimulus set. Inputs: weights (or a checkpoint), stimuli.
+    Extract(network::Extract),
 }
 
 impl NodeSpec {
@@ -39,6 +51,11 @@ impl NodeSpec {
             NodeSpec::Prepared(_) => prepared::KIND,
             NodeSpec::Score(_) => score::KIND,
             NodeSpec::Table(_) => table::KIND,
+            NodeSpec::Images(_) => images::KIND,
+            NodeSpec::Transform(_) => images::TRANSFORM_KIND,
+            NodeSpec::Weights(_) => network::WEIGHTS_KIND,
+            NodeSpec::Train(_) => network::TRAIN_KIND,
+            NodeSpec::Extract(_) => network::EXTRACT_KIND,
         }
     }
 
@@ -50,6 +67,11 @@ impl NodeSpec {
             NodeSpec::Prepared(_) => prepared::VERSION,
             NodeSpec::Score(_) => score::VERSION,
             NodeSpec::Table(_) => table::VERSION,
+            NodeSpec::Images(_) => images::VERSION,
+            NodeSpec::Transform(_) => images::TRANSFORM_VERSION,
+            NodeSpec::Weights(_) => network::WEIGHTS_VERSION,
+            NodeSpec::Train(_) => network::TRAIN_VERSION,
+            NodeSpec::Extract(_) => network::EXTRACT_VERSION,
         }
     }
 
@@ -61,6 +83,11 @@ impl NodeSpec {
             NodeSpec::Prepared(p) => p.key_params(),
             NodeSpec::Score(s) => s.key_params(),
             NodeSpec::Table(t) => t.key_params(),
+            NodeSpec::Images(i) => i.key_params(),
+            NodeSpec::Transform(t) => t.key_params(),
+            NodeSpec::Weights(w) => w.key_params(),
+            NodeSpec::Train(t) => t.key_params(),
+            NodeSpec::Extract(e) => e.key_params(),
         }
     }
 
@@ -68,6 +95,8 @@ impl NodeSpec {
     pub fn external_files(&self) -> Vec<PathBuf> {
         match self {
             NodeSpec::Source(s) => s.files(),
+            NodeSpec::Images(i) => vec![i.package.clone()],
+            NodeSpec::Weights(w) => vec![w.file.clone()],
             _ => Vec::new(),
         }
     }

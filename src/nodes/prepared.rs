@@ -23,6 +23,14 @@ pub struct Prepared {
     pub model: String,
     /// The layer.
     pub layer: String,
+    /// The input's array holding the matrix: `x` for a source file, the layer's name for an
+    /// extraction.
+    #[serde(default = "default_array")]
+    pub array: String,
+}
+
+fn default_array() -> String {
+    "x".into()
 }
 
 /// A memory-mapped array as the kernels' data buffer.
@@ -39,16 +47,20 @@ fn corrupt(what: &str) -> UserError {
 }
 
 impl Prepared {
-    /// Key parameters: none beyond the inputs (the source matrix and the folds).
+    /// Key parameters: which array of the input (nothing more for a source file's `x`).
     pub fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({})
+        if self.array == "x" {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "array": self.array })
+        }
     }
 
     /// Prepares the source matrix `x` (array `x` of a source output) with `folds`.
     pub fn run(&self, source: &MappedBundle, folds: Folds) -> Result<Bundle, UserError> {
         let x = source
-            .array("x")
-            .ok_or_else(|| corrupt("source has no matrix"))?;
+            .array(&self.array)
+            .ok_or_else(|| corrupt(&format!("the input has no matrix `{}`", self.array)))?;
         let (m, n) = (x.shape()[0], x.shape()[1]);
         let xr = MatRef::from_column_major_slice(x.as_slice(), m, n);
         // Only the fold split matters for what is stored; metric settings apply when scoring.

