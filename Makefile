@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup build run example-data data test fixtures bench bench-quick lint doc clean
+.PHONY: setup build run example-data data test fixtures bench bench-quick bench-models lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -54,6 +54,12 @@ bench: setup
 bench-quick: setup
 	$(CARGO) build --release --benches --bins
 	$(PYTHON) scripts/bench.py --quick
+
+## Candle networks against PyTorch CPU (needs torch in /tmp/torchenv, see scripts/bench_models.py).
+TORCH_PYTHON ?= /tmp/torchenv/bin/python
+bench-models:
+	$(CARGO) build --release --benches
+	$(TORCH_PYTHON) scripts/bench_models.py
 
 lint:
 	$(CARGO) fmt --all --check

@@ -92,6 +92,83 @@ fn store_read(dir: &str) {
     );
 }
 
+/// Training and inference throughput (images/s) of a network at 28 × 28, random data:
+/// median over timed steps after two warm-up steps.
+fn model_speed(arch: &str, width: usize) {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use repflow::models::train::{train_until, Optimizer, TrainConfig};
+    use repflow::models::{ModelConfig, Network, Taps};
+    use repflow::stimuli::Images;
+    let arch = repflow::commands::extract::arch(arch).expect("known architecture");
+    let model = ModelConfig {
+        arch,
+        width,
+        num_classes: 10,
+        in_channels: 1,
+        small_input: true,
+    };
+    let (batch, steps) = (128usize, 6u64);
+    let n = batch * steps as usize;
+    let images = Images {
+        n,
+        c: 1,
+        h: 28,
+        w: 28,
+        data: (0..n * 784)
+            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0)
+            .collect(),
+        labels: (0..n).map(|i| (i % 10) as u32).collect(),
+        ids: (0..n).map(|i| i.to_string()).collect(),
+    };
+    let cfg = TrainConfig {
+        model,
+        seed: 0,
+        optimizer: Optimizer::Sgd,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        batch,
+        steps: 1000,
+        augment: false,
+        normalize: (0.0, 1.0),
+        checkpoints: vec![],
+    };
+    let tiny = images.take(10);
+    // Two warm-up steps, then time the rest.
+    let warm = train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
+    let start = Instant::now();
+    train_until(&cfg, &images, &tiny, Some(warm), steps, |_, _| Ok(())).expect("training runs");
+    let train_ips = ((steps - 2) as usize * batch) as f64 / start.elapsed().as_secs_f64();
+    let vm = VarMap::new();
+    let net = Network::new(
+        &model,
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )
+    .expect("network builds");
+    let xs = Tensor::from_slice(&images.data[..256 * 784], (256, 1, 28, 28), &Device::Cpu)
+        .expect("tensor");
+    net.forward(&xs, false, &mut Taps::off()).expect("forward");
+    let start = Instant::now();
+    let reps = 4;
+    for _ in 0..reps {
+        net.forward(&xs, false, &mut Taps::off()).expect("forward");
+    }
+    let infer_ips = (reps * 256) as f64 / start.elapsed().as_secs_f64();
+    let params: usize = vm
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum();
+    println!(
+        "{}",
+        json!({"metric": "model-speed", "train_images_per_s": train_ips, "infer_images_per_s": infer_ips, "params": params})
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -100,6 +177,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("pair") if args.len() == 4 => pair(&args[1], &args[2], &args[3]),
         Some("store-read") if args.len() == 2 => store_read(&args[1]),
+        Some("model-speed") if args.len() == 3 => {
+            model_speed(&args[1], args[2].parse().expect("width"))
+        }
         Some("all-pairs") if args.len() >= 2 => all_pairs(
             &args[1],
             args.get(2)

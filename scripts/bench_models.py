@@ -1,0 +1,72 @@
+"""`make bench-models`: training and inference throughput of repflow's candle networks
+beside PyTorch CPU eager on the same architecture, width, batch and optimiser, in the same
+run (2 threads each). Needs torch (installed only for this benchmark):
+
+    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch torchvision safetensors
+    /tmp/torchenv/bin/python scripts/bench_models.py
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from model_fixtures import resnet, vgg  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CASES = [("resnet18", 16), ("vgg16-bn", 8)]
+
+
+def torch_speed(arch, width, batch=128, steps=6):
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    m = (resnet if arch.startswith("resnet") else vgg)(arch, width, 1, True)
+    params = sum(p.numel() for p in m.parameters())
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    m.train()
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    train = batch * len(times) / sum(times)
+    m.eval()
+    xe = torch.rand(256, 1, 28, 28)
+    with torch.no_grad():
+        m(xe)
+        t = time.perf_counter()
+        for _ in range(4):
+            m(xe)
+        infer = 4 * 256 / (time.perf_counter() - t)
+    return train, infer, params
+
+
+def candle_speed(arch, width):
+    exe = sorted((ROOT / "target" / "release" / "deps").glob("metrics-*"), key=lambda p: p.stat().st_mtime)
+    exe = [p for p in exe if p.suffix == "" and p.is_file()][-1]
+    out = subprocess.run([str(exe), "model-speed", arch, str(width)], check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["train_images_per_s"], r["infer_images_per_s"], r["params"]
+
+
+def main():
+    print("| model | params | candle train (img/s) | torch train | ratio | candle infer (img/s) | torch infer | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for arch, width in CASES:
+        ct, ci, cp = candle_speed(arch, width)
+        tt, ti, tp = torch_speed(arch, width)
+        assert cp == tp, f"parameter counts differ: {cp} vs {tp}"
+        print(f"| {arch} w{width} | {cp:,} | {ct:.0f} | {tt:.0f} | {ct / tt:.2f}x | {ci:.0f} | {ti:.0f} | {ci / ti:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
