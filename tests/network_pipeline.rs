@@ -67,6 +67,16 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
     // 5 models → 10 pairs × 21 matched layers, one metric.
     assert_eq!(csv.lines().count(), 1 + 10 * 21);
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
+    // Per network: accuracy on the (contrast-reduced) stimuli, and the checkpoint's record.
+    let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
+    assert!(models.starts_with("model,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"));
+    assert_eq!(models.lines().count(), 1 + 5);
+    let a4 = models.lines().find(|l| l.starts_with("a@step4,")).unwrap();
+    let fields: Vec<&str> = a4.split(',').collect();
+    assert!(
+        fields[1].parse::<f64>().unwrap() >= 0.0 && fields[5].parse::<f64>().unwrap() > 0.0,
+        "{a4}"
+    );
 
     // A checkpoint between the two: the new step-2 nodes train from step 0, step 4 retrains
     // from step 2 to the same weights, so nothing downstream of step 4 reruns.

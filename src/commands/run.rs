@@ -49,12 +49,64 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
         }
         None => None,
     };
+    if results.is_some() {
+        write_model_table(&dag, &outcome, &store, &spec.results_dir())?;
+    }
     report(&dag, &outcome, results.as_deref(), args.json);
     Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
         1
     } else {
         0
     })
+}
+
+/// `models.csv`: for each extracted network, its accuracy on the pipeline's stimuli and, for
+/// trained checkpoints, the step, epoch, train loss and test accuracy.
+fn write_model_table(
+    dag: &crate::dag::Dag,
+    o: &Outcome,
+    store: &repflow_cache::Store,
+    dir: &std::path::Path,
+) -> Result<(), UserError> {
+    use crate::nodes::NodeSpec;
+    let meta = |i: usize| -> Option<serde_json::Value> {
+        let b = store.get(&o.digests[i]?).ok()?;
+        serde_json::from_str(b.meta()).ok()
+    };
+    let mut lines =
+        vec!["model,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy".to_string()];
+    for (i, node) in dag.nodes.iter().enumerate() {
+        if !matches!(node.spec, NodeSpec::Extract(_)) {
+            continue;
+        }
+        let name = node.label.trim_start_matches("extract/");
+        let acc = meta(i).map(|m| m["accuracy"].clone()).unwrap_or_default();
+        let train = node
+            .inputs
+            .first()
+            .copied()
+            .filter(|&w| matches!(dag.nodes[w].spec, NodeSpec::Train(_)))
+            .and_then(meta);
+        let field = |v: Option<&serde_json::Value>| {
+            v.filter(|v| !v.is_null())
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        lines.push(format!(
+            "{name},{},{},{},{},{}",
+            field(Some(&acc)),
+            field(train.as_ref().map(|t| &t["step"])),
+            field(train.as_ref().map(|t| &t["epoch"])),
+            field(train.as_ref().map(|t| &t["train_loss"])),
+            field(train.as_ref().map(|t| &t["test_accuracy"])),
+        ));
+    }
+    if lines.len() > 1 {
+        let path = dir.join("models.csv");
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 fn report(dag: &crate::dag::Dag, o: &Outcome, results: Option<&std::path::Path>, json: bool) {

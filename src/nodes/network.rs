@@ -27,7 +27,7 @@ pub const TRAIN_VERSION: u32 = 1;
 /// `extract` kind name.
 pub const EXTRACT_KIND: &str = "extract";
 /// `extract` kind version.
-pub const EXTRACT_VERSION: u32 = 1;
+pub const EXTRACT_VERSION: u32 = 2;
 
 fn ce(e: impl std::fmt::Display) -> UserError {
     UserError::input(e.to_string().lines().next().unwrap_or_default().to_string())
@@ -220,7 +220,26 @@ impl Extract {
         let (mean, std) = self.normalize;
         images.data.iter_mut().for_each(|v| *v = (*v - mean) / std);
         let layers = extract(&net, &images, &[], self.reduction, 256)?;
-        let meta = serde_json::json!({ "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>(), "stimuli": images.ids });
+        // The last layer is the classifier: its accuracy on these stimuli (an OOD set's
+        // accuracy when they are transformed).
+        let accuracy = layers
+            .last()
+            .filter(|l| l.units == self.model.num_classes)
+            .map(|l| {
+                let correct = (0..images.n)
+                    .filter(|&i| {
+                        let row = &l.data[i * l.units..(i + 1) * l.units];
+                        let best = (0..l.units)
+                            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                            .unwrap_or(0);
+                        best as u32 == images.labels[i]
+                    })
+                    .count();
+                correct as f64 / images.n.max(1) as f64
+            });
+        let meta = serde_json::json!({
+            "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>(), "stimuli": images.ids, "accuracy": accuracy,
+        });
         let mut b = Bundle::meta(meta.to_string());
         for l in layers {
             let n = images.n;
