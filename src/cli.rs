@@ -105,9 +105,19 @@ pub struct ExtractArgs {
     /// Weights: a .safetensors file with torchvision parameter names (a `module.` prefix is stripped).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Stimuli: fashion-mnist-test, fashion-mnist-train, mnist5k, or an .npy array (N × H × W or N × C × H × W, values in [0, 1]).
+    /// Stimuli: fashion-mnist-test, fashion-mnist-train, mnist5k, an image folder (one
+    /// subfolder of PNG/JPEG files per class), or an .npy array (N × H × W or N × C × H × W, values in [0, 1]).
     #[arg(long)]
     pub stimuli: String,
+    /// Image folders: resize the shorter side to this many pixels.
+    #[arg(long, default_value_t = 32)]
+    pub resize: u32,
+    /// Image folders: keep the centre square of this size.
+    #[arg(long, default_value_t = 28)]
+    pub crop: u32,
+    /// Image folders: keep colour (3 channels) instead of converting to grey.
+    #[arg(long)]
+    pub colour: bool,
     /// Where the dataset package is (default: data/downloads/<package>).
     #[arg(long)]
     pub data: Option<PathBuf>,

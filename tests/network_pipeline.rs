@@ -117,3 +117,37 @@ fn networks_need_a_seed_or_a_checkpoint() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one of `seed`"));
 }
+
+#[test]
+fn an_image_folder_is_a_stimulus_set_keyed_by_its_contents() {
+    let t = tempdir();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (class, shade) in [("bags", 60u8), ("shoes", 180u8)] {
+        std::fs::create_dir_all(t.path().join("imgs").join(class)).unwrap();
+        for k in 0..6u32 {
+            let img = image::GrayImage::from_fn(36, 32, |x, y| {
+                image::Luma([shade.wrapping_add(((x * 7 + y * 3 + k * 11) % 50) as u8)])
+            });
+            img.save(t.path().join("imgs").join(class).join(format!("{k}.png")))
+                .unwrap();
+        }
+    }
+    let p = write_pipeline(
+        &t.path().join("folder.toml"),
+        &format!(
+            "name = \"folder\"\nresults = \"{}\"\nmetrics = [\"cka\"]\n\n[stimuli]\ndataset = \"folder\"\nfolder = \"imgs\"\n\n\
+             [[model]]\nname = \"one\"\narch = \"resnet18\"\nwidth = 4\ncheckpoint = \"{root}/tests/fixtures/models/resnet18-small.safetensors\"\n\n\
+             [[model]]\nname = \"vgg\"\narch = \"vgg16-bn\"\nwidth = 4\ncheckpoint = \"{root}/tests/fixtures/models/vgg16-bn-small.safetensors\"\n",
+            s(&t.path().join("results"))
+        ),
+    );
+    let cache = t.path().join("cache");
+    let first = run(&p, &cache, &[]);
+    assert_eq!(first["failed"], 0, "{first}");
+    assert_eq!(run(&p, &cache, &[])["executed"], 0);
+    // A changed image changes the folder's key: the set and everything after it rerun.
+    let img = image::GrayImage::from_fn(36, 32, |x, _| image::Luma([(x * 5) as u8]));
+    img.save(t.path().join("imgs/shoes/0.png")).unwrap();
+    let after = run(&p, &cache, &[]);
+    assert!(after["executed"].as_u64().unwrap() > 2, "{after}");
+}

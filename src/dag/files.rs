@@ -41,8 +41,40 @@ impl FileDigests {
         }
     }
 
-    /// The digest of the file at `path`.
+    /// The digest of the file at `path`; for a folder, of every file below it with its
+    /// relative path.
     pub fn digest(&self, path: &Path) -> Result<Digest, UserError> {
+        if path.is_dir() {
+            let mut files = Vec::new();
+            let mut stack = vec![path.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                let rd = std::fs::read_dir(&d)
+                    .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", d.display())))?;
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        files.push(p);
+                    }
+                }
+            }
+            files.sort();
+            let mut listing = String::new();
+            for f in files {
+                let rel = f
+                    .strip_prefix(path)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .into_owned();
+                listing.push_str(&format!("{rel}\t{}\n", self.file_digest(&f)?.hex()));
+            }
+            return Ok(Digest::of(listing.as_bytes()));
+        }
+        self.file_digest(path)
+    }
+
+    fn file_digest(&self, path: &Path) -> Result<Digest, UserError> {
         let meta = std::fs::metadata(path)
             .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
         let mtime_ns = meta

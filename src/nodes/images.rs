@@ -8,7 +8,7 @@ use repflow_cache::{Bundle, MappedBundle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::UserError;
-use crate::stimuli::datasets::{fashion_mnist, mnist_5k};
+use crate::stimuli::datasets::{fashion_mnist, image_folder, mnist_5k};
 use crate::stimuli::transforms::Transform;
 use crate::stimuli::Images;
 
@@ -30,14 +30,25 @@ pub struct ImageSet {
     pub split: String,
     /// The first `count` images (all when `None`).
     pub count: Option<usize>,
-    /// The package file (.deb, folder, or .whl).
+    /// The package file (.deb, folder, or .whl), or the image folder.
     pub package: PathBuf,
+    /// Image folders: shorter side resized to this, then the centre crop.
+    #[serde(default)]
+    pub resize: Option<(u32, u32)>,
+    /// Image folders: keep colour (3 channels).
+    #[serde(default)]
+    pub colour: bool,
 }
 
 impl ImageSet {
     /// Key parameters (the package's content enters as an input).
     pub fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({ "dataset": self.dataset, "split": self.split, "count": self.count })
+        let mut p = serde_json::json!({ "dataset": self.dataset, "split": self.split, "count": self.count });
+        if self.dataset == "folder" {
+            p["resize"] = serde_json::json!(self.resize);
+            p["colour"] = self.colour.into();
+        }
+        p
     }
 
     /// Reads the images.
@@ -52,9 +63,13 @@ impl ImageSet {
                 }
             }
             "mnist5k" => mnist_5k(&self.package)?,
+            "folder" => {
+                let (resize, crop) = self.resize.unwrap_or((32, 28));
+                image_folder(&self.package, resize, crop, self.colour)?
+            }
             other => {
                 return Err(UserError::input(format!("unknown dataset `{other}`"))
-                    .hint("fashion-mnist or mnist5k"))
+                    .hint("fashion-mnist, mnist5k or folder"))
             }
         };
         Ok(to_bundle(&match self.count {

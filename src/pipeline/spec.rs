@@ -109,7 +109,7 @@ fn default_classes() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StimuliSpec {
-    /// `fashion-mnist` or `mnist5k`.
+    /// `fashion-mnist`, `mnist5k` or `folder`.
     #[serde(default = "default_dataset")]
     pub dataset: String,
     /// `test` or `train` (Fashion-MNIST).
@@ -127,6 +127,25 @@ pub struct StimuliSpec {
     /// `center-pixel`, `mean-pool`, `max-pool` or `flatten`.
     #[serde(default = "default_reduce")]
     pub reduce: String,
+    /// `dataset = "folder"`: the folder (one subfolder per class), relative to the pipeline.
+    pub folder: Option<PathBuf>,
+    /// `dataset = "folder"`: shorter side resized to this.
+    #[serde(default = "default_resize")]
+    pub resize: u32,
+    /// `dataset = "folder"`: centre crop.
+    #[serde(default = "default_crop")]
+    pub crop: u32,
+    /// `dataset = "folder"`: keep colour (3 channels; networks then take 3 channels).
+    #[serde(default)]
+    pub colour: bool,
+}
+
+fn default_resize() -> u32 {
+    32
+}
+
+fn default_crop() -> u32 {
+    28
 }
 
 fn default_dataset() -> String {
