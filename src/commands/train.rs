@@ -3,14 +3,11 @@
 use std::io::Write;
 
 use crate::cli::TrainArgs;
-use crate::commands::extract::{arch, default_package};
 use crate::error::UserError;
 use crate::models::train::{train, Optimizer, TrainConfig};
+use crate::models::Arch;
 use crate::models::ModelConfig;
-use crate::stimuli::datasets::fashion_mnist;
-
-/// Fashion-MNIST's training-set mean and standard deviation.
-pub const FASHION_MNIST_NORMALIZE: (f32, f32) = (0.2860, 0.3530);
+use crate::stimuli::datasets::{default_package, fashion_mnist, FASHION_MNIST_NORMALIZE};
 
 /// Runs `repflow train`.
 pub fn run(args: &TrainArgs) -> Result<(), UserError> {
@@ -49,7 +46,7 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
     checkpoints.dedup();
     let cfg = TrainConfig {
         model: ModelConfig {
-            arch: arch(&args.arch)?,
+            arch: Arch::from_name(&args.arch)?,
             width: args.width,
             num_classes: 10,
             in_channels: 1,

@@ -33,6 +33,23 @@ pub enum Arch {
     Vit,
 }
 
+impl Arch {
+    /// Parses `resnet18`, `resnet50`, `vgg16-bn`, `vgg19-bn` or `vit`.
+    pub fn from_name(name: &str) -> std::result::Result<Arch, crate::error::UserError> {
+        use crate::error::UserError;
+        Ok(match name {
+            "resnet18" => Arch::Resnet18,
+            "resnet50" => Arch::Resnet50,
+            "vgg16-bn" => Arch::Vgg16Bn,
+            "vgg19-bn" => Arch::Vgg19Bn,
+            other => {
+                return Err(UserError::input(format!("unknown architecture `{other}`"))
+                    .hint("one of resnet18, resnet50, vgg16-bn, vgg19-bn"))
+            }
+        })
+    }
+}
+
 /// What to build.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {

