@@ -279,55 +279,21 @@ fn keys_are_pinned() {
     write_model(&t.path().join("data"), "net_a", 1, 40, &[3]);
     write_model(&t.path().join("data"), "net_b", 2, 40, &[4]);
     let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", "");
-    let plan: serde_json::Value = serde_json::from_slice(
-        &repflow(&[
-            "plan",
-            &s(&p),
-            "--cache",
-            &s(&t.path().join("cache")),
-            "--json",
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let key = |label: &str| -> String {
-        plan["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["node"] == label)
-            .unwrap()["key"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let cache = t.path().join("cache");
     // Sources and folds have keys before anything runs; these must never change by accident.
-    assert_eq!(&key("source/net_a/layer1")[..16], "c1982d9c620b3d69");
-    assert_eq!(&key("folds/m40")[..16], "895798f161586ff2");
+    let before = plan(&p, &cache);
+    assert_eq!(
+        &node(&before, "source/net_a/layer1", "key")[..16],
+        "c1982d9c620b3d69"
+    );
+    assert_eq!(&node(&before, "folds/m40", "key")[..16], "895798f161586ff2");
     // After a run, a prepared layer's key follows from its inputs' outputs (both exact,
     // platform-independent bytes).
-    run(&p, &t.path().join("cache"), &[]);
-    let plan: serde_json::Value = serde_json::from_slice(
-        &repflow(&[
-            "plan",
-            &s(&p),
-            "--cache",
-            &s(&t.path().join("cache")),
-            "--json",
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let prepared = plan["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "prepared/net_b/layer1")
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(&prepared[..16], "53bdc475cbea5f0b");
+    run(&p, &cache, &[]);
+    assert_eq!(
+        &node(&plan(&p, &cache), "prepared/net_b/layer1", "key")[..16],
+        "53bdc475cbea5f0b"
+    );
 }
 
 fn refused(pipeline_text: &str, needles: &[&str]) {

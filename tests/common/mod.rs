@@ -110,3 +110,20 @@ pub fn write_pipeline(path: &Path, text: &str) -> PathBuf {
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
 }
+
+/// `repflow plan PIPELINE --cache CACHE --json`.
+pub fn plan(pipeline: &Path, cache: &Path) -> serde_json::Value {
+    let out = repflow(&["plan", &s(pipeline), "--cache", &s(cache), "--json"]);
+    serde_json::from_slice(&out.stdout).expect("plan prints JSON")
+}
+
+/// A field of the node labelled `label` in a plan.
+pub fn node(plan: &serde_json::Value, label: &str, field: &str) -> String {
+    let n = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == label)
+        .unwrap_or_else(|| panic!("no node {label}"));
+    n[field].as_str().unwrap().to_string()
+}
