@@ -261,3 +261,25 @@ fn bad_flag_values_are_refused() {
         &["--alphas", ">= 0"],
     );
 }
+
+#[test]
+fn a_grid_with_zero_on_nearly_square_data_still_scores() {
+    // α = 0 (least squares) inside a grid, on nearly square data (30 units, 32 train rows).
+    let out = repflow(&[
+        "score",
+        &path("wide/x.npy"),
+        &path("wide/y.npy"),
+        "--metric",
+        "linear",
+        "--alphas",
+        "0,1,10",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["score"].as_f64().unwrap().is_finite());
+}

@@ -317,9 +317,13 @@ impl RidgeFactor {
             })
             .collect();
         let best_upper = bounds.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
-        let candidates: Vec<usize> = (0..n_alpha)
+        let mut candidates: Vec<usize> = (0..n_alpha)
             .filter(|&a| bounds[a].0 <= best_upper)
             .collect();
+        if candidates.is_empty() {
+            // Non-finite bounds (a leverage of exactly 1 at α = 0): evaluate every α exactly.
+            candidates = (0..n_alpha).collect();
+        }
         let exact: Vec<(usize, f64)> = candidates
             .par_iter()
             .map(|&a| (a, rest[a] + inner(&ffg(a), self.exact_t(a))))
