@@ -81,7 +81,8 @@ pub struct PreparedLayer {
     n_rows: usize,
     n_units: usize,
     bounds: Vec<(usize, usize)>,
-    stats: Vec<FoldStats>,
+    /// Fold statistics, computed on first use (CKA and RSA need none).
+    stats: OnceLock<Vec<FoldStats>>,
     gram_total: OnceLock<Mat<f64>>,
     ridge: OnceLock<Result<Vec<RidgeFactor>, KernelError>>,
     ranks: OnceLock<Vec<FoldRanks>>,
@@ -142,12 +143,17 @@ impl PreparedLayer {
             .iter()
             .map(|&j| x.col(j).iter().sum::<f64>() / m as f64)
             .collect();
-        let xc = Mat::from_fn(m, kept.len(), |i, j| x[(order[i], kept[j])] - mean[j]);
-        let stats = all_fold_stats(xc.as_ref(), &bounds);
-        let n_units = xc.ncols();
-        let data: Vec<f64> = (0..n_units)
-            .flat_map(|j| xc.col(j).iter().copied().collect::<Vec<_>>())
-            .collect();
+        // Centred, rows in fold order, column-major: written once, straight into the buffer.
+        let n_units = kept.len();
+        let mut data = vec![0.0; m * n_units];
+        data.par_chunks_mut(m.max(1))
+            .zip(kept.par_iter().zip(&mean))
+            .for_each(|(col, (&j, &mu))| {
+                let src = x.col(j);
+                for (v, &i) in col.iter_mut().zip(&order) {
+                    *v = src[i] - mu;
+                }
+            });
         Ok(Self {
             settings: settings.clone(),
             folds,
@@ -158,7 +164,7 @@ impl PreparedLayer {
             n_rows: m,
             n_units,
             bounds,
-            stats,
+            stats: OnceLock::new(),
             gram_total: OnceLock::new(),
             ridge: OnceLock::new(),
             ranks: OnceLock::new(),
@@ -174,7 +180,7 @@ impl PreparedLayer {
             dropped: self.dropped.clone(),
             mean: self.mean.clone(),
             test_rows: (0..self.k()).map(|f| self.folds.test(f).to_vec()).collect(),
-            stats: self.stats.clone(),
+            stats: self.all_stats().to_vec(),
         }
     }
 
@@ -210,7 +216,7 @@ impl PreparedLayer {
             n_rows: parts.n_rows,
             n_units,
             bounds,
-            stats: parts.stats,
+            stats: OnceLock::from(parts.stats),
             gram_total: OnceLock::new(),
             ridge: OnceLock::new(),
             ranks: OnceLock::new(),
@@ -269,7 +275,12 @@ impl PreparedLayer {
 
     /// Statistics of fold `f`.
     pub fn stats(&self, f: usize) -> &FoldStats {
-        &self.stats[f]
+        &self.all_stats()[f]
+    }
+
+    fn all_stats(&self) -> &[FoldStats] {
+        self.stats
+            .get_or_init(|| all_fold_stats(self.x(), &self.bounds))
     }
 
     /// Rows of `data()` that are fold `f`'s test rows.

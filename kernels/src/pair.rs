@@ -135,10 +135,13 @@ impl<'a> Pair<'a> {
         })
     }
 
-    /// `Xᵀ Y` over all stimuli: the sum of the test blocks, since the folds partition the rows.
+    /// `Xᵀ Y` over all stimuli: the sum of the test blocks when they exist (the folds
+    /// partition the rows), else one product (CKA alone needs no blocks).
     pub fn cross_total(&self) -> &Mat<f64> {
         self.total.get_or_init(|| {
-            let blocks = self.blocks();
+            let Some(blocks) = self.blocks.get() else {
+                return self.a.data().transpose() * self.b.data();
+            };
             let mut total = blocks[0].clone();
             for b in &blocks[1..] {
                 total += b;
