@@ -4,7 +4,7 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef};
 use rayon::prelude::*;
 
-/// Whether every value of column `j` of `x` is the same (exactly).
+/// Whether every value of `col` is the same (exact equality; an empty sequence counts as not constant).
 pub fn is_constant(col: impl Iterator<Item = f64>) -> bool {
     let mut min = f64::INFINITY;
     let mut max = f64::NEG_INFINITY;

@@ -435,26 +435,21 @@ pub fn load(path: &Path) -> Result<PipelineSpec, UserError> {
 /// A TOML or schema error with its line and column, and a suggestion for unknown keys.
 fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> UserError {
     let message = e.message().trim().to_string();
-    let place = e
-        .span()
-        .map(|s| {
+    // ":line:col" and the offending line, quoted.
+    let (place, line_text) = match e.span() {
+        Some(s) => {
             let before = &text[..s.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
+            let line = before.matches('\n').count();
             let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!(":{line}:{col}")
-        })
-        .unwrap_or_default();
-    let line_text = e
-        .span()
-        .and_then(|s| {
-            text[..s.start.min(text.len())]
-                .matches('\n')
-                .count()
-                .checked_add(0)
-                .map(|l| (l, text.lines().nth(l)))
-        })
-        .and_then(|(l, t)| t.map(|t| format!("\n  {} | {t}", l + 1)))
-        .unwrap_or_default();
+            let quoted = text
+                .lines()
+                .nth(line)
+                .map(|t| format!("\n  {} | {t}", line + 1))
+                .unwrap_or_default();
+            (format!(":{}:{col}", line + 1), quoted)
+        }
+        None => (String::new(), String::new()),
+    };
     let mut err = UserError::input(format!("{}{place}: {message}{line_text}", path.display()));
     // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`"
     if let Some(rest) = message.strip_prefix("unknown field `") {
