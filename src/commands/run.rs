@@ -103,8 +103,7 @@ fn write_model_table(
     }
     if lines.len() > 1 {
         let path = dir.join("models.csv");
-        std::fs::write(&path, lines.join("\n") + "\n")
-            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))?;
+        table::write_if_changed(&path, (lines.join("\n") + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -120,11 +120,21 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
     Ok(csv_path)
 }
 
-fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> Result<(), UserError> {
+/// Writes `bytes` to `path` unless it already holds them, atomically (a temporary file named
+/// for this process and thread, then a rename), so concurrent runs never clash.
+pub fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> Result<(), UserError> {
     if std::fs::read(path).map(|b| b == bytes).unwrap_or(false) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, bytes)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))
