@@ -32,7 +32,8 @@ fn max_abs(a: &Tensor) -> f32 {
         .unwrap()
 }
 
-fn check(file: &str, arch: Arch, small_input: bool, in_channels: usize) {
+/// Checks a fixture's logits and every tapped layer; returns the taps for further checks.
+fn check(file: &str, arch: Arch, width: usize, small_input: bool, in_channels: usize) -> Taps {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/models")
         .join(file);
@@ -47,7 +48,7 @@ fn check(file: &str, arch: Arch, small_input: bool, in_channels: usize) {
     let logits = tensors["__logits__"].clone();
     let cfg = ModelConfig {
         arch,
-        width: 4,
+        width,
         num_classes: 10,
         in_channels,
         small_input,
@@ -70,36 +71,37 @@ fn check(file: &str, arch: Arch, small_input: bool, in_channels: usize) {
         let d = max_abs_diff(got, want);
         assert!(d <= tol(want), "{file}: layer {name} differs by {d}");
     }
+    taps
 }
 
 #[test]
 fn resnet18_small_stem_matches_pytorch() {
-    check("resnet18-small.safetensors", Arch::Resnet18, true, 1);
+    check("resnet18-small.safetensors", Arch::Resnet18, 4, true, 1);
 }
 
 #[test]
 fn resnet18_imagenet_stem_matches_pytorch() {
-    check("resnet18-imagenet.safetensors", Arch::Resnet18, false, 3);
+    check("resnet18-imagenet.safetensors", Arch::Resnet18, 4, false, 3);
 }
 
 #[test]
 fn resnet50_matches_pytorch() {
-    check("resnet50-small.safetensors", Arch::Resnet50, true, 1);
+    check("resnet50-small.safetensors", Arch::Resnet50, 4, true, 1);
 }
 
 #[test]
 fn vgg16_bn_small_matches_pytorch() {
-    check("vgg16-bn-small.safetensors", Arch::Vgg16Bn, true, 1);
+    check("vgg16-bn-small.safetensors", Arch::Vgg16Bn, 4, true, 1);
 }
 
 #[test]
 fn vgg16_bn_imagenet_matches_pytorch() {
-    check("vgg16-bn-imagenet.safetensors", Arch::Vgg16Bn, false, 3);
+    check("vgg16-bn-imagenet.safetensors", Arch::Vgg16Bn, 4, false, 3);
 }
 
 #[test]
 fn vgg19_bn_matches_pytorch() {
-    check("vgg19-bn-small.safetensors", Arch::Vgg19Bn, true, 1);
+    check("vgg19-bn-small.safetensors", Arch::Vgg19Bn, 4, true, 1);
 }
 
 #[test]
@@ -210,41 +212,7 @@ fn extract_writes_a_pipeline_model_folder() {
 
 #[test]
 fn vit_matches_pytorch() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/vit-small.safetensors");
-    let dev = Device::Cpu;
-    let tensors = candle_core::safetensors::load(&path, &dev).unwrap();
-    let cfg = ModelConfig {
-        arch: Arch::Vit,
-        width: 16,
-        num_classes: 10,
-        in_channels: 1,
-        small_input: true,
-    };
-    let net = Network::new(
-        &cfg,
-        VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev),
-    )
-    .unwrap();
-    let mut taps = Taps::on();
-    let out = net
-        .forward(&tensors["__input__"], false, &mut taps)
-        .unwrap();
-    let logits = &tensors["__logits__"];
-    assert!(
-        max_abs_diff(&out, logits) <= 1e-4 * max_abs(logits).max(1.0),
-        "logits differ by {}",
-        max_abs_diff(&out, logits)
-    );
-    assert_eq!(taps.outputs.len(), 5);
-    for (name, got) in &taps.outputs {
-        let want = &tensors[&format!("__tap__.{name}")];
-        assert!(
-            max_abs_diff(got, want) <= 1e-4 * max_abs(want).max(1.0),
-            "{name} differs by {}",
-            max_abs_diff(got, want)
-        );
-    }
+    let taps = check("vit-small.safetensors", Arch::Vit, 16, true, 1);
     // Extraction keeps the [CLS] token of each block.
     let cls = repflow::models::extract::reduce(
         &taps.outputs[0].1,
