@@ -20,9 +20,14 @@ use crate::pipeline;
 
 /// Loads, expands and builds a pipeline's DAG.
 pub fn load_dag(path: &Path) -> Result<Dag, UserError> {
-    let spec = pipeline::load(path)?;
-    let plan = pipeline::expand(spec)?;
-    Dag::from_plan(&plan)
+    load_plan_and_dag(path).map(|(_, dag)| dag)
+}
+
+/// Loads and expands a pipeline, and builds its DAG (for callers that also need the plan).
+pub fn load_plan_and_dag(path: &Path) -> Result<(pipeline::Plan, Dag), UserError> {
+    let plan = pipeline::expand(pipeline::load(path)?)?;
+    let dag = Dag::from_plan(&plan)?;
+    Ok((plan, dag))
 }
 
 /// Every node's state against the store, executing nothing.

@@ -18,8 +18,8 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
         super::plan::run(&plan_args)?;
         return Ok(0);
     }
-    let dag = super::load_dag(&args.pipeline)?;
-    let spec = crate::pipeline::load(&args.pipeline)?;
+    let (plan, dag) = super::load_plan_and_dag(&args.pipeline)?;
+    let results_dir = plan.spec.results_dir();
     let store = super::open_store(&args.store.dir())?;
     let opts = RunOptions {
         jobs: args.jobs.unwrap_or_else(|| {
@@ -45,12 +45,12 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
             let bundle = store.get(&d).map_err(|e| {
                 UserError::input(format!("table object: {e}; run again to recompute it"))
             })?;
-            Some(table::write_results(bundle.meta(), &spec.results_dir())?)
+            Some(table::write_results(bundle.meta(), &results_dir)?)
         }
         None => None,
     };
     if results.is_some() {
-        write_model_table(&dag, &outcome, &store, &spec.results_dir())?;
+        write_model_table(&dag, &outcome, &store, &results_dir)?;
     }
     report(&dag, &outcome, results.as_deref(), args.json);
     Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
