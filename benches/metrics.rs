@@ -12,6 +12,10 @@ use repflow::matrix_io::read_matrix;
 use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 use serde_json::json;
 
+/// The allocator the `repflow` binary uses, so the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pair(x: &str, y: &str, metrics: &str) {
     let x = read_matrix(Path::new(x), None).expect("X reads");
     let y = read_matrix(Path::new(y), None).expect("Y reads");
@@ -108,7 +112,7 @@ fn model_speed(arch: &str, width: usize) {
         in_channels: 1,
         small_input: true,
     };
-    let (batch, steps) = (128usize, 6u64);
+    let (batch, steps) = (128usize, 12u64);
     let n = batch * steps as usize;
     let images = Images {
         n,

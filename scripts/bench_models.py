@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CASES = [("resnet18", 16), ("vgg16-bn", 8)]
 
 
-def torch_speed(arch, width, batch=128, steps=6):
+def torch_speed(arch, width, batch=128, steps=12):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     m = (resnet if arch.startswith("resnet") else vgg)(arch, width, 1, True)
@@ -61,7 +61,8 @@ def candle_speed(arch, width):
 def main():
     print("| model | params | candle train (img/s) | torch train | ratio | candle infer (img/s) | torch infer | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for arch, width in CASES:
+    # Each case twice, interleaved: this machine's speed drifts by 10-40% between minutes.
+    for arch, width in CASES + CASES:
         ct, ci, cp = candle_speed(arch, width)
         tt, ti, tp = torch_speed(arch, width)
         assert cp == tp, f"parameter counts differ: {cp} vs {tp}"

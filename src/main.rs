@@ -4,6 +4,12 @@ use clap::Parser;
 use repflow::cli::{Cli, Command};
 use repflow::commands;
 
+/// candle allocates (and zeroes) a fresh multi-megabyte buffer for every tensor op; glibc's
+/// malloc returns each to the kernel on free (mmap/munmap and page faults every step), mimalloc
+/// keeps freed memory for reuse (1 s before it is returned).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {

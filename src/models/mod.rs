@@ -7,7 +7,9 @@
 //! A forward pass can record the output of every convolution and linear layer (before
 //! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
 
+pub mod conv;
 pub mod extract;
+pub mod norm;
 pub mod resnet;
 pub mod train;
 pub mod vgg;
@@ -130,7 +132,7 @@ impl Network {
 
     /// Batch-norm layers with their parameter prefixes (their running statistics live in the
     /// layers, not in the `VarMap`).
-    pub fn batch_norms(&self) -> Vec<(String, &candle_nn::BatchNorm)> {
+    pub fn batch_norms(&self) -> Vec<(String, &norm::BatchNorm)> {
         match self {
             Network::Resnet(n) => n.batch_norms(),
             Network::Vgg(n) => n.batch_norms(),

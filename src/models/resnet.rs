@@ -2,35 +2,24 @@
 //! `…downsample.0`/`.1`, `fc`), with a width multiplier and an optional small-image stem.
 
 use candle_core::{Result, Tensor, D};
-use candle_nn::{
-    batch_norm, conv2d_no_bias, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, Module, ModuleT,
-    VarBuilder,
-};
+use candle_nn::{linear, Linear, Module, VarBuilder};
 
+use super::conv::Conv;
+use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    conv2d_no_bias(
-        cin,
-        cout,
-        k,
-        Conv2dConfig {
-            padding: k / 2,
-            stride,
-            ..Default::default()
-        },
-        vb,
-    )
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
+    Conv::new((cin, cout), k, stride, k / 2, false, vb)
 }
 
 fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    batch_norm(c, 1e-5, vb)
+    BatchNorm::new(c, 1e-5, vb)
 }
 
 struct Block {
     prefix: String,
-    convs: Vec<(Conv2d, BatchNorm)>,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    convs: Vec<(Conv, BatchNorm)>,
+    downsample: Option<(Conv, BatchNorm)>,
 }
 
 impl Block {
@@ -134,7 +123,7 @@ impl Block {
 
 /// A ResNet.
 pub struct ResNet {
-    conv1: Conv2d,
+    conv1: Conv,
     bn1: BatchNorm,
     small_input: bool,
     blocks: Vec<Block>,

@@ -4,16 +4,15 @@
 //! 8 × narrower (input 28 → 1 × 1 after four pools).
 
 use candle_core::{Result, Tensor, D};
-use candle_nn::{
-    batch_norm, conv2d, linear, BatchNorm, Conv2d, Conv2dConfig, Linear, Module, ModuleT,
-    VarBuilder,
-};
+use candle_nn::{linear, Linear, Module, VarBuilder};
 
+use super::conv::Conv;
+use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
 
 enum Stage {
     /// Conv name, conv, batch-norm name, batch norm.
-    Conv(String, Conv2d, String, BatchNorm),
+    Conv(String, Conv, String, BatchNorm),
     Pool,
 }
 
@@ -82,18 +81,9 @@ impl Vgg {
                 Some(mult) => {
                     let cout = w * mult;
                     let name = format!("features.{idx}");
-                    let c = conv2d(
-                        cin,
-                        cout,
-                        3,
-                        Conv2dConfig {
-                            padding: 1,
-                            ..Default::default()
-                        },
-                        vb.pp(&name),
-                    )?;
+                    let c = Conv::new((cin, cout), 3, 1, 1, true, vb.pp(&name))?;
                     let bn_name = format!("features.{}", idx + 1);
-                    let b = batch_norm(cout, 1e-5, vb.pp(&bn_name))?;
+                    let b = BatchNorm::new(cout, 1e-5, vb.pp(&bn_name))?;
                     features.push(Stage::Conv(name, c, bn_name, b));
                     cin = cout;
                     idx += 3;

@@ -1,0 +1,314 @@
+//! 2-D batch normalisation with torch's parameter names (`weight`, `bias`, `running_mean`,
+//! `running_var`) and update rule (momentum 0.1, unbiased variance in the running estimate).
+//!
+//! Why by hand: candle-nn's `BatchNorm` builds training mode from about ten whole-tensor ops
+//! (transposes, copies, broadcasts), each with its own backward. Here the statistics,
+//! normalisation and affine map are one pass over the data and the backward pass one more
+//! ([`candle_core::CustomOp3`], f32 on the CPU); the data are viewed channel-major, which is how
+//! [`super::conv::Conv`] leaves them, so no copy is made. Other devices and dtypes use the same
+//! formulas written as candle ops.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use rayon::prelude::*;
+
+/// Momentum of the running statistics (torch's default).
+const MOMENTUM: f64 = 0.1;
+
+/// A batch-norm layer over the channels of `batch × channels × height × width` inputs.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+}
+
+impl BatchNorm {
+    /// Reads the layer's four tensors from `vb` (1, 0, 0, 1 when they are created).
+    pub fn new(channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.))?;
+        Ok(BatchNorm {
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.))?,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps,
+        })
+    }
+
+    /// The running mean of each channel.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running (unbiased) variance of each channel.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// Normalises with the batch's statistics (and updates the running ones) when `train`, with
+    /// the running statistics otherwise.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let n = b * h * w;
+        // channel-major (C, B·H·W): free when the input is a convolution's output
+        let cm = xs.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
+        let ys = if !train {
+            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            cm.broadcast_mul(&scale.reshape((c, 1))?)?
+                .broadcast_add(&shift.reshape((c, 1))?)?
+        } else if cm.device().is_cpu() && cm.dtype() == candle_core::DType::F32 {
+            let op = TrainForward {
+                eps: self.eps,
+                stats: Arc::default(),
+            };
+            let stats = op.stats.clone();
+            let ys = cm.apply_op3(&self.weight, &self.bias, op)?;
+            let stats = stats.lock().expect("batch-norm statistics").clone();
+            let mean = Tensor::from_slice(&stats[..c], c, cm.device())?;
+            let var = Tensor::from_slice(&stats[c..], c, cm.device())?;
+            self.update_running(&mean, &var, n)?;
+            ys
+        } else {
+            let mean = cm.mean_keepdim(1)?;
+            let centred = cm.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(1)?;
+            self.update_running(&mean.flatten_all()?, &var.flatten_all()?, n)?;
+            centred
+                .broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight.reshape((c, 1))?)?
+                .broadcast_add(&self.bias.reshape((c, 1))?)?
+        };
+        ys.reshape((c, b, h, w))?.transpose(0, 1)
+    }
+
+    /// torch's update: `r ← (1 − m)·r + m·batch`, the variance with Bessel's correction.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let unbiased = n as f64 / (n.max(2) - 1) as f64;
+        let rm =
+            ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach() * MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))?
+            + (var.detach() * (MOMENTUM * unbiased))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("batch norm: {what} must be f32")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("batch norm: {what} must be contiguous"),
+    }
+}
+
+/// Per-channel mean and 1/√(var + ε) of channel-major data `x` (C × N), in f64.
+fn channel_stats(x: &[f32], n: usize, eps: f64) -> Vec<(f64, f64, f64)> {
+    x.par_chunks(n)
+        .map(|row| {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            (mean, var, 1.0 / (var + eps).sqrt())
+        })
+        .collect()
+}
+
+/// Training-mode forward pass on channel-major `x` (C × N) with `weight` and `bias` (C): the
+/// output, and the batch mean and biased variance left in `stats` (C means, then C variances).
+struct TrainForward {
+    eps: f64,
+    stats: Arc<Mutex<Vec<f32>>>,
+}
+
+impl CustomOp3 for TrainForward {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (
+            f32_slice(s1, l1, "input")?,
+            f32_slice(s2, l2, "weight")?,
+            f32_slice(s3, l3, "bias")?,
+        );
+        let (c, n) = l1.shape().dims2()?;
+        let stats = channel_stats(x, n, self.eps);
+        let mut ys = vec![0f32; c * n];
+        ys.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .enumerate()
+            .for_each(|(ch, (out, row))| {
+                let (mean, _, inv_std) = stats[ch];
+                let scale = (gamma[ch] as f64 * inv_std) as f32;
+                let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv_std) as f32;
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = v * scale + shift;
+                }
+            });
+        let mut saved = self.stats.lock().expect("batch-norm statistics");
+        *saved = stats.iter().map(|s| s.0 as f32).collect();
+        saved.extend(stats.iter().map(|s| s.1 as f32));
+        Ok((CpuStorage::F32(ys), Shape::from((c, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (c, n) = x.dims2()?;
+        let all =
+            x.apply_op3_no_bwd(&grad.contiguous()?, gamma, &TrainBackward { eps: self.eps })?;
+        let dx = all.narrow(0, 0, c * n)?.reshape((c, n))?;
+        let dgamma = all.narrow(0, c * n, c)?;
+        let dbeta = all.narrow(0, c * n + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Gradients of [`TrainForward`] from (x, dy, weight): dx (C·N), then dweight (C), dbias (C),
+/// in one flat vector.
+struct TrainBackward {
+    eps: f64,
+}
+
+impl CustomOp3 for TrainBackward {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy, gamma) = (
+            f32_slice(s1, l1, "input")?,
+            f32_slice(s2, l2, "output gradient")?,
+            f32_slice(s3, l3, "weight")?,
+        );
+        let (c, n) = l1.shape().dims2()?;
+        let stats = channel_stats(x, n, self.eps);
+        let mut out = vec![0f32; c * n + 2 * c];
+        let (dx, params) = out.split_at_mut(c * n);
+        // Per channel: dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/σ · (dy − dβ/N − x̂·dγ/N).
+        let sums: Vec<(f64, f64)> = dx
+            .par_chunks_mut(n)
+            .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
+            .enumerate()
+            .map(|(ch, (out, (row, grad)))| {
+                let (mean, _, inv_std) = stats[ch];
+                let (mut dbeta, mut dgamma) = (0f64, 0f64);
+                for (&v, &g) in row.iter().zip(grad) {
+                    dbeta += g as f64;
+                    dgamma += g as f64 * (v as f64 - mean) * inv_std;
+                }
+                let k = gamma[ch] as f64 * inv_std;
+                let (a, b) = (dbeta / n as f64, dgamma / n as f64);
+                for ((o, &v), &g) in out.iter_mut().zip(row).zip(grad) {
+                    let xhat = (v as f64 - mean) * inv_std;
+                    *o = (k * (g as f64 - a - xhat * b)) as f32;
+                }
+                (dgamma, dbeta)
+            })
+            .collect();
+        for (ch, (dgamma, dbeta)) in sums.into_iter().enumerate() {
+            params[ch] = dgamma as f32;
+            params[c + ch] = dbeta as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(c * n + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{ModuleT, VarMap};
+
+    /// Output, gradients (input, weight, bias) and running statistics agree with candle-nn's
+    /// `BatchNorm` in training mode, for contiguous and channel-major (transposed) inputs.
+    #[test]
+    fn matches_candle_nn_in_training_mode() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, h, w) = (3, 4, 5, 6);
+        let data: Vec<f32> = (0..b * c * h * w)
+            .map(|i| ((i * 7919) % 97) as f32 / 20.0 - 2.0 + (i % 4) as f32)
+            .collect();
+        for transposed in [false, true] {
+            let x = if transposed {
+                Var::from_vec(data.clone(), (c, b, h, w), &dev)?
+            } else {
+                Var::from_vec(data.clone(), (b, c, h, w), &dev)?
+            };
+            let input = if transposed {
+                x.as_tensor().transpose(0, 1)?
+            } else {
+                x.as_tensor().clone()
+            };
+            let (vm_ours, vm_ref) = (VarMap::new(), VarMap::new());
+            let ours =
+                BatchNorm::new(c, 1e-5, VarBuilder::from_varmap(&vm_ours, DType::F32, &dev))?;
+            let theirs =
+                candle_nn::batch_norm(c, 1e-5, VarBuilder::from_varmap(&vm_ref, DType::F32, &dev))?;
+            let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
+            let beta: Vec<f32> = (0..c).map(|i| i as f32 - 1.0).collect();
+            for vm in [&vm_ours, &vm_ref] {
+                let data = vm.data().lock().expect("varmap");
+                data["weight"].set(&Tensor::new(gamma.as_slice(), &dev)?)?;
+                data["bias"].set(&Tensor::new(beta.as_slice(), &dev)?)?;
+            }
+            let y1 = ours.forward_t(&input, true)?;
+            let y2 = theirs.forward_t(&input, true)?;
+            let max = |t: Tensor| -> Result<f32> { t.abs()?.max_all()?.to_scalar::<f32>() };
+            assert!(max((&y1 - &y2)?)? < 1e-5);
+            let probe = Tensor::from_vec(
+                (0..y1.elem_count())
+                    .map(|i| ((i * 31) % 13) as f32 - 6.0)
+                    .collect(),
+                y1.dims(),
+                &dev,
+            )?;
+            let g1 = (y1 * &probe)?.sum_all()?.backward()?;
+            let g2 = (y2 * &probe)?.sum_all()?.backward()?;
+            let w1 = vm_ours.data().lock().expect("varmap")["weight"].clone();
+            let w2 = vm_ref.data().lock().expect("varmap")["weight"].clone();
+            let b1 = vm_ours.data().lock().expect("varmap")["bias"].clone();
+            let b2 = vm_ref.data().lock().expect("varmap")["bias"].clone();
+            for (a, b) in [
+                (g1.get(x.as_tensor()), g2.get(x.as_tensor())),
+                (g1.get(w1.as_tensor()), g2.get(w2.as_tensor())),
+                (g1.get(b1.as_tensor()), g2.get(b2.as_tensor())),
+            ] {
+                let (a, b) = (a.expect("gradient"), b.expect("gradient"));
+                assert!(max((a - b)?)? < 1e-3, "gradients differ");
+            }
+            assert!(max((ours.running_mean() - theirs.running_mean())?)? < 1e-6);
+            assert!(max((ours.running_var() - theirs.running_var())?)? < 1e-5);
+        }
+        Ok(())
+    }
+}
