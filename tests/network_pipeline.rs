@@ -69,12 +69,15 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
     // Per network: accuracy on the (contrast-reduced) stimuli, and the checkpoint's record.
     let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
-    assert!(models.starts_with("model,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"));
+    assert!(models
+        .starts_with("model,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"));
     assert_eq!(models.lines().count(), 1 + 5);
     let a4 = models.lines().find(|l| l.starts_with("a@step4,")).unwrap();
     let fields: Vec<&str> = a4.split(',').collect();
     assert!(
-        fields[1].parse::<f64>().unwrap() >= 0.0 && fields[5].parse::<f64>().unwrap() > 0.0,
+        fields[1] == "base"
+            && fields[2].parse::<f64>().unwrap() >= 0.0
+            && fields[6].parse::<f64>().unwrap() > 0.0,
         "{a4}"
     );
 
@@ -150,4 +153,99 @@ fn an_image_folder_is_a_stimulus_set_keyed_by_its_contents() {
     img.save(t.path().join("imgs/shoes/0.png")).unwrap();
     let after = run(&p, &cache, &[]);
     assert!(after["executed"].as_u64().unwrap() > 2, "{after}");
+}
+
+fn ood_pipeline(dir: &std::path::Path, ood: &str) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let downloads = format!("{root}/data/downloads");
+    write_pipeline(
+        &dir.join("ood.toml"),
+        &format!(
+            r#"name = "ood"
+results = "{results}"
+metrics = ["cka"]
+
+[stimuli]
+count = 60
+package = "{downloads}/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb"
+ood = [{ood}]
+
+[[model]]
+name = "resnet"
+arch = "resnet18"
+width = 4
+checkpoint = "{root}/tests/fixtures/models/resnet18-small.safetensors"
+
+[[model]]
+name = "vgg"
+arch = "vgg16-bn"
+width = 4
+checkpoint = "{root}/tests/fixtures/models/vgg16-bn-small.safetensors"
+"#,
+            results = s(&dir.join("results"))
+        ),
+    )
+}
+
+#[test]
+fn every_network_is_scored_on_each_ood_set_with_its_accuracy_there() {
+    let t = tempdir();
+    let cache = t.path().join("cache");
+    let p = ood_pipeline(t.path(), r#""contrast:0.1", "mnist5k""#);
+    let first = run(&p, &cache, &[]);
+    assert_eq!(first["failed"], 0, "{first}");
+    let csv = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|c| *c == "stimuli").unwrap();
+    let count = |set: &str| {
+        csv.lines()
+            .skip(1)
+            .filter(|l| l.split(',').nth(col) == Some(set))
+            .count()
+    };
+    // One pair (resnet~vgg) per set, matched layers of the ResNet (21), never across sets.
+    for set in ["base", "contrast-0.1", "mnist5k"] {
+        assert_eq!(count(set), 21, "{set}");
+    }
+    assert_eq!(csv.lines().count(), 1 + 3 * 21);
+    let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
+    let sets: Vec<(String, String, f64)> = models
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].into(), f[1].into(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(sets.len(), 2 * 3, "{models}");
+    for (model, set, acc) in &sets {
+        assert!((0.0..=1.0).contains(acc), "{model} on {set}: {acc}");
+    }
+
+    // Adding a set runs only that set's nodes: its transform, 2 extractions, the prepared
+    // layers (21 of the ResNet, the 16 of the VGG they match), 21 scores and the table. (The
+    // mnist5k set comes from `data/downloads`, relative to the working directory: the crate root.)
+    let p = ood_pipeline(t.path(), r#""contrast:0.1", "mnist5k", "rotation:90""#);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&repflow(&["plan", &s(&p), "--cache", &s(&cache), "--json"]).stdout)
+            .unwrap();
+    let would_run = plan["stale"].as_u64().unwrap() + plan["missing"].as_u64().unwrap();
+    let second = run(&p, &cache, &[]);
+    assert_eq!(second["failed"], 0);
+    let expected = 1 + 2 + (21 + 16) + 21 + 1;
+    assert_eq!(second["executed"], expected, "{second}");
+    assert_eq!(would_run, expected as u64);
+}
+
+#[test]
+fn an_unknown_ood_set_is_an_error_naming_the_key() {
+    let t = tempdir();
+    let p = ood_pipeline(t.path(), r#""contrast:0.1", "blurr:2""#);
+    let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stimuli.ood") && err.contains("blurr:2"),
+        "{err}"
+    );
 }

@@ -60,8 +60,9 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
     })
 }
 
-/// `models.csv`: for each extracted network, its accuracy on the pipeline's stimuli and, for
-/// trained checkpoints, the step, epoch, train loss and test accuracy.
+/// `models.csv`: for each extracted network and stimulus set (`base` or an out-of-distribution
+/// set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
+/// test accuracy.
 fn write_model_table(
     dag: &crate::dag::Dag,
     o: &Outcome,
@@ -74,12 +75,17 @@ fn write_model_table(
         serde_json::from_str(b.meta()).ok()
     };
     let mut lines =
-        vec!["model,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy".to_string()];
+        vec!["model,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy".to_string()];
     for (i, node) in dag.nodes.iter().enumerate() {
         if !matches!(node.spec, NodeSpec::Extract(_)) {
             continue;
         }
-        let name = node.label.trim_start_matches("extract/");
+        let label = node.label.trim_start_matches("extract/");
+        // `name[set]` for an out-of-distribution set (see `Model::label`)
+        let (name, set) = match label.strip_suffix(']').and_then(|l| l.split_once('[')) {
+            Some((name, set)) => (name, set),
+            None => (label, "base"),
+        };
         let acc = meta(i).map(|m| m["accuracy"].clone()).unwrap_or_default();
         let train = node
             .inputs
@@ -93,7 +99,7 @@ fn write_model_table(
                 .unwrap_or_default()
         };
         lines.push(format!(
-            "{name},{},{},{},{},{}",
+            "{name},{set},{},{},{},{},{}",
             field(Some(&acc)),
             field(train.as_ref().map(|t| &t["step"])),
             field(train.as_ref().map(|t| &t["epoch"])),

@@ -87,7 +87,7 @@ impl Dag {
             folds: BTreeMap::new(),
             prepared: BTreeMap::new(),
             extracts: BTreeMap::new(),
-            stimuli: None,
+            stimuli: BTreeMap::new(),
             chains: BTreeMap::new(),
         };
         let mut scores = Vec::new();
@@ -102,9 +102,9 @@ impl Dag {
                     label: format!(
                         "score/{}/{}/{}~{}/{}",
                         metric.name(),
-                        ma.name,
+                        ma.label(),
                         la.name,
-                        mb.name,
+                        mb.label(),
                         lb.name
                     ),
                     spec: NodeSpec::Score(ScoreNode {
@@ -124,6 +124,7 @@ impl Dag {
                     depth_a: la.depth,
                     depth_b: lb.depth,
                     metric: metric.name().into(),
+                    stimuli: ma.condition.clone().unwrap_or_default(),
                 });
             }
         }
@@ -147,7 +148,7 @@ struct Builder<'p> {
     folds: BTreeMap<usize, usize>,
     prepared: BTreeMap<(usize, usize), usize>,
     extracts: BTreeMap<usize, usize>,
-    stimuli: Option<usize>,
+    stimuli: BTreeMap<Option<String>, usize>,
     chains: BTreeMap<String, Vec<(u64, usize)>>,
 }
 
@@ -209,7 +210,7 @@ impl Builder<'_> {
             array,
         });
         let i = self.push(
-            format!("prepared/{}/{}", model.name, layer.name),
+            format!("prepared/{}/{}", model.label(), layer.name),
             spec,
             vec![input, f],
         );
@@ -233,22 +234,27 @@ impl Builder<'_> {
         self.push(label, NodeSpec::Images(set.clone()), vec![])
     }
 
-    /// The stimulus set networks are shown (images, then the transform if any).
-    fn stimuli(&mut self) -> usize {
-        if let Some(s) = self.stimuli {
+    /// The node of stimulus set `name` (`None`: the base set): images, then its transform.
+    fn stimuli(&mut self, name: &Option<String>) -> usize {
+        if let Some(&s) = self.stimuli.get(name) {
             return s;
         }
         let net = self.plan.networks.as_ref().expect("network-based plan");
-        let set = net.stimuli.clone();
-        let mut s = self.image_set(&set);
-        if let Some((t, seed)) = net.transform {
+        let set = net
+            .sets
+            .iter()
+            .find(|s| &s.name == name)
+            .expect("models name existing sets")
+            .clone();
+        let mut s = self.image_set(&set.images);
+        if let Some((t, seed)) = set.transform {
             s = self.push(
-                format!("transform/{}", t.name()),
+                format!("transform/{}/{}", set.images.dataset, t.name()),
                 NodeSpec::Transform(TransformNode { transform: t, seed }),
                 vec![s],
             );
         }
-        self.stimuli = Some(s);
+        self.stimuli.insert(name.clone(), s);
         s
     }
 
@@ -316,7 +322,7 @@ impl Builder<'_> {
                     .1
             }
         };
-        let stimuli = self.stimuli();
+        let stimuli = self.stimuli(&model.condition);
         let plan = self.plan.networks.as_ref().expect("network-based plan");
         let spec = NodeSpec::Extract(Extract {
             model: net.model,
@@ -324,7 +330,7 @@ impl Builder<'_> {
             normalize: plan.normalize,
         });
         let e = self.push(
-            format!("extract/{}", model.name),
+            format!("extract/{}", model.label()),
             spec,
             vec![weights, stimuli],
         );

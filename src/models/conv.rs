@@ -272,7 +272,9 @@ mod tests {
                 padding: pad,
             }
             .forward(&input)?;
-            let theirs = input.contiguous()?.conv2d(w.as_tensor(), pad, stride, 1, 1)?;
+            let theirs = input
+                .contiguous()?
+                .conv2d(w.as_tensor(), pad, stride, 1, 1)?;
             assert_eq!(ours.dims(), theirs.dims());
             let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5, "forward differs by {diff}");

@@ -27,6 +27,9 @@ pub struct RowLabel {
     pub depth_b: f64,
     /// Metric.
     pub metric: String,
+    /// The out-of-distribution stimulus set the pair was scored on (empty: the base set).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stimuli: String,
 }
 
 /// The table of a pipeline.
@@ -57,6 +60,7 @@ impl Table {
                 "metric": label.metric, "corr": v["corr"], "score": v["score"], "std": v["std"],
                 "folds": v["fold_scores"], "n_units_a": v["n_units_x"], "n_units_b": v["n_units_y"],
                 "nan_units": v["nan_units"],
+                "stimuli": if label.stimuli.is_empty() { "base" } else { label.stimuli.as_str() },
             }));
         }
         Ok(Bundle::meta(
@@ -80,7 +84,7 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
     for f in 0..k {
         csv.push_str(&format!(",fold_{}", f + 1));
     }
-    csv.push_str(",n_units_a,n_units_b,nan_units\n");
+    csv.push_str(",n_units_a,n_units_b,nan_units,stimuli\n");
     let field = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -101,7 +105,7 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
         for f in 0..k {
             line.push(folds.get(f).map(field).unwrap_or_default());
         }
-        for c in ["n_units_a", "n_units_b", "nan_units"] {
+        for c in ["n_units_a", "n_units_b", "nan_units", "stimuli"] {
             line.push(field(&r[c]));
         }
         csv.push_str(&line.join(","));

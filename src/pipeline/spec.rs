@@ -124,6 +124,11 @@ pub struct StimuliSpec {
     /// Seed of random transforms.
     #[serde(default)]
     pub transform_seed: u32,
+    /// Out-of-distribution sets shown beside the base set: transforms of it (`contrast:0.1`,
+    /// …), `battery` (the default battery) or `mnist5k` (the far shift to MNIST digits).
+    /// Every network is extracted and scored on each; accuracy is recorded per set.
+    #[serde(default)]
+    pub ood: Vec<String>,
     /// `center-pixel`, `mean-pool`, `max-pool` or `flatten`.
     #[serde(default = "default_reduce")]
     pub reduce: String,
