@@ -488,3 +488,49 @@ fn gc_keeps_what_named_pipelines_reach() {
     let refused = repflow(&["cache", "gc", "--cache", &s(&cache)]);
     assert_eq!(refused.status.code(), Some(2));
 }
+
+/// `permutation:rotated` scores a Haar-rotated copy of the first model's layer: a permuted
+/// copy scores 1 natively and clearly less rotated; Procrustes does not notice the rotation.
+#[test]
+fn rotated_metrics_test_for_a_privileged_basis() {
+    let t = tempdir();
+    let perm = |j: usize| (j * 5 + 3) % 12;
+    let value = |i: usize, j: usize| activation(7, i, j) * (1.0 + (j % 3) as f64);
+    write_npy(&t.path().join("data/a/l.npy"), 150, 12, false, value);
+    write_npy(&t.path().join("data/b/l.npy"), 150, 12, false, |i, j| {
+        value(i, perm(j))
+    });
+    let p = write_pipeline(
+        &t.path().join("rot.toml"),
+        &format!(
+            "name = \"rot\"\nresults = \"{}\"\nmodels = [\"a\", \"b\"]\n\
+             metrics = [\"permutation\", \"permutation:rotated\", \"procrustes:rotated\"]\n\n[source]\ndir = \"data\"\n",
+            s(&t.path().join("results"))
+        ),
+    );
+    let out = run(&p, &t.path().join("cache"), &[]);
+    assert_eq!(out["failed"], 0, "{out}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("results/scores.json")).unwrap())
+            .unwrap();
+    let score = |metric: &str| -> f64 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == metric)
+            .unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(score("permutation") > 0.999, "{}", score("permutation"));
+    assert!(
+        score("permutation:rotated") < 0.9,
+        "{}",
+        score("permutation:rotated")
+    );
+    assert!(
+        score("procrustes:rotated") > 0.99,
+        "{}",
+        score("procrustes:rotated")
+    );
+}

@@ -93,11 +93,11 @@ impl Dag {
         let mut scores = Vec::new();
         let mut rows = Vec::new();
         for p in &plan.pairs {
-            let a = b.prepared(p.model_a, p.layer_a);
-            let bb = b.prepared(p.model_b, p.layer_b);
             let (ma, mb) = (&plan.models[p.model_a], &plan.models[p.model_b]);
             let (la, lb) = (&ma.layers[p.layer_a], &mb.layers[p.layer_b]);
             for metric in &plan.metrics {
+                let a = b.prepared(p.model_a, p.layer_a, metric.rotated);
+                let bb = b.prepared(p.model_b, p.layer_b, false);
                 b.nodes.push(Node {
                     label: format!(
                         "score/{}/{}/{}~{}/{}",
@@ -108,7 +108,7 @@ impl Dag {
                         lb.name
                     ),
                     spec: NodeSpec::Score(ScoreNode {
-                        metric: metric.name().into(),
+                        metric: metric.metric.name().into(),
                         settings: plan.settings.clone(),
                         a: (ma.name.clone(), la.name.clone()),
                         b: (mb.name.clone(), lb.name.clone()),
@@ -146,7 +146,7 @@ struct Builder<'p> {
     plan: &'p Plan,
     nodes: Vec<Node>,
     folds: BTreeMap<usize, usize>,
-    prepared: BTreeMap<(usize, usize), usize>,
+    prepared: BTreeMap<(usize, usize, bool), usize>,
     extracts: BTreeMap<usize, usize>,
     stimuli: BTreeMap<Option<String>, usize>,
     chains: BTreeMap<String, Vec<(u64, usize)>>,
@@ -176,9 +176,9 @@ impl Builder<'_> {
         f
     }
 
-    /// The prepared node of layer `l` of model `m`.
-    fn prepared(&mut self, m: usize, l: usize) -> usize {
-        if let Some(&i) = self.prepared.get(&(m, l)) {
+    /// The prepared node of layer `l` of model `m` (Haar-rotated when `rotated`).
+    fn prepared(&mut self, m: usize, l: usize, rotated: bool) -> usize {
+        if let Some(&i) = self.prepared.get(&(m, l, rotated)) {
             return i;
         }
         let model = &self.plan.models[m];
@@ -208,13 +208,15 @@ impl Builder<'_> {
             model: model.name.clone(),
             layer: layer.name.clone(),
             array,
+            rotation: rotated.then_some(self.plan.spec.options.rotation_seed),
         });
+        let suffix = if rotated { ":rotated" } else { "" };
         let i = self.push(
-            format!("prepared/{}/{}", model.label(), layer.name),
+            format!("prepared/{}/{}{suffix}", model.label(), layer.name),
             spec,
             vec![input, f],
         );
-        self.prepared.insert((m, l), i);
+        self.prepared.insert((m, l, rotated), i);
         i
     }
 

@@ -27,6 +27,10 @@ pub struct Prepared {
     /// extraction.
     #[serde(default = "default_array")]
     pub array: String,
+    /// Rotate the matrix by the Haar-random rotation of this seed first (the privileged-basis
+    /// test: a rotated copy of a layer, compared with the native one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<u32>,
 }
 
 fn default_array() -> String {
@@ -49,11 +53,14 @@ fn corrupt(what: &str) -> UserError {
 impl Prepared {
     /// Key parameters: which array of the input (nothing more for a source file's `x`).
     pub fn key_params(&self) -> serde_json::Value {
-        if self.array == "x" {
-            serde_json::json!({})
-        } else {
-            serde_json::json!({ "array": self.array })
+        let mut p = serde_json::json!({});
+        if self.array != "x" {
+            p["array"] = self.array.clone().into();
         }
+        if let Some(seed) = self.rotation {
+            p["rotation"] = seed.into();
+        }
+        p
     }
 
     /// Prepares the source matrix `x` (array `x` of a source output) with `folds`.
@@ -63,6 +70,11 @@ impl Prepared {
             .ok_or_else(|| corrupt(&format!("the input has no matrix `{}`", self.array)))?;
         let (m, n) = (x.shape()[0], x.shape()[1]);
         let xr = MatRef::from_column_major_slice(x.as_slice(), m, n);
+        let rotated = self
+            .rotation
+            .map(|seed| repflow_kernels::rotation::rotate(xr, seed))
+            .transpose()?;
+        let xr = rotated.as_ref().map(|r| r.as_ref()).unwrap_or(xr);
         // Only the fold split matters for what is stored; metric settings apply when scoring.
         let layer = PreparedLayer::with_folds(xr, &Settings::default(), folds).map_err(|e| {
             UserError::from(e).prefixed(&format!("{}/{}: ", self.model, self.layer))

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use repflow_kernels::{Metric, Settings};
+use repflow_kernels::Settings;
 
 use super::spec::{closest, Pairs, PipelineSpec, SourceFormat};
 use crate::error::UserError;
@@ -73,7 +73,7 @@ pub struct Plan {
     /// Metric engine settings.
     pub settings: Settings,
     /// Metrics to compute.
-    pub metrics: Vec<Metric>,
+    pub metrics: Vec<super::spec::MetricChoice>,
     /// Models with their layers.
     pub models: Vec<Model>,
     /// Layer pairs to score.

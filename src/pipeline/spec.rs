@@ -227,6 +227,27 @@ impl Default for Pairs {
     }
 }
 
+/// A metric of a pipeline; `rotated` (written `permutation:rotated`) scores a Haar-rotated copy
+/// of the first model's layer against the second's: the privileged-basis test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricChoice {
+    /// The metric.
+    pub metric: Metric,
+    /// Whether the first model's layers are rotated.
+    pub rotated: bool,
+}
+
+impl MetricChoice {
+    /// `permutation` or `permutation:rotated`.
+    pub fn name(&self) -> String {
+        if self.rotated {
+            format!("{}:rotated", self.metric.name())
+        } else {
+            self.metric.name().to_string()
+        }
+    }
+}
+
 /// The metric engine's options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +270,8 @@ pub struct Options {
     pub hsic: String,
     /// `spearman` or `pearson`.
     pub rsa_compare: String,
+    /// Seed of the Haar rotations of `:rotated` metrics.
+    pub rotation_seed: u32,
 }
 
 impl Default for Options {
@@ -263,6 +286,7 @@ impl Default for Options {
             dim_match: "zeropad".into(),
             hsic: "biased".into(),
             rsa_compare: "spearman".into(),
+            rotation_seed: 0,
         }
     }
 }
@@ -344,7 +368,7 @@ impl PipelineSpec {
     }
 
     /// The metrics, checked.
-    pub fn metrics(&self) -> Result<Vec<Metric>, UserError> {
+    pub fn metrics(&self) -> Result<Vec<MetricChoice>, UserError> {
         if self.metrics.is_empty() {
             return Err(
                 UserError::input(format!("{}: `metrics` is empty", self.path.display())).hint(
@@ -355,18 +379,23 @@ impl PipelineSpec {
         self.metrics
             .iter()
             .map(|m| {
-                Metric::from_name(m).ok_or_else(|| {
+                let (name, rotated) = match m.strip_suffix(":rotated") {
+                    Some(base) => (base, true),
+                    None => (m.as_str(), false),
+                };
+                let metric = Metric::from_name(name).ok_or_else(|| {
                     let names = Metric::ALL.map(|m| m.name());
                     let mut e = UserError::input(format!(
-                        "{}: `metrics` has unknown metric `{m}`; expected one of {}",
+                        "{}: `metrics` has unknown metric `{m}`; expected one of {} (each may end in `:rotated`)",
                         self.path.display(),
                         names.join(", ")
                     ));
-                    if let Some(c) = closest(m, names) {
+                    if let Some(c) = closest(name, names) {
                         e = e.hint(format!("did you mean `{c}`?"));
                     }
                     e
-                })
+                })?;
+                Ok(MetricChoice { metric, rotated })
             })
             .collect()
     }
