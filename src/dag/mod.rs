@@ -123,7 +123,7 @@ impl Dag {
                     layer_b: lb.name.clone(),
                     depth_a: la.depth,
                     depth_b: lb.depth,
-                    metric: metric.name().into(),
+                    metric: metric.name(),
                     stimuli: ma.condition.clone().unwrap_or_default(),
                 });
             }
