@@ -44,9 +44,10 @@ impl Arch {
             "resnet50" => Arch::Resnet50,
             "vgg16-bn" => Arch::Vgg16Bn,
             "vgg19-bn" => Arch::Vgg19Bn,
+            "vit" => Arch::Vit,
             other => {
                 return Err(UserError::input(format!("unknown architecture `{other}`"))
-                    .hint("one of resnet18, resnet50, vgg16-bn, vgg19-bn"))
+                    .hint("one of resnet18, resnet50, vgg16-bn, vgg19-bn, vit"))
             }
         })
     }

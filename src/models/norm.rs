@@ -54,25 +54,46 @@ impl BatchNorm {
     /// Normalises with the batch's statistics (and updates the running ones) when `train`, with
     /// the running statistics otherwise.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_fused(xs, train, false)
+    }
+
+    /// `forward_t` followed by ReLU, in the same pass.
+    pub fn forward_relu_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_fused(xs, train, true)
+    }
+
+    fn forward_fused(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         let n = b * h * w;
         // channel-major (C, B·H·W): free when the input is a convolution's output
         let cm = xs.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
+        let fast = cm.device().is_cpu() && cm.dtype() == candle_core::DType::F32;
         let ys = if !train {
             let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            cm.broadcast_mul(&scale.reshape((c, 1))?)?
-                .broadcast_add(&shift.reshape((c, 1))?)?
-        } else if cm.device().is_cpu() && cm.dtype() == candle_core::DType::F32 {
+            if fast {
+                cm.apply_op3_no_bwd(&scale, &shift, &Affine { relu })?
+            } else {
+                let ys = cm
+                    .broadcast_mul(&scale.reshape((c, 1))?)?
+                    .broadcast_add(&shift.reshape((c, 1))?)?;
+                if relu {
+                    ys.relu()?
+                } else {
+                    ys
+                }
+            }
+        } else if fast {
             let op = TrainForward {
                 eps: self.eps,
-                stats: Arc::default(),
+                relu,
+                saved: Arc::default(),
             };
-            let stats = op.stats.clone();
+            let saved = op.saved.clone();
             let ys = cm.apply_op3(&self.weight, &self.bias, op)?;
-            let stats = stats.lock().expect("batch-norm statistics").clone();
-            let mean = Tensor::from_slice(&stats[..c], c, cm.device())?;
-            let var = Tensor::from_slice(&stats[c..], c, cm.device())?;
+            let saved = saved.lock().expect("batch-norm statistics");
+            let mean = Tensor::from_slice(&saved.mean, c, cm.device())?;
+            let var = Tensor::from_slice(&saved.var, c, cm.device())?;
             self.update_running(&mean, &var, n)?;
             ys
         } else {
@@ -80,10 +101,15 @@ impl BatchNorm {
             let centred = cm.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim(1)?;
             self.update_running(&mean.flatten_all()?, &var.flatten_all()?, n)?;
-            centred
+            let ys = centred
                 .broadcast_div(&(var + self.eps)?.sqrt()?)?
                 .broadcast_mul(&self.weight.reshape((c, 1))?)?
-                .broadcast_add(&self.bias.reshape((c, 1))?)?
+                .broadcast_add(&self.bias.reshape((c, 1))?)?;
+            if relu {
+                ys.relu()?
+            } else {
+                ys
+            }
         };
         ys.reshape((c, b, h, w))?.transpose(0, 1)
     }
@@ -121,11 +147,61 @@ fn channel_stats(x: &[f32], n: usize, eps: f64) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
-/// Training-mode forward pass on channel-major `x` (C × N) with `weight` and `bias` (C): the
-/// output, and the batch mean and biased variance left in `stats` (C means, then C variances).
+/// Evaluation mode on channel-major `x` (C × N): `x·scale + shift` per channel (then ReLU).
+/// Forward only.
+struct Affine {
+    relu: bool,
+}
+
+impl CustomOp3 for Affine {
+    fn name(&self) -> &'static str {
+        "batch-norm-eval"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, scale, shift) = (
+            f32_slice(s1, l1, "input")?,
+            f32_slice(s2, l2, "scale")?,
+            f32_slice(s3, l3, "shift")?,
+        );
+        let (c, n) = l1.shape().dims2()?;
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        let mut ys = vec![0f32; c * n];
+        ys.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .enumerate()
+            .for_each(|(ch, (out, row))| {
+                let (a, b) = (scale[ch], shift[ch]);
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = (v * a + b).max(floor);
+                }
+            });
+        Ok((CpuStorage::F32(ys), Shape::from((c, n))))
+    }
+}
+
+/// What the forward pass leaves for the running statistics and the backward pass.
+#[derive(Default)]
+struct Saved {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    gamma: Vec<f32>,
+}
+
+/// Training-mode forward pass on channel-major `x` (C × N) with `weight` and `bias` (C), then
+/// ReLU when `relu`: the output, and the batch mean and biased variance left in `saved`.
 struct TrainForward {
     eps: f64,
-    stats: Arc<Mutex<Vec<f32>>>,
+    relu: bool,
+    saved: Arc<Mutex<Saved>>,
 }
 
 impl CustomOp3 for TrainForward {
@@ -149,6 +225,7 @@ impl CustomOp3 for TrainForward {
         );
         let (c, n) = l1.shape().dims2()?;
         let stats = channel_stats(x, n, self.eps);
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut ys = vec![0f32; c * n];
         ys.par_chunks_mut(n)
             .zip(x.par_chunks(n))
@@ -158,26 +235,38 @@ impl CustomOp3 for TrainForward {
                 let scale = (gamma[ch] as f64 * inv_std) as f32;
                 let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv_std) as f32;
                 for (o, &v) in out.iter_mut().zip(row) {
-                    *o = v * scale + shift;
+                    *o = (v * scale + shift).max(floor);
                 }
             });
-        let mut saved = self.stats.lock().expect("batch-norm statistics");
-        *saved = stats.iter().map(|s| s.0 as f32).collect();
-        saved.extend(stats.iter().map(|s| s.1 as f32));
+        *self.saved.lock().expect("batch-norm statistics") = Saved {
+            mean: stats.iter().map(|s| s.0 as f32).collect(),
+            var: stats.iter().map(|s| s.1 as f32).collect(),
+            gamma: gamma.to_vec(),
+        };
         Ok((CpuStorage::F32(ys), Shape::from((c, n))))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
+        _gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (c, n) = x.dims2()?;
-        let all =
-            x.apply_op3_no_bwd(&grad.contiguous()?, gamma, &TrainBackward { eps: self.eps })?;
+        let gamma = self
+            .saved
+            .lock()
+            .expect("batch-norm statistics")
+            .gamma
+            .clone();
+        let op = TrainBackward {
+            eps: self.eps,
+            relu: self.relu,
+            gamma,
+        };
+        let all = x.apply_op3_no_bwd(&grad.contiguous()?, res, &op)?;
         let dx = all.narrow(0, 0, c * n)?.reshape((c, n))?;
         let dgamma = all.narrow(0, c * n, c)?;
         let dbeta = all.narrow(0, c * n + c, c)?;
@@ -185,10 +274,12 @@ impl CustomOp3 for TrainForward {
     }
 }
 
-/// Gradients of [`TrainForward`] from (x, dy, weight): dx (C·N), then dweight (C), dbias (C),
-/// in one flat vector.
+/// Gradients of [`TrainForward`] from (x, dy, y): dx (C·N), then dweight (C), dbias (C), in
+/// one flat vector. With ReLU, dy counts only where the output is positive.
 struct TrainBackward {
     eps: f64,
+    relu: bool,
+    gamma: Vec<f32>,
 }
 
 impl CustomOp3 for TrainBackward {
@@ -205,32 +296,35 @@ impl CustomOp3 for TrainBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy, gamma) = (
+        let (x, dy, y) = (
             f32_slice(s1, l1, "input")?,
             f32_slice(s2, l2, "output gradient")?,
-            f32_slice(s3, l3, "weight")?,
+            f32_slice(s3, l3, "output")?,
         );
         let (c, n) = l1.shape().dims2()?;
         let stats = channel_stats(x, n, self.eps);
+        let relu = self.relu;
+        let grad = |g: f32, y: f32| if relu && y <= 0.0 { 0.0 } else { g as f64 };
         let mut out = vec![0f32; c * n + 2 * c];
         let (dx, params) = out.split_at_mut(c * n);
-        // Per channel: dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/σ · (dy − dβ/N − x̂·dγ/N).
+        // Per channel: dβ = Σ g, dγ = Σ g·x̂, dx = γ/σ · (g − dβ/N − x̂·dγ/N).
         let sums: Vec<(f64, f64)> = dx
             .par_chunks_mut(n)
-            .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
+            .zip(x.par_chunks(n).zip(dy.par_chunks(n).zip(y.par_chunks(n))))
             .enumerate()
-            .map(|(ch, (out, (row, grad)))| {
+            .map(|(ch, (out, (row, (dys, ys))))| {
                 let (mean, _, inv_std) = stats[ch];
                 let (mut dbeta, mut dgamma) = (0f64, 0f64);
-                for (&v, &g) in row.iter().zip(grad) {
-                    dbeta += g as f64;
-                    dgamma += g as f64 * (v as f64 - mean) * inv_std;
+                for ((&v, &g), &o) in row.iter().zip(dys).zip(ys) {
+                    let g = grad(g, o);
+                    dbeta += g;
+                    dgamma += g * (v as f64 - mean) * inv_std;
                 }
-                let k = gamma[ch] as f64 * inv_std;
+                let k = self.gamma[ch] as f64 * inv_std;
                 let (a, b) = (dbeta / n as f64, dgamma / n as f64);
-                for ((o, &v), &g) in out.iter_mut().zip(row).zip(grad) {
+                for (((o, &v), &g), &yo) in out.iter_mut().zip(row).zip(dys).zip(ys) {
                     let xhat = (v as f64 - mean) * inv_std;
-                    *o = (k * (g as f64 - a - xhat * b)) as f32;
+                    *o = (k * (grad(g, yo) - a - xhat * b)) as f32;
                 }
                 (dgamma, dbeta)
             })
@@ -250,7 +344,8 @@ mod tests {
     use candle_nn::{ModuleT, VarMap};
 
     /// Output, gradients (input, weight, bias) and running statistics agree with candle-nn's
-    /// `BatchNorm` in training mode, for contiguous and channel-major (transposed) inputs.
+    /// `BatchNorm` (then `relu`) in training mode, for contiguous and channel-major
+    /// (transposed) inputs, with and without the fused ReLU; then the evaluation mode.
     #[test]
     fn matches_candle_nn_in_training_mode() -> Result<()> {
         let dev = Device::Cpu;
@@ -258,7 +353,7 @@ mod tests {
         let data: Vec<f32> = (0..b * c * h * w)
             .map(|i| ((i * 7919) % 97) as f32 / 20.0 - 2.0 + (i % 4) as f32)
             .collect();
-        for transposed in [false, true] {
+        for (transposed, relu) in [(false, false), (true, false), (false, true), (true, true)] {
             let x = if transposed {
                 Var::from_vec(data.clone(), (c, b, h, w), &dev)?
             } else {
@@ -281,8 +376,17 @@ mod tests {
                 data["weight"].set(&Tensor::new(gamma.as_slice(), &dev)?)?;
                 data["bias"].set(&Tensor::new(beta.as_slice(), &dev)?)?;
             }
-            let y1 = ours.forward_t(&input, true)?;
-            let y2 = theirs.forward_t(&input, true)?;
+            let (y1, y2) = if relu {
+                (
+                    ours.forward_relu_t(&input, true)?,
+                    theirs.forward_t(&input, true)?.relu()?,
+                )
+            } else {
+                (
+                    ours.forward_t(&input, true)?,
+                    theirs.forward_t(&input, true)?,
+                )
+            };
             let max = |t: Tensor| -> Result<f32> { t.abs()?.max_all()?.to_scalar::<f32>() };
             assert!(max((&y1 - &y2)?)? < 1e-5);
             let probe = Tensor::from_vec(
@@ -308,6 +412,18 @@ mod tests {
             }
             assert!(max((ours.running_mean() - theirs.running_mean())?)? < 1e-6);
             assert!(max((ours.running_var() - theirs.running_var())?)? < 1e-5);
+            let (e1, e2) = if relu {
+                (
+                    ours.forward_relu_t(&input, false)?,
+                    theirs.forward_t(&input, false)?.relu()?,
+                )
+            } else {
+                (
+                    ours.forward_t(&input, false)?,
+                    theirs.forward_t(&input, false)?,
+                )
+            };
+            assert!(max((e1 - e2)?)? < 1e-5);
         }
         Ok(())
     }

@@ -81,10 +81,11 @@ impl Block {
         for (i, (c, b)) in self.convs.iter().enumerate() {
             let y = c.forward(&h)?;
             taps.record(&format!("{}.conv{}", self.prefix, i + 1), &y);
-            h = b.forward_t(&y, train)?;
-            if i < last {
-                h = h.relu()?;
-            }
+            h = if i < last {
+                b.forward_relu_t(&y, train)?
+            } else {
+                b.forward_t(&y, train)?
+            };
         }
         let shortcut = match &self.downsample {
             Some((c, b)) => {
@@ -173,7 +174,7 @@ impl ResNet {
     pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let y = self.conv1.forward(xs)?;
         taps.record("conv1", &y);
-        let mut h = self.bn1.forward_t(&y, train)?.relu()?;
+        let mut h = self.bn1.forward_relu_t(&y, train)?;
         if !self.small_input {
             // 3 × 3 max-pool, stride 2, padding 1: inputs are ≥ 0 after ReLU, so zero padding
             // equals torchvision's −∞ padding.

@@ -73,7 +73,8 @@ fn ce(e: candle_core::Error) -> UserError {
 }
 
 /// Sets every parameter from the seeded generator, as torchvision initialises: conv weights
-/// Kaiming-normal (fan out), batch norm 1 and 0, linear layers uniform in ±1/√fan_in.
+/// Kaiming-normal (fan out), batch norm 1 and 0, linear layers uniform in ±1/√fan_in; the
+/// ViT's [CLS] token 0 and position embedding normal with std 0.02.
 fn initialise(varmap: &VarMap, seed: u32) -> candle_core::Result<()> {
     let mut rng = LegacyRandomState::new(seed);
     let data = varmap.data().lock().expect("varmap lock");
@@ -83,7 +84,11 @@ fn initialise(varmap: &VarMap, seed: u32) -> candle_core::Result<()> {
         let var = &data[name];
         let shape = var.as_tensor().dims().to_vec();
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = if name.ends_with("running_var") {
+        let values: Vec<f32> = if name.ends_with("class_token") {
+            vec![0.0; n]
+        } else if name.ends_with("pos_embedding") {
+            (0..n).map(|_| (rng.gauss() * 0.02) as f32).collect()
+        } else if name.ends_with("running_var") {
             vec![1.0; n]
         } else if name.ends_with("running_mean")
             || (name.ends_with("bias") && shape.len() == 1 && !is_linear(name, &data))

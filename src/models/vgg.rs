@@ -131,7 +131,7 @@ impl Vgg {
                 Stage::Conv(name, c, _, b) => {
                     let y = c.forward(&h)?;
                     taps.record(name, &y);
-                    b.forward_t(&y, train)?.relu()?
+                    b.forward_relu_t(&y, train)?
                 }
                 Stage::Pool => h.max_pool2d_with_stride(2, 2)?,
             };

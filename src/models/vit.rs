@@ -6,10 +6,9 @@
 //! keeps its [CLS] token (or the mean of the patch tokens).
 
 use candle_core::{Result, Tensor};
-use candle_nn::{
-    conv2d, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, Module, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, Module, VarBuilder};
 
+use super::conv::Conv;
 use super::{ModelConfig, Taps};
 
 /// Blocks of the small ViT.
@@ -73,7 +72,7 @@ impl Block {
 
 /// A Vision Transformer.
 pub struct Vit {
-    conv_proj: Conv2d,
+    conv_proj: Conv,
     class_token: Tensor,
     pos_embedding: Tensor,
     blocks: Vec<Block>,
@@ -87,14 +86,12 @@ impl Vit {
         let hidden = cfg.width;
         let patch = if cfg.small_input { 7 } else { 16 };
         let tokens = (image_size / patch).pow(2) + 1;
-        let conv_proj = conv2d(
-            cfg.in_channels,
-            hidden,
+        let conv_proj = Conv::new(
+            (cfg.in_channels, hidden),
             patch,
-            Conv2dConfig {
-                stride: patch,
-                ..Default::default()
-            },
+            patch,
+            0,
+            true,
             vb.pp("conv_proj"),
         )?;
         let class_token = vb.get((1, 1, hidden), "class_token")?;
@@ -117,7 +114,7 @@ impl Vit {
     pub fn forward(&self, xs: &Tensor, taps: &mut Taps) -> Result<Tensor> {
         let p = self.conv_proj.forward(xs)?;
         let (b, h, _, _) = p.dims4()?;
-        let p = p.flatten_from(2)?.transpose(1, 2)?;
+        let p = p.contiguous()?.flatten_from(2)?.transpose(1, 2)?;
         let cls = self.class_token.broadcast_as((b, 1, h))?;
         let mut x = Tensor::cat(&[&cls, &p], 1)?.broadcast_add(&self.pos_embedding)?;
         for (i, blk) in self.blocks.iter().enumerate() {
