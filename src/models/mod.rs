@@ -8,6 +8,7 @@
 //! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
 
 pub mod conv;
+pub mod elementwise;
 pub mod extract;
 pub mod norm;
 pub mod resnet;

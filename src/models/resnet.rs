@@ -5,6 +5,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::Conv;
+use super::elementwise::add_relu;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
 
@@ -95,7 +96,7 @@ impl Block {
             }
             None => xs.clone(),
         };
-        (h + shortcut)?.relu()
+        add_relu(&h, &shortcut)
     }
 
     fn batch_norms(&self) -> Vec<(String, &BatchNorm)> {

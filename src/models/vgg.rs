@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::Conv;
+use super::elementwise::max_pool2;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
 
@@ -133,7 +134,7 @@ impl Vgg {
                     taps.record(name, &y);
                     b.forward_relu_t(&y, train)?
                 }
-                Stage::Pool => h.max_pool2d_with_stride(2, 2)?,
+                Stage::Pool => max_pool2(&h)?,
             };
         }
         h = if self.small_input {
