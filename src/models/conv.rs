@@ -229,9 +229,14 @@ impl CustomOp2 for ConvForward {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
+        // The first layer's input (the images) needs no gradient.
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?)
+        } else {
+            None
+        };
         let dw = x.apply_op2_no_bwd(&grad, &ConvWeightGrad(self.0))?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
