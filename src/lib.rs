@@ -11,4 +11,5 @@ pub mod matrix_io;
 pub mod models;
 pub mod nodes;
 pub mod pipeline;
+pub mod report;
 pub mod stimuli;

@@ -64,20 +64,24 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
     for name in ["a@step0", "a@step4", "b@step4", "imported"] {
         assert!(csv.contains(name), "{name} missing from the table");
     }
-    // 5 models → 10 pairs × 21 matched layers, one metric.
-    assert_eq!(csv.lines().count(), 1 + 10 * 21);
+    // 5 models; checkpoints pair at the same step (a@0~b@0, a@4~b@4) and each with the
+    // imported network: 6 pairs × 21 matched layers, one metric.
+    assert_eq!(csv.lines().count(), 1 + 6 * 21);
+    assert!(!csv.contains("a@step0,b@step4") && !csv.contains("a@step0,a@step4"));
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
     // Per network: accuracy on the (contrast-reduced) stimuli, and the checkpoint's record.
     let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
     assert!(models
-        .starts_with("model,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"));
+        .starts_with("model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"));
     assert_eq!(models.lines().count(), 1 + 5);
     let a4 = models.lines().find(|l| l.starts_with("a@step4,")).unwrap();
     let fields: Vec<&str> = a4.split(',').collect();
     assert!(
-        fields[1] == "base"
-            && fields[2].parse::<f64>().unwrap() >= 0.0
-            && fields[6].parse::<f64>().unwrap() > 0.0,
+        fields[1] == "a"
+            && fields[2] == "resnet18"
+            && fields[3] == "base"
+            && fields[4].parse::<f64>().unwrap() >= 0.0
+            && fields[8].parse::<f64>().unwrap() > 0.0,
         "{a4}"
     );
 
@@ -214,7 +218,7 @@ fn every_network_is_scored_on_each_ood_set_with_its_accuracy_there() {
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].into(), f[1].into(), f[2].parse().unwrap())
+            (f[0].into(), f[3].into(), f[4].parse().unwrap())
         })
         .collect();
     assert_eq!(sets.len(), 2 * 3, "{models}");

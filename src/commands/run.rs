@@ -51,6 +51,7 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
     };
     if results.is_some() {
         write_model_table(&dag, &outcome, &store, &results_dir)?;
+        crate::report::write(&results_dir, &plan.spec.name(), &plan.spec.text())?;
     }
     report(&dag, &outcome, results.as_deref(), args.json);
     Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
@@ -60,8 +61,8 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
     })
 }
 
-/// `models.csv`: for each extracted network and stimulus set (`base` or an out-of-distribution
-/// set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
+/// `models.csv`: for each extracted network (its `[[model]]` and architecture) and stimulus set
+/// (`base` or an out-of-distribution set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
 /// test accuracy.
 fn write_model_table(
     dag: &crate::dag::Dag,
@@ -75,17 +76,24 @@ fn write_model_table(
         serde_json::from_str(b.meta()).ok()
     };
     let mut lines =
-        vec!["model,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy".to_string()];
+        vec!["model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy"
+            .to_string()];
     for (i, node) in dag.nodes.iter().enumerate() {
-        if !matches!(node.spec, NodeSpec::Extract(_)) {
+        let NodeSpec::Extract(extract) = &node.spec else {
             continue;
-        }
+        };
+        let arch = serde_json::to_value(extract.model.arch)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let label = node.label.trim_start_matches("extract/");
         // `name[set]` for an out-of-distribution set (see `Model::label`)
         let (name, set) = match label.strip_suffix(']').and_then(|l| l.split_once('[')) {
             Some((name, set)) => (name, set),
             None => (label, "base"),
         };
+        // a checkpoint `net@step<N>` belongs to network `net`
+        let network = name.split("@step").next().unwrap_or(name);
         let acc = meta(i).map(|m| m["accuracy"].clone()).unwrap_or_default();
         let train = node
             .inputs
@@ -99,7 +107,7 @@ fn write_model_table(
                 .unwrap_or_default()
         };
         lines.push(format!(
-            "{name},{set},{},{},{},{},{}",
+            "{name},{network},{arch},{set},{},{},{},{},{}",
             field(Some(&acc)),
             field(train.as_ref().map(|t| &t["step"])),
             field(train.as_ref().map(|t| &t["epoch"])),

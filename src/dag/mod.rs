@@ -267,6 +267,7 @@ impl Builder<'_> {
         name: &str,
         model: crate::models::ModelConfig,
         seed: u32,
+        own: crate::pipeline::networks::RecipeOverride,
     ) -> Vec<(u64, usize)> {
         if let Some(c) = self.chains.get(name) {
             return c.clone();
@@ -282,6 +283,7 @@ impl Builder<'_> {
         let mut recipe = tp.recipe.clone();
         recipe.model = model;
         recipe.seed = seed;
+        own.apply(&mut recipe);
         let mut chain = Vec::new();
         let mut previous: Option<usize> = None;
         for &step in &tp.steps {
@@ -316,7 +318,7 @@ impl Builder<'_> {
                 vec![],
             ),
             Origin::Trained { seed, step } => {
-                let chain = self.chain(&net.name, net.model, *seed);
+                let chain = self.chain(&net.name, net.model, *seed, net.recipe);
                 chain
                     .iter()
                     .find(|(s, _)| s == step)

@@ -366,12 +366,16 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     } else {
         (file_models(&spec)?, None)
     };
-    // A network shown several stimulus sets is one model per set: a name can index several.
+    // A name can index several models: a network's name indexes all its checkpoints, and a
+    // network shown several stimulus sets is one model per set.
     let mut index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, m) in models.iter().enumerate() {
         index.entry(m.name.as_str()).or_default().push(i);
+        if let Some(net) = m.network.as_ref().filter(|n| n.name != m.name) {
+            index.entry(net.name.as_str()).or_default().push(i);
+        }
     }
-    let same_set = |a: usize, b: usize| models[a].condition == models[b].condition;
+    let same_set = |a: usize, b: usize| comparable(&models[a], &models[b]);
     let model_pairs: Vec<(usize, usize)> = match &spec.pairs {
         Pairs::Keyword(k) if k == "all" => (0..models.len())
             .flat_map(|a| (a + 1..models.len()).map(move |b| (a, b)))
@@ -458,6 +462,20 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
         pairs,
         networks,
     })
+}
+
+/// Whether two models are paired: shown the same stimulus set and, when both are checkpoints of
+/// trained networks, at the same step.
+fn comparable(a: &Model, b: &Model) -> bool {
+    let step = |m: &Model| match m.network.as_ref().map(|n| &n.origin) {
+        Some(super::networks::Origin::Trained { step, .. }) => Some(*step),
+        _ => None,
+    };
+    a.condition == b.condition
+        && match (step(a), step(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
 }
 
 /// Compared models must have the same stimuli: same count, and the same ids where both say.

@@ -47,6 +47,50 @@ pub struct NetworkRef {
     pub model: ModelConfig,
     /// Its weights.
     pub origin: Origin,
+    /// Its own optimiser, learning rate and weight decay, where the `[[model]]` table sets them.
+    pub recipe: RecipeOverride,
+}
+
+/// Training settings a `[[model]]` table may set for its network alone.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RecipeOverride {
+    /// Optimiser.
+    pub optimizer: Option<Optimizer>,
+    /// Peak learning rate.
+    pub lr: Option<f64>,
+    /// Weight decay.
+    pub weight_decay: Option<f64>,
+}
+
+impl RecipeOverride {
+    /// `recipe` with these settings in place.
+    pub fn apply(&self, recipe: &mut TrainConfig) {
+        if let Some(o) = self.optimizer {
+            recipe.optimizer = o;
+        }
+        if let Some(lr) = self.lr {
+            recipe.lr = lr;
+        }
+        if let Some(wd) = self.weight_decay {
+            recipe.weight_decay = wd;
+        }
+    }
+}
+
+fn optimizer(file: &str, key: &str, name: &str) -> Result<Optimizer, UserError> {
+    match name {
+        "sgd" => Ok(Optimizer::Sgd),
+        "adamw" => Ok(Optimizer::Adamw),
+        other => {
+            let mut e = UserError::input(format!(
+                "{file}: `{key}` is `{other}`; expected sgd or adamw"
+            ));
+            if let Some(c) = closest(other, ["sgd", "adamw"]) {
+                e = e.hint(format!("did you mean `{c}`?"));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The training runs of a pipeline.
@@ -238,6 +282,15 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             in_channels,
             small_input: !m.imagenet_stem,
         };
+        let recipe = RecipeOverride {
+            optimizer: m
+                .optimizer
+                .as_deref()
+                .map(|o| optimizer(&file, &format!("model `{}`: optimizer", m.name), o))
+                .transpose()?,
+            lr: m.lr,
+            weight_decay: m.weight_decay,
+        };
         let names = layer_names(&model)?;
         let count = names.len();
         let layers: Vec<Layer> = names
@@ -279,6 +332,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
                         name: m.name.clone(),
                         model,
                         origin: origin.clone(),
+                        recipe,
                     }),
                     condition: set.name.clone(),
                 });
@@ -300,19 +354,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             recipe: TrainConfig {
                 model: models[0].network.as_ref().expect("network models").model,
                 seed: 0,
-                optimizer: match tr.optimizer.as_str() {
-                    "sgd" => Optimizer::Sgd,
-                    "adamw" => Optimizer::Adamw,
-                    other => {
-                        let mut e = UserError::input(format!(
-                            "{file}: `training.optimizer` is `{other}`; expected sgd or adamw"
-                        ));
-                        if let Some(c) = closest(other, ["sgd", "adamw"]) {
-                            e = e.hint(format!("did you mean `{c}`?"));
-                        }
-                        return Err(e);
-                    }
-                },
+                optimizer: optimizer(&file, "training.optimizer", &tr.optimizer)?,
                 lr: tr.lr,
                 momentum: tr.momentum,
                 weight_decay: tr.weight_decay,

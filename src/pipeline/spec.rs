@@ -46,6 +46,24 @@ pub struct PipelineSpec {
     /// The file this was read from (set by [`load`]).
     #[serde(skip)]
     pub path: PathBuf,
+    /// The files it includes (`include = [...]`, set by [`load`]).
+    #[serde(skip)]
+    pub includes: Vec<PathBuf>,
+}
+
+impl PipelineSpec {
+    /// The pipeline's text followed by each included file's, for reports.
+    pub fn text(&self) -> String {
+        let mut out = std::fs::read_to_string(&self.path).unwrap_or_default();
+        for inc in &self.includes {
+            out.push_str(&format!(
+                "\n# ---- included: {} ----\n{}",
+                inc.display(),
+                std::fs::read_to_string(inc).unwrap_or_default()
+            ));
+        }
+        out
+    }
 }
 
 fn default_layers() -> String {
@@ -95,6 +113,12 @@ pub struct NetworkSpec {
     /// Output classes.
     #[serde(default = "default_classes")]
     pub classes: usize,
+    /// This network's optimiser, instead of `training.optimizer` (e.g. `adamw` for a ViT).
+    pub optimizer: Option<String>,
+    /// This network's peak learning rate, instead of `training.lr`.
+    pub lr: Option<f64>,
+    /// This network's weight decay, instead of `training.weight_decay`.
+    pub weight_decay: Option<f64>,
 }
 
 fn default_width() -> usize {
@@ -457,13 +481,93 @@ impl PipelineSpec {
 
 /// Reads and checks the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<PipelineSpec, UserError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read(path)?;
+    let (table, includes) = resolve(path, 0)?;
+    let mut spec: PipelineSpec = if includes.is_empty() {
+        // Parsed from the text again, so that schema errors point at a line.
+        toml::from_str(&text).map_err(|e| toml_error(path, &text, e))?
+    } else {
+        let names: Vec<String> = includes.iter().map(|p| p.display().to_string()).collect();
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let mut err = toml_error(path, "", e);
+            err.message = format!("{} (with `include`: {})", err.message, names.join(", "));
+            err
+        })?
+    };
+    spec.path = path.to_path_buf();
+    spec.includes = includes;
+    Ok(spec)
+}
+
+/// The table of the file at `path` with its includes merged in (they first, in order, then the
+/// file itself), and every file included on the way.
+fn resolve(path: &Path, depth: usize) -> Result<(toml::Table, Vec<PathBuf>), UserError> {
+    if depth > 8 {
+        return Err(UserError::input(format!(
+            "{}: includes nest more than 8 deep (does a file include itself?)",
+            path.display()
+        )));
+    }
+    let text = read(path)?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, e))?;
+    let names: Vec<String> = match table.remove("include") {
+        None => Vec::new(),
+        Some(toml::Value::String(s)) => vec![s],
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s),
+                other => Err(include_error(path, &other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(include_error(path, &other)),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut merged = toml::Table::new();
+    let mut files = Vec::new();
+    for name in &names {
+        let inc = dir.join(name);
+        let (t, nested) = resolve(&inc, depth + 1).map_err(|e| {
+            e.prefixed(&format!("{}: `include` names `{name}`: ", path.display()))
+        })?;
+        merge(&mut merged, t);
+        files.extend(nested);
+        files.push(inc);
+    }
+    merge(&mut merged, table);
+    Ok((merged, files))
+}
+
+fn read(path: &Path) -> Result<String, UserError> {
+    std::fs::read_to_string(path).map_err(|e| {
         UserError::input(format!("cannot read pipeline `{}`: {e}", path.display()))
             .hint("pipelines are TOML files, e.g. pipelines/example.toml")
-    })?;
-    let mut spec: PipelineSpec = toml::from_str(&text).map_err(|e| toml_error(path, &text, e))?;
-    spec.path = path.to_path_buf();
-    Ok(spec)
+    })
+}
+
+fn include_error(path: &Path, value: &toml::Value) -> UserError {
+    UserError::input(format!(
+        "{}: `include` is `{value}`; expected a file name or a list of them",
+        path.display()
+    ))
+    .hint("e.g. include = \"shared/fashion-mnist.toml\" (relative to the pipeline)")
+}
+
+/// Merges `over` into `base`: tables key by key (recursively), arrays of tables (`[[model]]`)
+/// appended, anything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    let tables = |a: &[toml::Value]| !a.is_empty() && a.iter().all(toml::Value::is_table);
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Array(b)), toml::Value::Array(o)) if tables(b) && tables(&o) => {
+                b.extend(o)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// A TOML or schema error with its line and column, and a suggestion for unknown keys.
@@ -471,7 +575,7 @@ fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> UserError {
     let message = e.message().trim().to_string();
     // ":line:col" and the offending line, quoted.
     let (place, line_text) = match e.span() {
-        Some(s) => {
+        Some(s) if !text.is_empty() => {
             let before = &text[..s.start.min(text.len())];
             let line = before.matches('\n').count();
             let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
@@ -482,7 +586,7 @@ fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> UserError {
                 .unwrap_or_default();
             (format!(":{}:{col}", line + 1), quoted)
         }
-        None => (String::new(), String::new()),
+        _ => (String::new(), String::new()),
     };
     let mut err = UserError::input(format!("{}{place}: {message}{line_text}", path.display()));
     // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`"

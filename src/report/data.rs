@@ -1,0 +1,276 @@
+//! What a report is made from: the rows of `scores.json` and `models.csv` in a results
+//! folder, and the questions the figures and claims ask of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::error::UserError;
+
+/// One score: a pair of layers under one metric on one stimulus set.
+#[derive(Debug, Clone)]
+pub struct ScoreRow {
+    /// First model (`net@step<N>` for a checkpoint).
+    pub model_a: String,
+    /// Second model.
+    pub model_b: String,
+    /// First layer.
+    pub layer_a: String,
+    /// Second layer.
+    pub layer_b: String,
+    /// First layer's normalised depth.
+    pub depth_a: f64,
+    /// Second layer's normalised depth.
+    pub depth_b: f64,
+    /// Metric, e.g. `procrustes` or `permutation:rotated`.
+    pub metric: String,
+    /// Mean over folds.
+    pub score: f64,
+    /// Standard deviation over folds.
+    pub std: f64,
+    /// `base` or an out-of-distribution set.
+    pub stimuli: String,
+}
+
+/// One extracted network on one stimulus set (a row of `models.csv`).
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    /// The comparable model's name.
+    pub model: String,
+    /// The `[[model]]` it comes from.
+    pub network: String,
+    /// Its architecture (`resnet18`, `vgg16-bn`, `vit`, …).
+    pub arch: String,
+    /// `base` or an out-of-distribution set.
+    pub stimuli: String,
+    /// Accuracy on that set.
+    pub accuracy: Option<f64>,
+    /// Training step of a checkpoint.
+    pub step: Option<u64>,
+    /// Epoch of a checkpoint.
+    pub epoch: Option<f64>,
+    /// Test accuracy of a checkpoint.
+    pub test_accuracy: Option<f64>,
+}
+
+/// Everything a report is made from.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    /// The scores.
+    pub scores: Vec<ScoreRow>,
+    /// The networks (empty for pipelines of activation files).
+    pub models: Vec<ModelRow>,
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+impl Results {
+    /// Reads `scores.json` and, when present, `models.csv` from `dir`.
+    pub fn load(dir: &Path) -> Result<Results, UserError> {
+        let path = dir.join("scores.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            UserError::input(format!("cannot read `{}`: {e}", path.display()))
+                .hint("run the pipeline first: `repflow run <pipeline>`")
+        })?;
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| UserError::input(format!("`{}` is not a score table: {e}", path.display())))?;
+        let text_of = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let scores = rows
+            .iter()
+            .map(|r| ScoreRow {
+                model_a: text_of(&r["model_a"]),
+                model_b: text_of(&r["model_b"]),
+                layer_a: text_of(&r["layer_a"]),
+                layer_b: text_of(&r["layer_b"]),
+                depth_a: num(&r["depth_a"]),
+                depth_b: num(&r["depth_b"]),
+                metric: text_of(&r["metric"]),
+                score: num(&r["score"]),
+                std: num(&r["std"]),
+                stimuli: r["stimuli"].as_str().unwrap_or("base").to_string(),
+            })
+            .collect();
+        let models = match std::fs::read_to_string(dir.join("models.csv")) {
+            Ok(text) => parse_models(&text),
+            Err(_) => Vec::new(),
+        };
+        Ok(Results { scores, models })
+    }
+
+    /// The architecture of a model, from `models.csv`; pipelines of activation files have
+    /// none, and all their models count as one group, `activations`.
+    pub fn arch(&self, model: &str) -> Option<&str> {
+        if self.models.is_empty() {
+            return Some("activations");
+        }
+        self.models
+            .iter()
+            .find(|m| m.model == model)
+            .map(|m| m.arch.as_str())
+    }
+
+    /// The training step of a model's checkpoint.
+    pub fn step(&self, model: &str) -> Option<u64> {
+        self.models.iter().find(|m| m.model == model)?.step
+    }
+
+    /// The checkpoint steps present, ascending.
+    pub fn steps(&self) -> Vec<u64> {
+        let s: BTreeSet<u64> = self.models.iter().filter_map(|m| m.step).collect();
+        s.into_iter().collect()
+    }
+
+    /// The architectures of the compared pairs, in first-seen order: pairs within one
+    /// architecture are the audit's seed pairs.
+    pub fn archs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.scores {
+            if let Some(a) = self.pair_arch(r) {
+                if !out.iter().any(|x| x == a) {
+                    out.push(a.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The architecture of a within-architecture pair (None across architectures).
+    pub fn pair_arch(&self, r: &ScoreRow) -> Option<&str> {
+        let (a, b) = (self.arch(&r.model_a)?, self.arch(&r.model_b)?);
+        (a == b).then_some(a)
+    }
+
+    /// Scores of within-architecture pairs of `arch` at checkpoint `step` (any when None) on
+    /// set `stimuli` under `metric`, one per (pair, layer): (depth, score, fold std).
+    pub fn within(&self, arch: &str, step: Option<u64>, stimuli: &str, metric: &str) -> Vec<&ScoreRow> {
+        self.scores
+            .iter()
+            .filter(|r| {
+                r.metric == metric
+                    && r.stimuli == stimuli
+                    && self.pair_arch(r) == Some(arch)
+                    && (step.is_none() || self.step(&r.model_a) == step)
+            })
+            .collect()
+    }
+
+    /// The last checkpoint step (None without trained networks).
+    pub fn final_step(&self) -> Option<u64> {
+        self.steps().last().copied()
+    }
+
+    /// The out-of-distribution sets scored, in first-seen order.
+    pub fn ood_sets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.scores {
+            if r.stimuli != "base" && !out.contains(&r.stimuli) {
+                out.push(r.stimuli.clone());
+            }
+        }
+        out
+    }
+
+    /// Accuracy of `model` on set `stimuli`.
+    pub fn accuracy(&self, model: &str, stimuli: &str) -> Option<f64> {
+        self.models
+            .iter()
+            .find(|m| m.model == model && m.stimuli == stimuli)?
+            .accuracy
+    }
+
+    /// Test accuracy at each checkpoint step of the networks of `arch`, averaged over them.
+    pub fn test_accuracy_by_step(&self, arch: &str) -> Vec<(u64, f64)> {
+        let mut by: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for m in &self.models {
+            if let (true, Some(s), Some(a)) = (m.arch == arch && m.stimuli == "base", m.step, m.test_accuracy) {
+                by.entry(s).or_default().push(a);
+            }
+        }
+        by.into_iter().map(|(s, v)| (s, mean(&v))).collect()
+    }
+
+    /// The epoch of a step (from the checkpoints' records).
+    pub fn epoch_of(&self, step: u64) -> Option<f64> {
+        self.models.iter().find(|m| m.step == Some(step))?.epoch
+    }
+}
+
+/// Mean per layer depth of `rows`: (depth, mean score, mean fold std), by depth.
+pub fn by_depth(rows: &[&ScoreRow]) -> Vec<(f64, f64, f64)> {
+    let mut by: BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for r in rows {
+        let key = (r.depth_a * 1e6).round() as i64;
+        let e = by.entry(key).or_insert((r.depth_a, Vec::new(), Vec::new()));
+        e.1.push(r.score);
+        e.2.push(r.std);
+    }
+    by.into_values()
+        .map(|(d, s, e)| (d, mean(&s), mean(&e)))
+        .collect()
+}
+
+/// The arithmetic mean (NaN when empty; NaN entries skipped).
+pub fn mean(v: &[f64]) -> f64 {
+    let ok: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if ok.is_empty() {
+        f64::NAN
+    } else {
+        ok.iter().sum::<f64>() / ok.len() as f64
+    }
+}
+
+/// Pearson correlation (NaN when undefined).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let (mx, my) = (mean(x), mean(y));
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx).powi(2);
+        syy += (b - my).powi(2);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Early, middle and late layers: normalised depth in [0, ⅓), [⅓, ⅔), [⅔, 1].
+pub fn bucket(depth: f64) -> usize {
+    ((depth * 3.0).floor() as usize).min(2)
+}
+
+/// Names of the depth buckets.
+pub const BUCKETS: [&str; 3] = ["early (depth < 1/3)", "middle", "late (depth ≥ 2/3)"];
+
+fn parse_models(text: &str) -> Vec<ModelRow> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (model, network, arch, stimuli, acc, step, epoch, test) = (
+        col("model"),
+        col("network"),
+        col("arch"),
+        col("stimuli"),
+        col("accuracy_on_stimuli"),
+        col("step"),
+        col("epoch"),
+        col("test_accuracy"),
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let get = |c: Option<usize>| c.and_then(|i| f.get(i)).copied().unwrap_or_default();
+            ModelRow {
+                model: get(model).to_string(),
+                network: get(network).to_string(),
+                arch: get(arch).to_string(),
+                stimuli: match get(stimuli) {
+                    "" => "base".into(),
+                    s => s.to_string(),
+                },
+                accuracy: get(acc).parse().ok(),
+                step: get(step).parse().ok(),
+                epoch: get(epoch).parse().ok(),
+                test_accuracy: get(test).parse().ok(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,444 @@
+//! The paper's figures from a pipeline's results: each is drawn only when the pipeline
+//! measured what it shows.
+
+use std::collections::BTreeMap;
+
+use super::claims::{main_metric, ood_accuracy_correlation};
+use super::data::{bucket, by_depth, mean, Results, ScoreRow, BUCKETS};
+use super::plot::{Chart, Heatmap, Lines, Panel, Series, COLOURS};
+use crate::error::UserError;
+
+/// A drawn figure.
+pub struct Figure {
+    /// File stem, e.g. `fig1_depth`.
+    pub name: String,
+    /// Title.
+    pub title: String,
+    /// One-line caption.
+    pub caption: String,
+    /// SVG text.
+    pub svg: String,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+}
+
+fn figure<C: Chart>(name: &str, title: &str, caption: String, chart: &C, size: (u32, u32)) -> Result<Figure, UserError> {
+    let (svg, png) = super::plot::render(chart, size)?;
+    Ok(Figure {
+        name: name.into(),
+        title: title.into(),
+        caption,
+        svg,
+        png,
+    })
+}
+
+fn colour_of(metric: &str) -> plotters::style::RGBColor {
+    let base = metric.trim_end_matches(":rotated");
+    let i = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
+        .iter()
+        .position(|m| *m == base)
+        .unwrap_or(7);
+    COLOURS[i]
+}
+
+fn panel_size(panels: usize) -> (u32, u32) {
+    ((430 * panels.max(1)) as u32 + 230, 400)
+}
+
+/// Range of the values with a margin (at least `[lo, hi]`).
+fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
+    let (mut a, mut b) = (lo, hi);
+    for v in values.filter(|v| v.is_finite()) {
+        a = a.min(v);
+        b = b.max(v);
+    }
+    (a - 0.02, b + 0.02)
+}
+
+fn depth_series(label: String, colour: plotters::style::RGBColor, light: bool, rows: &[&ScoreRow]) -> Series {
+    Series {
+        label,
+        colour,
+        light,
+        points: by_depth(rows),
+        scatter: false,
+    }
+}
+
+/// Every figure this pipeline's results support.
+pub fn figures(r: &Results) -> Result<Vec<Figure>, UserError> {
+    let mut out = Vec::new();
+    let archs = r.archs();
+    let last = r.final_step();
+    let cnns: Vec<String> = archs.iter().filter(|a| *a != "vit").cloned().collect();
+    let vits: Vec<String> = archs.iter().filter(|a| *a == "vit").cloned().collect();
+    for (group, suffix) in [(&cnns, ""), (&vits, "_vit")] {
+        if group.is_empty() {
+            continue;
+        }
+        if let Some(f) = depth_figure(r, group, last, suffix)? {
+            out.push(f);
+        }
+        if let Some(f) = rotation_figure(r, group, last, suffix)? {
+            out.push(f);
+        }
+        if let Some(f) = training_figure(r, group, suffix)? {
+            out.push(f);
+        }
+    }
+    out.extend(heatmaps(r)?);
+    if let Some(f) = ood_figure(r, &archs, last)? {
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// Figure 1: alignment versus depth per metric, trained and untrained.
+fn depth_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) -> Result<Option<Figure>, UserError> {
+    let metrics: Vec<&str> = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
+        .into_iter()
+        .filter(|m| r.scores.iter().any(|s| s.metric == *m))
+        .collect();
+    let untrained = r.steps().first().copied().filter(|&s| s == 0 && last != Some(0));
+    let mut panels = Vec::new();
+    for a in archs {
+        let mut series = Vec::new();
+        for m in &metrics {
+            let rows = r.within(a, last, "base", m);
+            if rows.is_empty() {
+                continue;
+            }
+            let what = if last.is_some() { " (trained)" } else { "" };
+            series.push(depth_series(format!("{m}{what}"), colour_of(m), false, &rows));
+            if let Some(s0) = untrained {
+                let rows = r.within(a, Some(s0), "base", m);
+                series.push(depth_series(format!("{m} (untrained)"), colour_of(m), true, &rows));
+            }
+        }
+        if !series.is_empty() {
+            panels.push(Panel { title: a.clone(), series });
+        }
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let y = y_range(panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))), 0.0, 1.0);
+    let chart = Lines {
+        x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
+        y_desc: "alignment score (fold mean)".into(),
+        x_range: (-0.03, 1.03),
+        y_range: y,
+        log_x: false,
+        secondary: None,
+        panels,
+    };
+    let n = chart.panels.len();
+    Ok(Some(figure(
+        &format!("fig1_depth{suffix}"),
+        "Alignment versus depth",
+        "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: standard deviation over folds.".into(),
+        &chart,
+        panel_size(n),
+    )?))
+}
+
+/// Figure 3: permutation score in the native and a rotated basis per layer.
+fn rotation_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) -> Result<Option<Figure>, UserError> {
+    let mut panels = Vec::new();
+    for a in archs {
+        let native = r.within(a, last, "base", "permutation");
+        let rotated = r.within(a, last, "base", "permutation:rotated");
+        if native.is_empty() || rotated.is_empty() {
+            continue;
+        }
+        panels.push(Panel {
+            title: a.clone(),
+            series: vec![
+                depth_series("permutation, native basis".into(), COLOURS[2], false, &native),
+                depth_series("permutation, rotated basis".into(), COLOURS[3], false, &rotated),
+            ],
+        });
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let y = y_range(panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))), 0.0, 1.0);
+    let n = panels.len();
+    let chart = Lines {
+        x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
+        y_desc: "permutation score (fold mean)".into(),
+        x_range: (-0.03, 1.03),
+        y_range: y,
+        log_x: false,
+        secondary: None,
+        panels,
+    };
+    Ok(Some(figure(
+        &format!("fig3_rotation{suffix}"),
+        "Privileged basis: native versus rotated",
+        "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: standard deviation over folds.".into(),
+        &chart,
+        panel_size(n),
+    )?))
+}
+
+/// Figure 4: alignment versus training step per depth bucket, test accuracy on a second axis.
+fn training_figure(r: &Results, archs: &[String], suffix: &str) -> Result<Option<Figure>, UserError> {
+    let steps = r.steps();
+    let Some(metric) = main_metric(r) else {
+        return Ok(None);
+    };
+    if steps.len() < 3 {
+        return Ok(None);
+    }
+    let mut panels = Vec::new();
+    for a in archs {
+        let mut series = Vec::new();
+        for (b, name) in BUCKETS.iter().enumerate() {
+            let points: Vec<(f64, f64, f64)> = steps
+                .iter()
+                .filter_map(|&s| {
+                    let rows: Vec<f64> = r
+                        .within(a, Some(s), "base", &metric)
+                        .iter()
+                        .filter(|row| bucket(row.depth_a) == b)
+                        .map(|row| row.score)
+                        .collect();
+                    (!rows.is_empty()).then(|| (s as f64 + 1.0, mean(&rows), 0.0))
+                })
+                .collect();
+            if !points.is_empty() {
+                series.push(Series {
+                    label: format!("{metric}, {name}"),
+                    colour: COLOURS[b],
+                    light: false,
+                    points,
+                    scatter: false,
+                });
+            }
+        }
+        let acc = r.test_accuracy_by_step(a);
+        if !acc.is_empty() {
+            series.push(Series {
+                label: "test accuracy (right axis)".into(),
+                colour: COLOURS[7],
+                light: true,
+                points: acc.iter().map(|&(s, v)| (s as f64 + 1.0, v, 0.0)).collect(),
+                scatter: false,
+            });
+        }
+        if !series.is_empty() {
+            panels.push(Panel { title: a.clone(), series });
+        }
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let y = y_range(
+        panels.iter().flat_map(|p| p.series.iter().filter(|s| !s.label.starts_with("test")).flat_map(|s| s.points.iter().map(|p| p.1))),
+        0.0,
+        1.0,
+    );
+    let last = *steps.last().expect("steps") as f64 + 1.0;
+    let n = panels.len();
+    let chart = Lines {
+        x_desc: "training step + 1 (log scale; 1 = untrained)".into(),
+        y_desc: format!("{metric} alignment (fold mean)"),
+        x_range: (1.0, last * 1.2),
+        y_range: y,
+        log_x: true,
+        secondary: Some(("test accuracy".into(), "test accuracy (fraction correct)".into())),
+        panels,
+    };
+    let epochs: Vec<String> = steps.iter().filter_map(|&s| r.epoch_of(s).map(|e| format!("{s}→{e:.2}"))).collect();
+    Ok(Some(figure(
+        &format!("fig4_training{suffix}"),
+        "Alignment during training",
+        format!(
+            "Seed-pair {metric} alignment by depth bucket at each checkpoint, with test accuracy (grey, right axis). Steps → epochs: {}.",
+            epochs.join(", ")
+        ),
+        &chart,
+        panel_size(n),
+    )?))
+}
+
+/// Figure 2: layer × layer heatmaps between two models (the first pair of each kind with all
+/// layer pairs scored), Procrustes and soft-matching.
+fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
+    let mut out = Vec::new();
+    let mut grids: BTreeMap<(String, String, String), Vec<&ScoreRow>> = BTreeMap::new();
+    for row in r.scores.iter().filter(|s| s.stimuli == "base") {
+        if ["procrustes", "soft-matching"].contains(&row.metric.as_str())
+            && r.step(&row.model_a) == r.final_step()
+        {
+            grids
+                .entry((row.metric.clone(), row.model_a.clone(), row.model_b.clone()))
+                .or_default()
+                .push(row);
+        }
+    }
+    let mut kinds_done = std::collections::BTreeSet::new();
+    for ((metric, a, b), rows) in grids {
+        let mut la: Vec<(f64, String)> = rows.iter().map(|r| (r.depth_a, r.layer_a.clone())).collect();
+        let mut lb: Vec<(f64, String)> = rows.iter().map(|r| (r.depth_b, r.layer_b.clone())).collect();
+        for l in [&mut la, &mut lb] {
+            l.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            l.dedup();
+        }
+        // a heatmap needs every layer of A against several of B
+        if lb.len() < 3 || rows.len() < la.len() * lb.len() {
+            continue;
+        }
+        let (aa, ab) = (r.arch(&a).unwrap_or("?"), r.arch(&b).unwrap_or("?"));
+        let kind = (metric.clone(), aa == ab);
+        if !kinds_done.insert(kind) {
+            continue;
+        }
+        let idx = |list: &[(f64, String)], name: &str| list.iter().position(|l| l.1 == name);
+        let mut values = vec![vec![f64::NAN; lb.len()]; la.len()];
+        for row in &rows {
+            if let (Some(i), Some(j)) = (idx(&la, &row.layer_a), idx(&lb, &row.layer_b)) {
+                values[i][j] = row.score;
+            }
+        }
+        let within = if aa == ab { "within" } else { "across" };
+        let chart = Heatmap {
+            title: format!("{metric}: {a} × {b}"),
+            rows: la.iter().map(|l| l.1.clone()).collect(),
+            cols: lb.iter().map(|l| l.1.clone()).collect(),
+            values,
+            axes: (format!("layer of {a} ({aa}, forward order)"), format!("layer of {b} ({ab}, forward order)")),
+        };
+        out.push(figure(
+            &format!("fig2_heatmap_{}_{within}", metric.replace(':', "_")),
+            &format!("Layer × layer {metric} ({within} architectures)"),
+            format!("{metric} score of every layer of {a} against every layer of {b}, with each row's and column's maximum beside the map."),
+            &chart,
+            (900, 760),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Figure 5: in-distribution versus OOD alignment by depth; alignment versus OOD accuracy for
+/// the first and last layer; their correlation by depth.
+fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option<Figure>, UserError> {
+    let sets = r.ood_sets();
+    let Some(metric) = main_metric(r) else {
+        return Ok(None);
+    };
+    if sets.is_empty() || archs.is_empty() {
+        return Ok(None);
+    }
+    let mut id_ood = Vec::new();
+    let mut scatter_first = Vec::new();
+    let mut scatter_last = Vec::new();
+    let mut corr = Vec::new();
+    for (k, a) in archs.iter().enumerate() {
+        let c = COLOURS[k % COLOURS.len()];
+        id_ood.push(depth_series(format!("{a}, in-distribution"), c, false, &r.within(a, last, "base", &metric)));
+        // per depth: mean over OOD sets of the set's mean over pairs; error = standard error
+        let mut per_depth: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
+        for s in &sets {
+            for (d, v, _) in by_depth(&r.within(a, last, s, &metric)) {
+                per_depth.entry((d * 1e6).round() as i64).or_insert((d, Vec::new())).1.push(v);
+            }
+        }
+        let points = per_depth
+            .into_values()
+            .map(|(d, v)| {
+                let m = mean(&v);
+                let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt();
+                (d, m, sd / (v.len() as f64).sqrt())
+            })
+            .collect();
+        id_ood.push(Series { label: format!("{a}, OOD mean"), colour: c, light: true, points, scatter: false });
+        // alignment vs accuracy at the first and last layer
+        let depths: Vec<f64> = by_depth(&r.within(a, last, "base", &metric)).iter().map(|p| p.0).collect();
+        for (target, list) in [(depths.first(), &mut scatter_first), (depths.last(), &mut scatter_last)] {
+            let Some(&target) = target else { continue };
+            let points: Vec<(f64, f64, f64)> = sets
+                .iter()
+                .flat_map(|s| {
+                    r.within(a, last, s, &metric)
+                        .into_iter()
+                        .filter(|row| (row.depth_a - target).abs() < 1e-9)
+                        .filter_map(|row| {
+                            let acc = (r.accuracy(&row.model_a, s)? + r.accuracy(&row.model_b, s)?) / 2.0;
+                            Some((acc, row.score, 0.0))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            list.push(Series { label: a.clone(), colour: c, light: false, points, scatter: true });
+        }
+        corr.push(Series {
+            label: a.clone(),
+            colour: c,
+            light: false,
+            points: ood_accuracy_correlation(r, a, last, &metric).into_iter().map(|(d, v)| (d, v, 0.0)).collect(),
+            scatter: false,
+        });
+    }
+    let y = y_range(id_ood.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 0.0, 1.0);
+    let first = Lines {
+        panels: vec![Panel { title: "in-distribution vs OOD".into(), series: id_ood }],
+        x_desc: "normalised depth".into(),
+        y_desc: format!("{metric} alignment (fold mean)"),
+        x_range: (-0.03, 1.03),
+        y_range: y,
+        log_x: false,
+        secondary: None,
+    };
+    let acc_range = y_range(scatter_first.iter().chain(&scatter_last).flat_map(|s| s.points.iter().map(|p| p.0)), 0.5, 0.5);
+    let sy = y_range(scatter_first.iter().chain(&scatter_last).flat_map(|s| s.points.iter().map(|p| p.1)), 0.5, 0.5);
+    let scatter = Lines {
+        panels: vec![
+            Panel { title: "first layer".into(), series: scatter_first },
+            Panel { title: "last layer".into(), series: scatter_last },
+        ],
+        x_desc: "OOD accuracy of the pair (fraction correct)".into(),
+        y_desc: format!("{metric} alignment on the set"),
+        x_range: acc_range,
+        y_range: sy,
+        log_x: false,
+        secondary: None,
+    };
+    let correlation = Lines {
+        panels: vec![Panel { title: "alignment–accuracy correlation".into(), series: corr }],
+        x_desc: "normalised depth".into(),
+        y_desc: "Pearson r over OOD sets and pairs".into(),
+        x_range: (-0.03, 1.03),
+        y_range: (-1.05, 1.05),
+        log_x: false,
+        secondary: None,
+    };
+    let chart = Stacked(first, scatter, correlation);
+    Ok(Some(figure(
+        "fig5_ood",
+        "Out-of-distribution alignment",
+        format!(
+            "Top: seed-pair {metric} alignment by depth on the in-distribution set and averaged over {} OOD sets (error bars: standard error over sets). Middle: alignment versus the pair's accuracy on each OOD set, first and last layer. Bottom: their correlation at each depth.",
+            sets.len()
+        ),
+        &chart,
+        (1130, 1200),
+    )?))
+}
+
+/// Three charts stacked vertically.
+struct Stacked(Lines, Lines, Lines);
+
+impl Chart for Stacked {
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), String> {
+        let areas = root.split_evenly((3, 1));
+        self.0.draw(&areas[0])?;
+        self.1.draw(&areas[1])?;
+        self.2.draw(&areas[2])
+    }
+}
