@@ -87,7 +87,7 @@ fn store_read(dir: &str) {
     for _ in 0..reps {
         let b = store.get(&digest).expect("object reads");
         let x = b.array("x").expect("array present");
-        checksum += x.as_slice()[m * n - 1];
+        checksum += x.as_f64().expect("f64 array")[m * n - 1];
     }
     let seconds = start.elapsed().as_secs_f64() / reps as f64;
     println!(

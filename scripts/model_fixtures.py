@@ -59,11 +59,13 @@ def vgg(arch, width, in_ch, small):
     return m
 
 
-def vit(width, in_ch):
-    """repflow's small ViT: 4 blocks, 4 heads, MLP 2 x hidden, 7-pixel patches of 28-pixel images."""
-    m = VisionTransformer(image_size=28, patch_size=7, num_layers=4, num_heads=4, hidden_dim=width,
+def vit(width, in_ch, small):
+    """repflow's small ViT: 4 blocks, 4 heads, MLP 2 x hidden; 7-pixel patches of 28-pixel images
+    (small stem) or torchvision's 16-pixel patches of 224-pixel images (ImageNet stem)."""
+    size, patch = (28, 7) if small else (224, 16)
+    m = VisionTransformer(image_size=size, patch_size=patch, num_layers=4, num_heads=4, hidden_dim=width,
                           mlp_dim=2 * width, num_classes=10)
-    m.conv_proj = nn.Conv2d(in_ch, width, kernel_size=7, stride=7)
+    m.conv_proj = nn.Conv2d(in_ch, width, kernel_size=patch, stride=patch)
     return m
 
 
@@ -71,12 +73,12 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     cases = [("resnet18", True, 1, 28), ("resnet18", False, 3, 64), ("resnet50", True, 1, 28),
              ("vgg16-bn", True, 1, 28), ("vgg16-bn", False, 3, 64), ("vgg19-bn", True, 1, 28)]
-    cases.append(("vit", True, 1, 28))
+    cases += [("vit", True, 1, 28), ("vit", False, 3, 224)]
     for arch, small, in_ch, size in cases:
         torch.manual_seed(0)
         width = 16 if arch == "vit" else 4
         if arch == "vit":
-            m = vit(width, in_ch)
+            m = vit(width, in_ch, small)
             with torch.no_grad():
                 m.class_token.normal_()
                 m.encoder.pos_embedding.normal_(std=0.5)
@@ -91,7 +93,7 @@ def main():
                 mod.weight.data.uniform_(0.5, 1.5)
                 mod.bias.data.uniform_(-0.2, 0.2)
         m.eval()
-        x = torch.rand(2, in_ch, size, size)
+        x = torch.rand(1 if size > 64 else 2, in_ch, size, size)
         taps = {}
         for name, mod in m.named_modules():
             is_block = arch == "vit" and name.startswith("encoder.layers.encoder_layer_") and name.count(".") == 2

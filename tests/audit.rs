@@ -42,7 +42,13 @@ fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
     lines
-        .map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
         .collect()
 }
 
@@ -130,9 +136,15 @@ fn the_reduced_default_audit_reports_complete_consistent_claims() {
     assert!(html.contains("id=\"claims\"") && html.contains("scores.csv"));
 
     // A second run computes nothing and rewrites nothing.
-    let before = std::fs::metadata(results.join("report.html")).unwrap().modified().unwrap();
+    let before = std::fs::metadata(results.join("report.html"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
-    let after = std::fs::metadata(results.join("report.html")).unwrap().modified().unwrap();
+    let after = std::fs::metadata(results.join("report.html"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(before, after);
 }
 
@@ -170,10 +182,17 @@ fn a_third_seed_or_a_new_ood_set_runs_only_what_is_new() {
             "{label} would run"
         );
     }
-    assert_eq!(planned.iter().filter(|l| l.starts_with("train/")).count(), 3);
+    assert_eq!(
+        planned.iter().filter(|l| l.starts_with("train/")).count(),
+        3
+    );
     let out = run(&p, &cache, &[]);
     assert_eq!(out["failed"], 0);
-    assert_eq!(out["executed"].as_u64().unwrap(), planned.len() as u64, "{out}");
+    assert_eq!(
+        out["executed"].as_u64().unwrap(),
+        planned.len() as u64,
+        "{out}"
+    );
 
     // An OOD set more: its transform, extractions and scores only.
     let more = format!("{OOD}, \"low-pass:2\"");
@@ -188,5 +207,9 @@ fn a_third_seed_or_a_new_ood_set_runs_only_what_is_new() {
     }
     assert!(planned.iter().all(|l| !l.starts_with("train/")));
     let out = run(&p, &cache, &[]);
-    assert_eq!(out["executed"].as_u64().unwrap(), planned.len() as u64, "{out}");
+    assert_eq!(
+        out["executed"].as_u64().unwrap(),
+        planned.len() as u64,
+        "{out}"
+    );
 }

@@ -222,3 +222,10 @@ fn vit_matches_pytorch() {
     .unwrap();
     assert_eq!(cls.dims(), &[2, 16]);
 }
+
+#[test]
+fn vit_with_the_imagenet_stem_matches_pytorch() {
+    // 224-pixel colour input, torchvision's 16-pixel patches: 196 patch tokens and [CLS].
+    let taps = check("vit-imagenet.safetensors", Arch::Vit, 16, false, 3);
+    assert_eq!(taps.outputs[0].1.dims(), &[1, 197, 16]);
+}

@@ -136,7 +136,7 @@ fn a_separate_process_executes_a_node_from_the_store_and_its_key() {
         .unwrap();
     let key = node["key"].as_str().unwrap().to_string();
     // Forget its entry, as if it had never run, then let a worker execute it.
-    let entry = cache.join("v1/entries").join(&key[..2]).join(&key[2..]);
+    let entry = cache.join("v2/entries").join(&key[..2]).join(&key[2..]);
     std::fs::remove_file(&entry).unwrap();
     let out = repflow(&["exec-node", &key, "--cache", &s(&cache)]);
     assert!(
@@ -171,13 +171,13 @@ fn corrupt_objects_are_detected_and_recomputed() {
             .unwrap()
             .to_string();
         serde_json::from_slice(
-            &std::fs::read(cache.join("v1/entries").join(&key[..2]).join(&key[2..])).unwrap(),
+            &std::fs::read(cache.join("v2/entries").join(&key[..2]).join(&key[2..])).unwrap(),
         )
         .unwrap()
     };
     let flip = |object: &str| {
         let path = cache
-            .join("v1/objects")
+            .join("v2/objects")
             .join(&object[..2])
             .join(&object[2..]);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -288,11 +288,12 @@ fn keys_are_pinned() {
     );
     assert_eq!(&node(&before, "folds/m40", "key")[..16], "895798f161586ff2");
     // After a run, a prepared layer's key follows from its inputs' outputs (both exact,
-    // platform-independent bytes).
+    // platform-independent bytes). Changes with the object format: store layout v2 (typed
+    // f64/f32 arrays) moved it from 53bdc475cbea5f0b.
     run(&p, &cache, &[]);
     assert_eq!(
         &node(&plan(&p, &cache), "prepared/net_b/layer1", "key")[..16],
-        "53bdc475cbea5f0b"
+        "3a25501c8d06ebce"
     );
 }
 

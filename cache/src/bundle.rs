@@ -1,5 +1,6 @@
-//! The object format: JSON metadata plus named f64 arrays, archived with rkyv and read
-//! through a memory map without copying the array data.
+//! The object format: JSON metadata plus named f64 or f32 arrays, archived with rkyv and read
+//! through a memory map without copying the array data. Scores and prepared layers are f64;
+//! images, weights and activations are f32 (what the networks compute), half the bytes.
 
 use std::sync::Arc;
 
@@ -15,7 +16,25 @@ pub struct Array {
     /// Its shape.
     pub shape: Vec<u64>,
     /// Its values.
-    pub data: Vec<f64>,
+    pub data: Values,
+}
+
+/// An array's values.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
+pub enum Values {
+    /// Double precision.
+    F64(Vec<f64>),
+    /// Single precision.
+    F32(Vec<f32>),
+}
+
+/// An array's values borrowed from the memory map.
+#[derive(Debug, Clone, Copy)]
+pub enum Slice<'a> {
+    /// Double precision.
+    F64(&'a [f64]),
+    /// Single precision.
+    F32(&'a [f32]),
 }
 
 /// An object: metadata (JSON text) plus named arrays.
@@ -36,13 +55,24 @@ impl Bundle {
         }
     }
 
-    /// Adds an array.
+    /// Adds an f64 array.
     pub fn with_array(mut self, name: &str, shape: &[usize], data: Vec<f64>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         self.arrays.push(Array {
             name: name.into(),
             shape: shape.iter().map(|&d| d as u64).collect(),
-            data,
+            data: Values::F64(data),
+        });
+        self
+    }
+
+    /// Adds an f32 array.
+    pub fn with_f32_array(mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        self.arrays.push(Array {
+            name: name.into(),
+            shape: shape.iter().map(|&d| d as u64).collect(),
+            data: Values::F32(data),
         });
         self
     }
@@ -69,6 +99,7 @@ pub struct MappedArray {
     map: Arc<Mmap>,
     offset: usize,
     len: usize,
+    f32: bool,
     shape: Vec<usize>,
 }
 
@@ -97,12 +128,15 @@ impl MappedBundle {
             .arrays
             .iter()
             .find(|a| a.name.as_str() == name)?;
-        let data = a.data.as_slice();
-        let offset = data.as_ptr() as usize - self.map.as_ptr() as usize;
+        let (ptr, len, f32) = match &a.data {
+            ArchivedValues::F64(v) => (v.as_ptr() as usize, v.len(), false),
+            ArchivedValues::F32(v) => (v.as_ptr() as usize, v.len(), true),
+        };
         Some(MappedArray {
             map: self.map.clone(),
-            offset,
-            len: data.len(),
+            offset: ptr - self.map.as_ptr() as usize,
+            len,
+            f32,
             shape: a.shape.iter().map(|d| d.to_native() as usize).collect(),
         })
     }
@@ -116,12 +150,42 @@ impl MappedArray {
 
     /// The values, borrowed from the memory map.
     #[cfg(target_endian = "little")]
-    pub fn as_slice(&self) -> &[f64] {
-        // SAFETY: the archive was validated; an archived f64 is a little-endian f64 with
-        // f64 alignment (rkyv's default aligned format), which on a little-endian target
-        // has exactly f64's layout; `offset..offset + 8 * len` lies inside the map.
+    pub fn values(&self) -> Slice<'_> {
+        // SAFETY: the archive was validated; an archived f64 (f32) is a little-endian f64
+        // (f32) with its natural alignment (rkyv's default aligned format), which on a
+        // little-endian target has exactly the native layout; `offset..offset + size * len`
+        // lies inside the map.
         unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(self.offset) as *const f64, self.len)
+            let p = self.map.as_ptr().add(self.offset);
+            if self.f32 {
+                Slice::F32(std::slice::from_raw_parts(p as *const f32, self.len))
+            } else {
+                Slice::F64(std::slice::from_raw_parts(p as *const f64, self.len))
+            }
+        }
+    }
+
+    /// The values of an f64 array, borrowed from the memory map (None for an f32 array).
+    pub fn as_f64(&self) -> Option<&[f64]> {
+        match self.values() {
+            Slice::F64(v) => Some(v),
+            Slice::F32(_) => None,
+        }
+    }
+
+    /// The values as f64, borrowed for an f64 array and converted for an f32 one.
+    pub fn to_f64(&self) -> std::borrow::Cow<'_, [f64]> {
+        match self.values() {
+            Slice::F64(v) => std::borrow::Cow::Borrowed(v),
+            Slice::F32(v) => std::borrow::Cow::Owned(v.iter().map(|&x| x as f64).collect()),
+        }
+    }
+
+    /// The values as f32 (converted for an f64 array).
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self.values() {
+            Slice::F32(v) => std::borrow::Cow::Borrowed(v),
+            Slice::F64(v) => std::borrow::Cow::Owned(v.iter().map(|&x| x as f32).collect()),
         }
     }
 }
@@ -149,8 +213,33 @@ mod tests {
         assert_eq!(mb.meta(), "{\"a\":1}");
         let x = mb.array("x").unwrap();
         assert_eq!(x.shape(), &[2, 3]);
-        assert_eq!(x.as_slice(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        assert_eq!(x.as_slice().as_ptr() as usize % 8, 0);
+        assert_eq!(x.as_f64().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(x.as_f64().unwrap().as_ptr() as usize % 8, 0);
         assert!(mb.array("y").is_none());
+    }
+
+    #[test]
+    fn f32_arrays_read_back_in_place() {
+        let b = Bundle::meta("{}".into())
+            .with_f32_array("w", &[3], vec![0.5, -1.25, 3.0])
+            .with_array("d", &[1], vec![7.0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obj");
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let map = unsafe { Mmap::map(&std::fs::File::open(&path).unwrap()).unwrap() };
+        let mb = MappedBundle::new(map).unwrap();
+        let w = mb.array("w").unwrap();
+        match w.values() {
+            Slice::F32(v) => {
+                assert_eq!(v, &[0.5, -1.25, 3.0]);
+                assert_eq!(v.as_ptr() as usize % 4, 0);
+                // borrowed from the map, not copied
+                assert!(matches!(w.to_f32(), std::borrow::Cow::Borrowed(_)));
+            }
+            Slice::F64(_) => panic!("stored as f32"),
+        }
+        assert!(w.as_f64().is_none());
+        assert_eq!(&*w.to_f64(), &[0.5, -1.25, 3.0]);
+        assert_eq!(mb.array("d").unwrap().as_f64().unwrap(), &[7.0]);
     }
 }

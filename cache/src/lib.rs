@@ -22,7 +22,7 @@ mod digest;
 mod entry;
 mod store;
 
-pub use bundle::{Bundle, MappedArray, MappedBundle};
+pub use bundle::{Bundle, MappedArray, MappedBundle, Slice, Values};
 pub use digest::{Digest, Key, KeyBuilder};
 pub use entry::{Entry, Recipe};
 pub use store::{now, CacheError, GcReport, Store, VerifyReport};

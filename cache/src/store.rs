@@ -23,8 +23,8 @@ use crate::bundle::MappedBundle;
 use crate::digest::{Digest, Key};
 use crate::entry::{Entry, Recipe};
 
-/// The layout version, part of the store's folder name.
-pub const FORMAT: &str = "v1";
+/// The layout version, part of the store's folder name (v2: arrays may be f32).
+pub const FORMAT: &str = "v2";
 
 /// What can go wrong with the store.
 #[derive(Debug)]

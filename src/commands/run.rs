@@ -75,9 +75,10 @@ fn write_model_table(
         let b = store.get(&o.digests[i]?).ok()?;
         serde_json::from_str(b.meta()).ok()
     };
-    let mut lines =
-        vec!["model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy"
-            .to_string()];
+    let mut lines = vec![
+        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy"
+            .to_string(),
+    ];
     for (i, node) in dag.nodes.iter().enumerate() {
         let NodeSpec::Extract(extract) = &node.spec else {
             continue;

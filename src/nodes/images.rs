@@ -105,10 +105,10 @@ impl TransformNode {
 /// Images as a bundle: array `images` (n × c × h × w), metadata ids and labels.
 pub fn to_bundle(images: &Images) -> Bundle {
     let meta = serde_json::json!({ "ids": images.ids, "labels": images.labels });
-    Bundle::meta(meta.to_string()).with_array(
+    Bundle::meta(meta.to_string()).with_f32_array(
         "images",
         &[images.n, images.c, images.h, images.w],
-        images.data.iter().map(|&v| v as f64).collect(),
+        images.data.clone(),
     )
 }
 
@@ -124,7 +124,7 @@ pub fn from_bundle(b: &MappedBundle) -> Result<Images, UserError> {
         c,
         h,
         w,
-        data: a.as_slice().iter().map(|&v| v as f32).collect(),
+        data: a.to_f32().into_owned(),
         labels: serde_json::from_value(meta["labels"].clone()).map_err(|e| bad(&e.to_string()))?,
         ids: serde_json::from_value(meta["ids"].clone()).map_err(|e| bad(&e.to_string()))?,
     })

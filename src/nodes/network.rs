@@ -43,12 +43,12 @@ fn tensors_to_bundle(
     names.sort();
     for n in names {
         let t = &tensors[n];
-        let data: Vec<f64> = t
+        let data: Vec<f32> = t
             .flatten_all()
-            .and_then(|f| f.to_dtype(DType::F64))
+            .and_then(|f| f.to_dtype(DType::F32))
             .and_then(|f| f.to_vec1())
             .map_err(ce)?;
-        b = b.with_array(&format!("{prefix}{n}"), t.dims(), data);
+        b = b.with_f32_array(&format!("{prefix}{n}"), t.dims(), data);
     }
     Ok(b)
 }
@@ -64,7 +64,7 @@ fn tensors_from_bundle(
         let a = b
             .array(&format!("{prefix}{n}"))
             .ok_or_else(|| ce(format!("corrupt weights object: no `{n}`")))?;
-        let v: Vec<f32> = a.as_slice().iter().map(|&x| x as f32).collect();
+        let v: Vec<f32> = a.to_f32().into_owned();
         out.insert(
             n.clone(),
             Tensor::from_vec(v, a.shape(), &Device::Cpu).map_err(ce)?,
@@ -243,11 +243,11 @@ impl Extract {
         let mut b = Bundle::meta(meta.to_string());
         for l in layers {
             let n = images.n;
-            let col_major: Vec<f64> = (0..l.units)
+            let col_major: Vec<f32> = (0..l.units)
                 .flat_map(|j| (0..n).map(move |i| (i, j)))
-                .map(|(i, j)| l.data[i * l.units + j] as f64)
+                .map(|(i, j)| l.data[i * l.units + j])
                 .collect();
-            b = b.with_array(&l.name, &[n, l.units], col_major);
+            b = b.with_f32_array(&l.name, &[n, l.units], col_major);
         }
         Ok(b)
     }

@@ -42,7 +42,8 @@ struct MappedData(MappedArray);
 
 impl DataBuffer for MappedData {
     fn as_slice(&self) -> &[f64] {
-        self.0.as_slice()
+        // `load` only wraps f64 arrays
+        self.0.as_f64().unwrap_or(&[])
     }
 }
 
@@ -69,7 +70,9 @@ impl Prepared {
             .array(&self.array)
             .ok_or_else(|| corrupt(&format!("the input has no matrix `{}`", self.array)))?;
         let (m, n) = (x.shape()[0], x.shape()[1]);
-        let xr = MatRef::from_column_major_slice(x.as_slice(), m, n);
+        // activations are stored f32, files' matrices f64: the kernels work in f64
+        let values = x.to_f64();
+        let xr = MatRef::from_column_major_slice(&values, m, n);
         let rotated = self
             .rotation
             .map(|seed| repflow_kernels::rotation::rotate(xr, seed))
@@ -128,7 +131,7 @@ pub fn load(bundle: &MappedBundle, settings: &Settings) -> Result<PreparedLayer,
     };
     let per_fold = |name: &str| -> Result<Vec<Vec<f64>>, UserError> {
         let a = array(name)?;
-        Ok(a.as_slice()
+        Ok(a.to_f64()
             .chunks(n_units.max(1))
             .take(k)
             .map(<[f64]>::to_vec)
@@ -157,13 +160,17 @@ pub fn load(bundle: &MappedBundle, settings: &Settings) -> Result<PreparedLayer,
             .ok_or_else(|| corrupt("no n_units_in"))? as usize,
         dropped: serde_json::from_value(meta["dropped"].clone())
             .map_err(|e| corrupt(&e.to_string()))?,
-        mean: array("mean")?.as_slice().to_vec(),
+        mean: array("mean")?.to_f64().into_owned(),
         test_rows,
         stats,
     };
+    let data = array("data")?;
+    if data.as_f64().is_none() {
+        return Err(corrupt("`data` is not an f64 array"));
+    }
     Ok(PreparedLayer::from_parts(
         parts,
         settings,
-        Arc::new(MappedData(array("data")?)),
+        Arc::new(MappedData(data)),
     )?)
 }

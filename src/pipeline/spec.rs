@@ -488,11 +488,13 @@ pub fn load(path: &Path) -> Result<PipelineSpec, UserError> {
         toml::from_str(&text).map_err(|e| toml_error(path, &text, e))?
     } else {
         let names: Vec<String> = includes.iter().map(|p| p.display().to_string()).collect();
-        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            let mut err = toml_error(path, "", e);
-            err.message = format!("{} (with `include`: {})", err.message, names.join(", "));
-            err
-        })?
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let mut err = toml_error(path, "", e);
+                err.message = format!("{} (with `include`: {})", err.message, names.join(", "));
+                err
+            })?
     };
     spec.path = path.to_path_buf();
     spec.includes = includes;
@@ -527,9 +529,8 @@ fn resolve(path: &Path, depth: usize) -> Result<(toml::Table, Vec<PathBuf>), Use
     let mut files = Vec::new();
     for name in &names {
         let inc = dir.join(name);
-        let (t, nested) = resolve(&inc, depth + 1).map_err(|e| {
-            e.prefixed(&format!("{}: `include` names `{name}`: ", path.display()))
-        })?;
+        let (t, nested) = resolve(&inc, depth + 1)
+            .map_err(|e| e.prefixed(&format!("{}: `include` names `{name}`: ", path.display())))?;
         merge(&mut merged, t);
         files.extend(nested);
         files.push(inc);

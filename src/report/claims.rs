@@ -51,7 +51,14 @@ pub fn main_metric(r: &Results) -> Option<String> {
 }
 
 /// Mean score of `arch`'s seed pairs over layers (optionally one depth bucket).
-fn layer_mean(r: &Results, arch: &str, step: Option<u64>, set: &str, metric: &str, b: Option<usize>) -> f64 {
+fn layer_mean(
+    r: &Results,
+    arch: &str,
+    step: Option<u64>,
+    set: &str,
+    metric: &str,
+    b: Option<usize>,
+) -> f64 {
     let rows = r.within(arch, step, set, metric);
     let v: Vec<f64> = by_depth(&rows)
         .into_iter()
@@ -87,8 +94,16 @@ fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
         "metric-order",
         "linear ≥ Procrustes ≥ permutation, on average over layers",
     );
-    if !["linear", "procrustes", "permutation"].iter().all(|m| has_metric(r, m)) || archs.is_empty() {
-        return not_measured(id, finding, "needs linear, procrustes and permutation scores of seed pairs");
+    if !["linear", "procrustes", "permutation"]
+        .iter()
+        .all(|m| has_metric(r, m))
+        || archs.is_empty()
+    {
+        return not_measured(
+            id,
+            finding,
+            "needs linear, procrustes and permutation scores of seed pairs",
+        );
     }
     let mut values = BTreeMap::new();
     let mut text = Vec::new();
@@ -114,7 +129,10 @@ fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
 }
 
 fn early_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> Claim {
-    let (id, finding) = ("early-vs-late", "early layers are more aligned than late ones");
+    let (id, finding) = (
+        "early-vs-late",
+        "early layers are more aligned than late ones",
+    );
     if archs.is_empty() {
         return not_measured(id, finding, "needs seed pairs of one architecture");
     }
@@ -146,7 +164,11 @@ fn trained_untrained(r: &Results, archs: &[String], last: Option<u64>, metric: &
     );
     let steps = r.steps();
     if archs.is_empty() || steps.first() != Some(&0) || last.unwrap_or(0) == 0 {
-        return not_measured(id, finding, "needs checkpoints at step 0 and after training");
+        return not_measured(
+            id,
+            finding,
+            "needs checkpoints at step 0 and after training",
+        );
     }
     let mut values = BTreeMap::new();
     let (mut text, mut verdicts) = (Vec::new(), Vec::new());
@@ -157,7 +179,9 @@ fn trained_untrained(r: &Results, archs: &[String], last: Option<u64>, metric: &
         );
         values.insert(format!("{a}.trained"), t);
         values.insert(format!("{a}.untrained"), u);
-        text.push(format!("{a} ({metric}, late layers): trained {t:.3}, untrained {u:.3}"));
+        text.push(format!(
+            "{a} ({metric}, late layers): trained {t:.3}, untrained {u:.3}"
+        ));
         verdicts.push((a.clone(), t > u));
     }
     Claim {
@@ -171,14 +195,27 @@ fn trained_untrained(r: &Results, archs: &[String], last: Option<u64>, metric: &
 
 fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Claim {
     let (id, finding) = if cnn {
-        ("rotation-cnn", "a random rotation lowers the permutation score in CNNs (by > 0.02)")
+        (
+            "rotation-cnn",
+            "a random rotation lowers the permutation score in CNNs (by > 0.02)",
+        )
     } else {
-        ("rotation-vit", "a random rotation does not lower the permutation score in ViTs (by > 0.02)")
+        (
+            "rotation-vit",
+            "a random rotation does not lower the permutation score in ViTs (by > 0.02)",
+        )
     };
-    let chosen: Vec<&String> = archs.iter().filter(|a| (a.as_str() == "vit") != cnn).collect();
+    let chosen: Vec<&String> = archs
+        .iter()
+        .filter(|a| (a.as_str() == "vit") != cnn)
+        .collect();
     if !has_metric(r, "permutation:rotated") || chosen.is_empty() {
         let what = if cnn { "CNN" } else { "ViT" };
-        return not_measured(id, finding, &format!("needs permutation and permutation:rotated scores of {what} seed pairs"));
+        return not_measured(
+            id,
+            finding,
+            &format!("needs permutation and permutation:rotated scores of {what} seed pairs"),
+        );
     }
     let mut values = BTreeMap::new();
     let (mut text, mut verdicts) = (Vec::new(), Vec::new());
@@ -188,8 +225,17 @@ fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Clai
         let drop = native - rotated;
         values.insert(format!("{a}.native"), native);
         values.insert(format!("{a}.rotated"), rotated);
-        text.push(format!("{a}: native {native:.3}, rotated {rotated:.3} (drop {drop:.3})"));
-        verdicts.push((a.clone(), if cnn { drop > ROTATION_EFFECT } else { drop <= ROTATION_EFFECT }));
+        text.push(format!(
+            "{a}: native {native:.3}, rotated {rotated:.3} (drop {drop:.3})"
+        ));
+        verdicts.push((
+            a.clone(),
+            if cnn {
+                drop > ROTATION_EFFECT
+            } else {
+                drop <= ROTATION_EFFECT
+            },
+        ));
     }
     Claim {
         id,
@@ -216,7 +262,11 @@ fn first_epoch(r: &Results, archs: &[String], metric: &str) -> Claim {
     );
     let steps = r.steps();
     if archs.is_empty() || steps.len() < 3 || steps[0] != 0 {
-        return not_measured(id, finding, "needs step 0 and at least two later checkpoints");
+        return not_measured(
+            id,
+            finding,
+            "needs step 0 and at least two later checkpoints",
+        );
     }
     let epoch = |s: u64| r.epoch_of(s).unwrap_or(f64::NAN);
     let last_epoch = epoch(*steps.last().expect("checkpoints"));
@@ -228,8 +278,14 @@ fn first_epoch(r: &Results, archs: &[String], metric: &str) -> Claim {
             continue;
         };
         let progress = |v: f64| (v - start) / (end - start);
-        let at90 = curve.iter().find(|(_, v)| progress(*v) >= 0.9).map(|(s, _)| *s);
-        let within = curve.iter().filter(|(s, _)| epoch(*s) <= 1.0 + 1e-9).last().copied();
+        let at90 = curve
+            .iter()
+            .find(|(_, v)| progress(*v) >= 0.9)
+            .map(|(s, _)| *s);
+        let within = curve
+            .iter()
+            .rfind(|(s, _)| epoch(*s) <= 1.0 + 1e-9)
+            .copied();
         if let Some(s) = at90 {
             values.insert(format!("{a}.step_90"), s as f64);
         }
@@ -240,7 +296,11 @@ fn first_epoch(r: &Results, archs: &[String], metric: &str) -> Claim {
         );
         if let Some((s, v)) = within.filter(|_| last_epoch > 1.0 + 1e-9) {
             values.insert(format!("{a}.progress_epoch1"), progress(v));
-            line.push_str(&format!("; {:.0}% by step {s} (epoch {:.2})", 100.0 * progress(v), epoch(s)));
+            line.push_str(&format!(
+                "; {:.0}% by step {s} (epoch {:.2})",
+                100.0 * progress(v),
+                epoch(s)
+            ));
             verdicts.push((a.clone(), progress(v) >= 0.5));
         }
         text.push(line);
@@ -265,7 +325,11 @@ fn ood_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> C
     );
     let sets = r.ood_sets();
     if archs.is_empty() || sets.is_empty() {
-        return not_measured(id, finding, "needs out-of-distribution sets (`stimuli.ood`)");
+        return not_measured(
+            id,
+            finding,
+            "needs out-of-distribution sets (`stimuli.ood`)",
+        );
     }
     let mut values = BTreeMap::new();
     let (mut text, mut verdicts) = (Vec::new(), Vec::new());
@@ -295,16 +359,26 @@ fn ood_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> C
 
 /// Per layer depth of `arch`: the correlation, over OOD sets and seed pairs, between a pair's
 /// alignment on a set and the pair's mean accuracy on it.
-pub fn ood_accuracy_correlation(r: &Results, arch: &str, last: Option<u64>, metric: &str) -> Vec<(f64, f64)> {
+pub fn ood_accuracy_correlation(
+    r: &Results,
+    arch: &str,
+    last: Option<u64>,
+    metric: &str,
+) -> Vec<(f64, f64)> {
     let mut by: BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for set in r.ood_sets() {
         for row in r.within(arch, last, &set, metric) {
-            let (Some(x), Some(y)) = (r.accuracy(&row.model_a, &set), r.accuracy(&row.model_b, &set)) else {
+            let (Some(x), Some(y)) = (
+                r.accuracy(&row.model_a, &set),
+                r.accuracy(&row.model_b, &set),
+            ) else {
                 continue;
             };
-            let e = by
-                .entry((row.depth_a * 1e6).round() as i64)
-                .or_insert((row.depth_a, Vec::new(), Vec::new()));
+            let e = by.entry((row.depth_a * 1e6).round() as i64).or_insert((
+                row.depth_a,
+                Vec::new(),
+                Vec::new(),
+            ));
             e.1.push(row.score);
             e.2.push((x + y) / 2.0);
         }
@@ -332,7 +406,11 @@ fn ood_accuracy_trend(r: &Results, archs: &[String], last: Option<u64>, metric: 
         }
         let (d, v): (Vec<f64>, Vec<f64>) = c.iter().copied().unzip();
         let (md, mv) = (mean(&d), mean(&v));
-        let slope = d.iter().zip(&v).map(|(x, y)| (x - md) * (y - mv)).sum::<f64>()
+        let slope = d
+            .iter()
+            .zip(&v)
+            .map(|(x, y)| (x - md) * (y - mv))
+            .sum::<f64>()
             / d.iter().map(|x| (x - md).powi(2)).sum::<f64>();
         values.insert(format!("{a}.first"), v[0]);
         values.insert(format!("{a}.last"), v[v.len() - 1]);

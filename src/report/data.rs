@@ -73,8 +73,9 @@ impl Results {
             UserError::input(format!("cannot read `{}`: {e}", path.display()))
                 .hint("run the pipeline first: `repflow run <pipeline>`")
         })?;
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|e| UserError::input(format!("`{}` is not a score table: {e}", path.display())))?;
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+            UserError::input(format!("`{}` is not a score table: {e}", path.display()))
+        })?;
         let text_of = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         let scores = rows
             .iter()
@@ -143,7 +144,13 @@ impl Results {
 
     /// Scores of within-architecture pairs of `arch` at checkpoint `step` (any when None) on
     /// set `stimuli` under `metric`, one per (pair, layer): (depth, score, fold std).
-    pub fn within(&self, arch: &str, step: Option<u64>, stimuli: &str, metric: &str) -> Vec<&ScoreRow> {
+    pub fn within(
+        &self,
+        arch: &str,
+        step: Option<u64>,
+        stimuli: &str,
+        metric: &str,
+    ) -> Vec<&ScoreRow> {
         self.scores
             .iter()
             .filter(|r| {
@@ -183,7 +190,11 @@ impl Results {
     pub fn test_accuracy_by_step(&self, arch: &str) -> Vec<(u64, f64)> {
         let mut by: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
         for m in &self.models {
-            if let (true, Some(s), Some(a)) = (m.arch == arch && m.stimuli == "base", m.step, m.test_accuracy) {
+            if let (true, Some(s), Some(a)) = (
+                m.arch == arch && m.stimuli == "base",
+                m.step,
+                m.test_accuracy,
+            ) {
                 by.entry(s).or_default().push(a);
             }
         }

@@ -22,7 +22,13 @@ pub struct Figure {
     pub png: Vec<u8>,
 }
 
-fn figure<C: Chart>(name: &str, title: &str, caption: String, chart: &C, size: (u32, u32)) -> Result<Figure, UserError> {
+fn figure<C: Chart>(
+    name: &str,
+    title: &str,
+    caption: String,
+    chart: &C,
+    size: (u32, u32),
+) -> Result<Figure, UserError> {
     let (svg, png) = super::plot::render(chart, size)?;
     Ok(Figure {
         name: name.into(),
@@ -33,12 +39,28 @@ fn figure<C: Chart>(name: &str, title: &str, caption: String, chart: &C, size: (
     })
 }
 
+/// A figure's title; the ViT versions (figure 6 of the paper) say so.
+fn titled(title: &str, suffix: &str) -> String {
+    if suffix == "_vit" {
+        format!("{title} (ViT)")
+    } else {
+        title.to_string()
+    }
+}
+
 fn colour_of(metric: &str) -> plotters::style::RGBColor {
     let base = metric.trim_end_matches(":rotated");
-    let i = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
-        .iter()
-        .position(|m| *m == base)
-        .unwrap_or(7);
+    let i = [
+        "linear",
+        "procrustes",
+        "permutation",
+        "soft-matching",
+        "cka",
+        "rsa",
+    ]
+    .iter()
+    .position(|m| *m == base)
+    .unwrap_or(7);
     COLOURS[i]
 }
 
@@ -56,7 +78,12 @@ fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
     (a - 0.02, b + 0.02)
 }
 
-fn depth_series(label: String, colour: plotters::style::RGBColor, light: bool, rows: &[&ScoreRow]) -> Series {
+fn depth_series(
+    label: String,
+    colour: plotters::style::RGBColor,
+    light: bool,
+    rows: &[&ScoreRow],
+) -> Series {
     Series {
         label,
         colour,
@@ -95,12 +122,28 @@ pub fn figures(r: &Results) -> Result<Vec<Figure>, UserError> {
 }
 
 /// Figure 1: alignment versus depth per metric, trained and untrained.
-fn depth_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) -> Result<Option<Figure>, UserError> {
-    let metrics: Vec<&str> = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
-        .into_iter()
-        .filter(|m| r.scores.iter().any(|s| s.metric == *m))
-        .collect();
-    let untrained = r.steps().first().copied().filter(|&s| s == 0 && last != Some(0));
+fn depth_figure(
+    r: &Results,
+    archs: &[String],
+    last: Option<u64>,
+    suffix: &str,
+) -> Result<Option<Figure>, UserError> {
+    let metrics: Vec<&str> = [
+        "linear",
+        "procrustes",
+        "permutation",
+        "soft-matching",
+        "cka",
+        "rsa",
+    ]
+    .into_iter()
+    .filter(|m| r.scores.iter().any(|s| s.metric == *m))
+    .collect();
+    let untrained = r
+        .steps()
+        .first()
+        .copied()
+        .filter(|&s| s == 0 && last != Some(0));
     let mut panels = Vec::new();
     for a in archs {
         let mut series = Vec::new();
@@ -110,20 +153,39 @@ fn depth_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) 
                 continue;
             }
             let what = if last.is_some() { " (trained)" } else { "" };
-            series.push(depth_series(format!("{m}{what}"), colour_of(m), false, &rows));
+            series.push(depth_series(
+                format!("{m}{what}"),
+                colour_of(m),
+                false,
+                &rows,
+            ));
             if let Some(s0) = untrained {
                 let rows = r.within(a, Some(s0), "base", m);
-                series.push(depth_series(format!("{m} (untrained)"), colour_of(m), true, &rows));
+                series.push(depth_series(
+                    format!("{m} (untrained)"),
+                    colour_of(m),
+                    true,
+                    &rows,
+                ));
             }
         }
         if !series.is_empty() {
-            panels.push(Panel { title: a.clone(), series });
+            panels.push(Panel {
+                title: a.clone(),
+                series,
+            });
         }
     }
     if panels.is_empty() {
         return Ok(None);
     }
-    let y = y_range(panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))), 0.0, 1.0);
+    let y = y_range(
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
+        0.0,
+        1.0,
+    );
     let chart = Lines {
         x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
         y_desc: "alignment score (fold mean)".into(),
@@ -136,7 +198,7 @@ fn depth_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) 
     let n = chart.panels.len();
     Ok(Some(figure(
         &format!("fig1_depth{suffix}"),
-        "Alignment versus depth",
+        &titled("Alignment versus depth", suffix),
         "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: standard deviation over folds.".into(),
         &chart,
         panel_size(n),
@@ -144,7 +206,12 @@ fn depth_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) 
 }
 
 /// Figure 3: permutation score in the native and a rotated basis per layer.
-fn rotation_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &str) -> Result<Option<Figure>, UserError> {
+fn rotation_figure(
+    r: &Results,
+    archs: &[String],
+    last: Option<u64>,
+    suffix: &str,
+) -> Result<Option<Figure>, UserError> {
     let mut panels = Vec::new();
     for a in archs {
         let native = r.within(a, last, "base", "permutation");
@@ -155,15 +222,31 @@ fn rotation_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &st
         panels.push(Panel {
             title: a.clone(),
             series: vec![
-                depth_series("permutation, native basis".into(), COLOURS[2], false, &native),
-                depth_series("permutation, rotated basis".into(), COLOURS[3], false, &rotated),
+                depth_series(
+                    "permutation, native basis".into(),
+                    COLOURS[2],
+                    false,
+                    &native,
+                ),
+                depth_series(
+                    "permutation, rotated basis".into(),
+                    COLOURS[3],
+                    false,
+                    &rotated,
+                ),
             ],
         });
     }
     if panels.is_empty() {
         return Ok(None);
     }
-    let y = y_range(panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))), 0.0, 1.0);
+    let y = y_range(
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
+        0.0,
+        1.0,
+    );
     let n = panels.len();
     let chart = Lines {
         x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
@@ -176,7 +259,7 @@ fn rotation_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &st
     };
     Ok(Some(figure(
         &format!("fig3_rotation{suffix}"),
-        "Privileged basis: native versus rotated",
+        &titled("Privileged basis: native versus rotated", suffix),
         "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: standard deviation over folds.".into(),
         &chart,
         panel_size(n),
@@ -184,7 +267,11 @@ fn rotation_figure(r: &Results, archs: &[String], last: Option<u64>, suffix: &st
 }
 
 /// Figure 4: alignment versus training step per depth bucket, test accuracy on a second axis.
-fn training_figure(r: &Results, archs: &[String], suffix: &str) -> Result<Option<Figure>, UserError> {
+fn training_figure(
+    r: &Results,
+    archs: &[String],
+    suffix: &str,
+) -> Result<Option<Figure>, UserError> {
     let steps = r.steps();
     let Some(metric) = main_metric(r) else {
         return Ok(None);
@@ -229,14 +316,22 @@ fn training_figure(r: &Results, archs: &[String], suffix: &str) -> Result<Option
             });
         }
         if !series.is_empty() {
-            panels.push(Panel { title: a.clone(), series });
+            panels.push(Panel {
+                title: a.clone(),
+                series,
+            });
         }
     }
     if panels.is_empty() {
         return Ok(None);
     }
     let y = y_range(
-        panels.iter().flat_map(|p| p.series.iter().filter(|s| !s.label.starts_with("test")).flat_map(|s| s.points.iter().map(|p| p.1))),
+        panels.iter().flat_map(|p| {
+            p.series
+                .iter()
+                .filter(|s| !s.label.starts_with("test"))
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+        }),
         0.0,
         1.0,
     );
@@ -248,13 +343,19 @@ fn training_figure(r: &Results, archs: &[String], suffix: &str) -> Result<Option
         x_range: (1.0, last * 1.2),
         y_range: y,
         log_x: true,
-        secondary: Some(("test accuracy".into(), "test accuracy (fraction correct)".into())),
+        secondary: Some((
+            "test accuracy".into(),
+            "test accuracy (fraction correct)".into(),
+        )),
         panels,
     };
-    let epochs: Vec<String> = steps.iter().filter_map(|&s| r.epoch_of(s).map(|e| format!("{s}→{e:.2}"))).collect();
+    let epochs: Vec<String> = steps
+        .iter()
+        .filter_map(|&s| r.epoch_of(s).map(|e| format!("{s}→{e:.2}")))
+        .collect();
     Ok(Some(figure(
         &format!("fig4_training{suffix}"),
-        "Alignment during training",
+        &titled("Alignment during training", suffix),
         format!(
             "Seed-pair {metric} alignment by depth bucket at each checkpoint, with test accuracy (grey, right axis). Steps → epochs: {}.",
             epochs.join(", ")
@@ -281,8 +382,14 @@ fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
     }
     let mut kinds_done = std::collections::BTreeSet::new();
     for ((metric, a, b), rows) in grids {
-        let mut la: Vec<(f64, String)> = rows.iter().map(|r| (r.depth_a, r.layer_a.clone())).collect();
-        let mut lb: Vec<(f64, String)> = rows.iter().map(|r| (r.depth_b, r.layer_b.clone())).collect();
+        let mut la: Vec<(f64, String)> = rows
+            .iter()
+            .map(|r| (r.depth_a, r.layer_a.clone()))
+            .collect();
+        let mut lb: Vec<(f64, String)> = rows
+            .iter()
+            .map(|r| (r.depth_b, r.layer_b.clone()))
+            .collect();
         for l in [&mut la, &mut lb] {
             l.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
             l.dedup();
@@ -309,7 +416,10 @@ fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
             rows: la.iter().map(|l| l.1.clone()).collect(),
             cols: lb.iter().map(|l| l.1.clone()).collect(),
             values,
-            axes: (format!("layer of {a} ({aa}, forward order)"), format!("layer of {b} ({ab}, forward order)")),
+            axes: (
+                format!("layer of {a} ({aa}, forward order)"),
+                format!("layer of {b} ({ab}, forward order)"),
+            ),
         };
         out.push(figure(
             &format!("fig2_heatmap_{}_{within}", metric.replace(':', "_")),
@@ -324,7 +434,11 @@ fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
 
 /// Figure 5: in-distribution versus OOD alignment by depth; alignment versus OOD accuracy for
 /// the first and last layer; their correlation by depth.
-fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option<Figure>, UserError> {
+fn ood_figure(
+    r: &Results,
+    archs: &[String],
+    last: Option<u64>,
+) -> Result<Option<Figure>, UserError> {
     let sets = r.ood_sets();
     let Some(metric) = main_metric(r) else {
         return Ok(None);
@@ -338,26 +452,49 @@ fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option
     let mut corr = Vec::new();
     for (k, a) in archs.iter().enumerate() {
         let c = COLOURS[k % COLOURS.len()];
-        id_ood.push(depth_series(format!("{a}, in-distribution"), c, false, &r.within(a, last, "base", &metric)));
+        id_ood.push(depth_series(
+            format!("{a}, in-distribution"),
+            c,
+            false,
+            &r.within(a, last, "base", &metric),
+        ));
         // per depth: mean over OOD sets of the set's mean over pairs; error = standard error
         let mut per_depth: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
         for s in &sets {
             for (d, v, _) in by_depth(&r.within(a, last, s, &metric)) {
-                per_depth.entry((d * 1e6).round() as i64).or_insert((d, Vec::new())).1.push(v);
+                per_depth
+                    .entry((d * 1e6).round() as i64)
+                    .or_insert((d, Vec::new()))
+                    .1
+                    .push(v);
             }
         }
         let points = per_depth
             .into_values()
             .map(|(d, v)| {
                 let m = mean(&v);
-                let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt();
+                let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>()
+                    / (v.len().max(2) - 1) as f64)
+                    .sqrt();
                 (d, m, sd / (v.len() as f64).sqrt())
             })
             .collect();
-        id_ood.push(Series { label: format!("{a}, OOD mean"), colour: c, light: true, points, scatter: false });
+        id_ood.push(Series {
+            label: format!("{a}, OOD mean"),
+            colour: c,
+            light: true,
+            points,
+            scatter: false,
+        });
         // alignment vs accuracy at the first and last layer
-        let depths: Vec<f64> = by_depth(&r.within(a, last, "base", &metric)).iter().map(|p| p.0).collect();
-        for (target, list) in [(depths.first(), &mut scatter_first), (depths.last(), &mut scatter_last)] {
+        let depths: Vec<f64> = by_depth(&r.within(a, last, "base", &metric))
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        for (target, list) in [
+            (depths.first(), &mut scatter_first),
+            (depths.last(), &mut scatter_last),
+        ] {
             let Some(&target) = target else { continue };
             let points: Vec<(f64, f64, f64)> = sets
                 .iter()
@@ -366,25 +503,42 @@ fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option
                         .into_iter()
                         .filter(|row| (row.depth_a - target).abs() < 1e-9)
                         .filter_map(|row| {
-                            let acc = (r.accuracy(&row.model_a, s)? + r.accuracy(&row.model_b, s)?) / 2.0;
+                            let acc =
+                                (r.accuracy(&row.model_a, s)? + r.accuracy(&row.model_b, s)?) / 2.0;
                             Some((acc, row.score, 0.0))
                         })
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            list.push(Series { label: a.clone(), colour: c, light: false, points, scatter: true });
+            list.push(Series {
+                label: a.clone(),
+                colour: c,
+                light: false,
+                points,
+                scatter: true,
+            });
         }
         corr.push(Series {
             label: a.clone(),
             colour: c,
             light: false,
-            points: ood_accuracy_correlation(r, a, last, &metric).into_iter().map(|(d, v)| (d, v, 0.0)).collect(),
+            points: ood_accuracy_correlation(r, a, last, &metric)
+                .into_iter()
+                .map(|(d, v)| (d, v, 0.0))
+                .collect(),
             scatter: false,
         });
     }
-    let y = y_range(id_ood.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 0.0, 1.0);
+    let y = y_range(
+        id_ood.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        0.0,
+        1.0,
+    );
     let first = Lines {
-        panels: vec![Panel { title: "in-distribution vs OOD".into(), series: id_ood }],
+        panels: vec![Panel {
+            title: "in-distribution vs OOD".into(),
+            series: id_ood,
+        }],
         x_desc: "normalised depth".into(),
         y_desc: format!("{metric} alignment (fold mean)"),
         x_range: (-0.03, 1.03),
@@ -392,12 +546,32 @@ fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option
         log_x: false,
         secondary: None,
     };
-    let acc_range = y_range(scatter_first.iter().chain(&scatter_last).flat_map(|s| s.points.iter().map(|p| p.0)), 0.5, 0.5);
-    let sy = y_range(scatter_first.iter().chain(&scatter_last).flat_map(|s| s.points.iter().map(|p| p.1)), 0.5, 0.5);
+    let acc_range = y_range(
+        scatter_first
+            .iter()
+            .chain(&scatter_last)
+            .flat_map(|s| s.points.iter().map(|p| p.0)),
+        0.5,
+        0.5,
+    );
+    let sy = y_range(
+        scatter_first
+            .iter()
+            .chain(&scatter_last)
+            .flat_map(|s| s.points.iter().map(|p| p.1)),
+        0.5,
+        0.5,
+    );
     let scatter = Lines {
         panels: vec![
-            Panel { title: "first layer".into(), series: scatter_first },
-            Panel { title: "last layer".into(), series: scatter_last },
+            Panel {
+                title: "first layer".into(),
+                series: scatter_first,
+            },
+            Panel {
+                title: "last layer".into(),
+                series: scatter_last,
+            },
         ],
         x_desc: "OOD accuracy of the pair (fraction correct)".into(),
         y_desc: format!("{metric} alignment on the set"),
@@ -407,7 +581,10 @@ fn ood_figure(r: &Results, archs: &[String], last: Option<u64>) -> Result<Option
         secondary: None,
     };
     let correlation = Lines {
-        panels: vec![Panel { title: "alignment–accuracy correlation".into(), series: corr }],
+        panels: vec![Panel {
+            title: "alignment–accuracy correlation".into(),
+            series: corr,
+        }],
         x_desc: "normalised depth".into(),
         y_desc: "Pearson r over OOD sets and pairs".into(),
         x_range: (-0.03, 1.03),

@@ -33,7 +33,10 @@ fn rotation_table(r: &Results) -> Option<String> {
         }
         let range = |v: &[(f64, f64, f64)]| {
             let s = v.iter().map(|p| p.1);
-            (s.clone().fold(f64::INFINITY, f64::min), s.fold(f64::NEG_INFINITY, f64::max))
+            (
+                s.clone().fold(f64::INFINITY, f64::min),
+                s.fold(f64::NEG_INFINITY, f64::max),
+            )
         };
         let ((n0, n1), (r0, r1)) = (range(&native), range(&rotated));
         rows.push(format!(
@@ -60,7 +63,11 @@ fn accuracy_table(r: &Results) -> Option<String> {
     let mut sets: Vec<String> = vec!["base".into()];
     sets.extend(r.ood_sets());
     let mut rows = Vec::new();
-    for m in r.models.iter().filter(|m| m.stimuli == "base" && m.step == last) {
+    for m in r
+        .models
+        .iter()
+        .filter(|m| m.stimuli == "base" && m.step == last)
+    {
         let cells: Vec<String> = sets
             .iter()
             .map(|s| {
@@ -73,7 +80,9 @@ fn accuracy_table(r: &Results) -> Option<String> {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&m.model),
             escape(&m.arch),
-            m.test_accuracy.map(|a| format!("{a:.3}")).unwrap_or_default(),
+            m.test_accuracy
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_default(),
             cells.join("</td><td>")
         ));
     }
@@ -86,7 +95,13 @@ fn accuracy_table(r: &Results) -> Option<String> {
 }
 
 /// The page.
-pub fn page(name: &str, settings: &str, r: &Results, claims: &[Claim], figures: &[Figure]) -> String {
+pub fn page(
+    name: &str,
+    settings: &str,
+    r: &Results,
+    claims: &[Claim],
+    figures: &[Figure],
+) -> String {
     let verdict = |c: &Claim| match c.holds {
         Some(true) => "<span class=\"yes\">holds</span>",
         Some(false) => "<span class=\"no\">does not hold</span>",

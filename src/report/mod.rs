@@ -23,9 +23,8 @@ pub fn write(dir: &Path, name: &str, settings: &str) -> Result<PathBuf, UserErro
     let figures = figures::figures(&results)?;
     let claims = claims::claims(&results);
     let fig_dir = dir.join("figures");
-    std::fs::create_dir_all(&fig_dir).map_err(|e| {
-        UserError::input(format!("cannot create `{}`: {e}", fig_dir.display()))
-    })?;
+    std::fs::create_dir_all(&fig_dir)
+        .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", fig_dir.display())))?;
     for f in &figures {
         write_if_changed(&fig_dir.join(format!("{}.svg", f.name)), f.svg.as_bytes())?;
         write_if_changed(&fig_dir.join(format!("{}.png", f.name)), &f.png)?;

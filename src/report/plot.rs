@@ -125,7 +125,11 @@ pub fn render<C: Chart>(chart: &C, size: (u32, u32)) -> Result<(String, Vec<u8>)
 }
 
 fn style(s: &Series) -> ShapeStyle {
-    let c = if s.light { s.colour.mix(0.45) } else { s.colour.mix(1.0) };
+    let c = if s.light {
+        s.colour.mix(0.45)
+    } else {
+        s.colour.mix(1.0)
+    };
     c.stroke_width(if s.light { 1 } else { 2 })
 }
 
@@ -133,7 +137,10 @@ fn style(s: &Series) -> ShapeStyle {
 const LEGEND_WIDTH: u32 = 230;
 
 /// Draws the legend of `series` (each label once) in `area`: a line or a dot, then the text.
-fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[&Series]) -> Result<(), String> {
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    series: &[&Series],
+) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut y = 40;
     for s in series {
@@ -142,9 +149,11 @@ fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[&Series])
         }
         let st = style(s);
         if s.scatter {
-            area.draw(&Circle::new((18, y), 4, st.filled())).map_err(err)?;
+            area.draw(&Circle::new((18, y), 4, st.filled()))
+                .map_err(err)?;
         } else {
-            area.draw(&PathElement::new(vec![(6, y), (30, y)], st)).map_err(err)?;
+            area.draw(&PathElement::new(vec![(6, y), (30, y)], st))
+                .map_err(err)?;
         }
         area.draw(&Text::new(s.label.clone(), (38, y - 7), ("sans-serif", 12)))
             .map_err(err)?;
@@ -226,9 +235,12 @@ impl Chart for Lines {
                         c.draw_series(LineSeries::new(pts, st).point_size(2))
                             .map_err(err)?;
                     }
-                    c.draw_series(s.points.iter().filter(|p| p.2 > 0.0).map(|&(x, y, e)| {
-                        ErrorBar::new_vertical(x, y - e, y, y + e, st, 6)
-                    }))
+                    c.draw_series(
+                        s.points
+                            .iter()
+                            .filter(|p| p.2 > 0.0)
+                            .map(|&(x, y, e)| ErrorBar::new_vertical(x, y - e, y, y + e, st, 6)),
+                    )
                     .map_err(err)?;
                 }
             }
@@ -270,9 +282,25 @@ impl Chart for Heatmap {
         let (below, _) = bottom.split_horizontally(w * 62 / 100);
         let (nr, nc) = (self.rows.len(), self.cols.len());
         let finite = |v: &f64| v.is_finite();
-        let lo = self.values.iter().flatten().copied().filter(finite).fold(f64::INFINITY, f64::min);
-        let hi = self.values.iter().flatten().copied().filter(finite).fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+        let lo = self
+            .values
+            .iter()
+            .flatten()
+            .copied()
+            .filter(finite)
+            .fold(f64::INFINITY, f64::min);
+        let hi = self
+            .values
+            .iter()
+            .flatten()
+            .copied()
+            .filter(finite)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo < hi {
+            (lo, hi)
+        } else {
+            (lo - 0.5, lo + 0.5)
+        };
         let norm = |v: f64| (v - lo) / (hi - lo);
 
         let mut c = ChartBuilder::on(&main)
@@ -294,15 +322,32 @@ impl Chart for Heatmap {
             .map_err(err)?;
         c.draw_series(self.values.iter().enumerate().flat_map(|(i, row)| {
             row.iter().enumerate().map(move |(j, &v)| {
-                let fill = if v.is_finite() { colour_map(norm(v)).filled() } else { WHITE.filled() };
-                Rectangle::new([(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)], fill)
+                let fill = if v.is_finite() {
+                    colour_map(norm(v)).filled()
+                } else {
+                    WHITE.filled()
+                };
+                Rectangle::new(
+                    [(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)],
+                    fill,
+                )
             })
         }))
         .map_err(err)?;
 
-        let row_max: Vec<f64> = self.values.iter().map(|r| r.iter().copied().filter(finite).fold(f64::NAN, f64::max)).collect();
+        let row_max: Vec<f64> = self
+            .values
+            .iter()
+            .map(|r| r.iter().copied().filter(finite).fold(f64::NAN, f64::max))
+            .collect();
         let col_max: Vec<f64> = (0..nc)
-            .map(|j| self.values.iter().map(|r| r[j]).filter(finite).fold(f64::NAN, f64::max))
+            .map(|j| {
+                self.values
+                    .iter()
+                    .map(|r| r[j])
+                    .filter(finite)
+                    .fold(f64::NAN, f64::max)
+            })
             .collect();
         let mut s = ChartBuilder::on(&side)
             .margin(8)
@@ -317,14 +362,25 @@ impl Chart for Heatmap {
             .label_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
-        s.draw_series(LineSeries::new(
-            row_max.iter().enumerate().map(|(i, &v)| (v, i as f64 + 0.5)),
-            COLOURS[3].stroke_width(2),
-        ).point_size(2))
+        s.draw_series(
+            LineSeries::new(
+                row_max
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v, i as f64 + 0.5)),
+                COLOURS[3].stroke_width(2),
+            )
+            .point_size(2),
+        )
         .map_err(err)?
         .label("max over columns")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], COLOURS[3].stroke_width(2)));
-        s.configure_series_labels().position(SeriesLabelPosition::UpperLeft).label_font(("sans-serif", 9)).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+        s.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 9))
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(err)?;
 
         let mut b = ChartBuilder::on(&below)
             .margin(8)
@@ -339,14 +395,25 @@ impl Chart for Heatmap {
             .label_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
-        b.draw_series(LineSeries::new(
-            col_max.iter().enumerate().map(|(j, &v)| (j as f64 + 0.5, v)),
-            COLOURS[0].stroke_width(2),
-        ).point_size(2))
+        b.draw_series(
+            LineSeries::new(
+                col_max
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &v)| (j as f64 + 0.5, v)),
+                COLOURS[0].stroke_width(2),
+            )
+            .point_size(2),
+        )
         .map_err(err)?
         .label("max over rows")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], COLOURS[0].stroke_width(2)));
-        b.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font(("sans-serif", 9)).background_style(WHITE.mix(0.85)).draw().map_err(err)?;
+        b.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 9))
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(err)?;
 
         // colour bar: the legend of the heatmap
         let mut cb = ChartBuilder::on(&bar)
@@ -365,8 +432,14 @@ impl Chart for Heatmap {
             .map_err(err)?;
         let steps = 50;
         cb.draw_series((0..steps).map(|k| {
-            let (a, b2) = (lo + (hi - lo) * k as f64 / steps as f64, lo + (hi - lo) * (k + 1) as f64 / steps as f64);
-            Rectangle::new([(0.0, a), (1.0, b2)], colour_map(k as f64 / (steps - 1) as f64).filled())
+            let (a, b2) = (
+                lo + (hi - lo) * k as f64 / steps as f64,
+                lo + (hi - lo) * (k + 1) as f64 / steps as f64,
+            );
+            Rectangle::new(
+                [(0.0, a), (1.0, b2)],
+                colour_map(k as f64 / (steps - 1) as f64).filled(),
+            )
         }))
         .map_err(err)?;
         Ok(())
