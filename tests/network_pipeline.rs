@@ -214,17 +214,23 @@ fn every_network_is_scored_on_each_ood_set_with_its_accuracy_there() {
     }
     assert_eq!(csv.lines().count(), 1 + 3 * 21);
     let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
-    let sets: Vec<(String, String, f64)> = models
+    let sets: Vec<(String, String, String)> = models
         .lines()
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].into(), f[3].into(), f[4].parse().unwrap())
+            (f[0].into(), f[3].into(), f[4].into())
         })
         .collect();
     assert_eq!(sets.len(), 2 * 3, "{models}");
     for (model, set, acc) in &sets {
-        assert!((0.0..=1.0).contains(acc), "{model} on {set}: {acc}");
+        if set == "mnist5k" {
+            // digits are not Fashion-MNIST's classes: no accuracy
+            assert_eq!(acc, "", "{model} on {set}");
+        } else {
+            let acc: f64 = acc.parse().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{model} on {set}: {acc}");
+        }
     }
 
     // Adding a set runs only that set's nodes: its transform, 2 extractions, the prepared

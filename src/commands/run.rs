@@ -50,7 +50,7 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
         None => None,
     };
     if results.is_some() {
-        write_model_table(&dag, &outcome, &store, &results_dir)?;
+        write_model_table(&plan, &dag, &outcome, &store, &results_dir)?;
         crate::report::write(&results_dir, &plan.spec.name(), &plan.spec.text())?;
     }
     report(&dag, &outcome, results.as_deref(), args.json);
@@ -63,8 +63,10 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
 
 /// `models.csv`: for each extracted network (its `[[model]]` and architecture) and stimulus set
 /// (`base` or an out-of-distribution set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
-/// test accuracy.
+/// test accuracy. Accuracy is left empty on a set from another dataset than the base set
+/// (`mnist5k` beside Fashion-MNIST): its labels name other classes.
 fn write_model_table(
+    plan: &crate::pipeline::Plan,
     dag: &crate::dag::Dag,
     o: &Outcome,
     store: &repflow_cache::Store,
@@ -95,7 +97,17 @@ fn write_model_table(
         };
         // a checkpoint `net@step<N>` belongs to network `net`
         let network = name.split("@step").next().unwrap_or(name);
-        let acc = meta(i).map(|m| m["accuracy"].clone()).unwrap_or_default();
+        let other_classes = plan.networks.as_ref().is_some_and(|n| {
+            let base = &n.sets[0].images.dataset;
+            n.sets
+                .iter()
+                .any(|s| s.name.as_deref() == Some(set) && &s.images.dataset != base)
+        });
+        let acc = if other_classes {
+            serde_json::Value::Null
+        } else {
+            meta(i).map(|m| m["accuracy"].clone()).unwrap_or_default()
+        };
         let train = node
             .inputs
             .first()
