@@ -59,9 +59,22 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Images per chunk.
+    /// Images per chunk: at most `CHUNK_BYTES` of columns, and at least four chunks per
+    /// thread so that chunks, not gemms, are what runs in parallel.
     fn chunk(&self) -> usize {
-        (CHUNK_BYTES / (4 * self.k() * self.l()).max(1)).clamp(1, self.batch.max(1))
+        let threads = rayon::current_num_threads().max(1);
+        (CHUNK_BYTES / (4 * self.k() * self.l()).max(1))
+            .min(self.batch.div_ceil(4 * threads))
+            .clamp(1, self.batch.max(1))
+    }
+
+    /// The chunks: (first image, images).
+    fn chunks(&self) -> Vec<(usize, usize)> {
+        let c = self.chunk();
+        (0..self.batch)
+            .step_by(c)
+            .map(|b0| (b0, c.min(self.batch - b0)))
+            .collect()
     }
 
     /// The in-image spans of one channel plane, for every kernel tap and output row.
@@ -109,7 +122,7 @@ impl Geometry {
         let ld = nb * l;
         cols[..self.k() * ld].fill(0.0);
         cols[..self.k() * ld]
-            .par_chunks_mut(taps * ld)
+            .chunks_mut(taps * ld)
             .enumerate()
             .for_each(|(c, rows)| {
                 for b in 0..nb {
@@ -128,23 +141,20 @@ impl Geometry {
             });
     }
 
-    /// Adds columns `cols` of images `b0..b0 + nb` back into their pixels of `dx` (NCHW).
-    fn col2im(&self, cols: &[f32], b0: usize, nb: usize, spans: &[Span], dx: &mut [f32]) {
+    /// Adds columns `cols` of `nb` images back into their pixels `dx` (NCHW, those images).
+    fn col2im(&self, cols: &[f32], nb: usize, spans: &[Span], dx: &mut [f32]) {
         let (l, taps, s) = (self.l(), self.kernel * self.kernel, self.stride);
         let (ld, plane) = (nb * l, self.height * self.width);
-        dx[b0 * self.channels * plane..(b0 + nb) * self.channels * plane]
-            .par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(bc, out)| {
-                let (b, c) = (bc / self.channels, bc % self.channels);
-                let rows = &cols[c * taps * ld..][..taps * ld];
-                for sp in spans {
-                    let src = &rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
-                    for (j, v) in src.iter().enumerate() {
-                        out[sp.src + j * s] += v;
-                    }
+        dx.chunks_mut(plane).enumerate().for_each(|(bc, out)| {
+            let (b, c) = (bc / self.channels, bc % self.channels);
+            let rows = &cols[c * taps * ld..][..taps * ld];
+            for sp in spans {
+                let src = &rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
+                for (j, v) in src.iter().enumerate() {
+                    out[sp.src + j * s] += v;
                 }
-            });
+            }
+        });
     }
 }
 
@@ -198,25 +208,31 @@ impl CustomOp2 for ConvForward {
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
-        let mut out = vec![0f32; o * bl];
-        let mut cols = vec![0f32; k * g.chunk() * l];
         let wm = MatRef::from_row_major_slice(w, o, k);
-        for b0 in (0..g.batch).step_by(g.chunk()) {
-            let nb = g.chunk().min(g.batch - b0);
-            g.im2col(x, &plane, b0, nb, &spans, &mut cols);
-            let dst =
-                // (faer 0.24's `from_row_major_slice_with_stride_mut` swaps the strides: built
-                // as the transpose of a column-major view instead)
-                MatMut::from_column_major_slice_with_stride_mut(&mut out[b0 * l..], nb * l, o, bl)
-                    .transpose_mut();
-            matmul(
-                dst,
-                Accum::Replace,
-                wm,
-                MatRef::from_row_major_slice(&cols[..k * nb * l], k, nb * l),
-                1.0,
-                Par::rayon(0),
-            );
+        // each chunk: its columns, then Y_chunk = W · cols (O × nb·L)
+        let parts: Vec<Vec<f32>> = g
+            .chunks()
+            .into_par_iter()
+            .map(|(b0, nb)| {
+                let mut cols = vec![0f32; k * nb * l];
+                g.im2col(x, &plane, b0, nb, &spans, &mut cols);
+                let mut y = vec![0f32; o * nb * l];
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut y, o, nb * l),
+                    Accum::Replace,
+                    wm,
+                    MatRef::from_row_major_slice(&cols, k, nb * l),
+                    1.0,
+                    Par::Seq,
+                );
+                y
+            })
+            .collect();
+        let mut out = vec![0f32; o * bl];
+        for ((b0, nb), y) in g.chunks().into_iter().zip(&parts) {
+            for (row, src) in out.chunks_mut(bl).zip(y.chunks(nb * l)) {
+                row[b0 * l..(b0 + nb) * l].copy_from_slice(src);
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from((o, bl))))
     }
@@ -260,16 +276,25 @@ impl CustomOp2 for ConvInputGrad {
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
-        let mut dx = vec![0f32; g.batch * g.channels * g.height * g.width];
-        let mut cols = vec![0f32; k * g.chunk() * l];
         let wt = MatRef::from_row_major_slice(w, o, k).transpose();
-        for b0 in (0..g.batch).step_by(g.chunk()) {
-            let nb = g.chunk().min(g.batch - b0);
-            let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
-            let dst = MatMut::from_row_major_slice_mut(&mut cols[..k * nb * l], k, nb * l);
-            matmul(dst, Accum::Replace, wt, dyc, 1.0, Par::rayon(0));
-            g.col2im(&cols, b0, nb, &spans, &mut dx);
-        }
+        let image = g.channels * g.height * g.width;
+        let mut dx = vec![0f32; g.batch * image];
+        // each chunk: dcols = Wᵀ · dY_chunk, scattered into its own images of dX
+        dx.par_chunks_mut(g.chunk() * image)
+            .zip(g.chunks())
+            .for_each(|(dxc, (b0, nb))| {
+                let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
+                let mut cols = vec![0f32; k * nb * l];
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut cols, k, nb * l),
+                    Accum::Replace,
+                    wt,
+                    dyc,
+                    1.0,
+                    Par::Seq,
+                );
+                g.col2im(&cols, nb, &spans, dxc);
+            });
         Ok((
             CpuStorage::F32(dx),
             Shape::from((g.batch, g.channels, g.height, g.width)),
@@ -298,24 +323,73 @@ impl CustomOp2 for ConvWeightGrad {
         let dy = contiguous(s2, l2, "conv output gradient")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
+        // each chunk: dW_chunk = dY_chunk · cols_chunkᵀ; summed in chunk order (the same
+        // sum in every run: training is bit-reproducible)
+        let parts: Vec<Vec<f32>> = g
+            .chunks()
+            .into_par_iter()
+            .map(|(b0, nb)| {
+                let mut cols = vec![0f32; k * nb * l];
+                g.im2col(x, &plane, b0, nb, &spans, &mut cols);
+                let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
+                let mut dw = vec![0f32; o * k];
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut dw, o, k),
+                    Accum::Replace,
+                    dyc,
+                    MatRef::from_row_major_slice(&cols, k, nb * l).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                dw
+            })
+            .collect();
         let mut dw = vec![0f32; o * k];
-        let mut cols = vec![0f32; k * g.chunk() * l];
-        for b0 in (0..g.batch).step_by(g.chunk()) {
-            let nb = g.chunk().min(g.batch - b0);
-            g.im2col(x, &plane, b0, nb, &spans, &mut cols);
-            let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
-            let colst = MatRef::from_row_major_slice(&cols[..k * nb * l], k, nb * l).transpose();
-            let accum = if b0 == 0 { Accum::Replace } else { Accum::Add };
-            matmul(
-                MatMut::from_row_major_slice_mut(&mut dw, o, k),
-                accum,
-                dyc,
-                colst,
-                1.0,
-                Par::rayon(0),
-            );
+        for part in &parts {
+            for (a, b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
         }
         Ok((CpuStorage::F32(dw), Shape::from((o, k))))
+    }
+}
+
+/// `(y: O × N, b: O)` → `y + b` per row; the bias gradient is a row sum of the contiguous
+/// output gradient (a broadcast add would sum over a transposed view, a slow strided pass).
+struct AddBias;
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "conv-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = contiguous(s1, l1, "conv bias")?;
+        let b = contiguous(s2, l2, "conv bias")?;
+        let n = l1.dims()[1];
+        let mut out = y.to_vec();
+        out.par_chunks_mut(n.max(1))
+            .zip(b)
+            .for_each(|(row, &bias)| row.iter_mut().for_each(|v| *v += bias));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let db = grad.sum(1)?;
+        Ok((Some(grad), Some(db)))
     }
 }
 
@@ -393,14 +467,12 @@ impl Module for Conv {
         let w = self.weight.reshape((cout, g.k()))?;
         // (O, B·L) → (B, O, Ho, Wo), seen through a transpose: batch norm works channel-major,
         // and the next convolution reads either order, so no copy is made here.
-        let ys = xs
-            .apply_op2(&w, ConvForward(g))?
-            .reshape((cout, batch, ho, wo))?
-            .transpose(0, 1)?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(&b.reshape((1, cout, 1, 1))?),
-            None => Ok(ys),
-        }
+        let ys = xs.apply_op2(&w, ConvForward(g))?;
+        let ys = match &self.bias {
+            Some(b) => ys.apply_op2(b, AddBias)?,
+            None => ys,
+        };
+        ys.reshape((cout, batch, ho, wo))?.transpose(0, 1)
     }
 }
 
@@ -471,6 +543,38 @@ mod tests {
                 assert!(diff < 2e-5, "gradient differs by {diff}");
             }
         }
+        Ok(())
+    }
+
+    /// With a bias: candle's conv2d plus the bias broadcast, and the bias gradient.
+    #[test]
+    fn bias_matches_candle() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(ramp(3 * 2 * 36, 1.0), (3, 2, 6, 6), &dev)?;
+        let w = Tensor::from_vec(ramp(4 * 2 * 9, 0.3), (4, 2, 3, 3), &dev)?;
+        let b = Var::from_vec(vec![0.5f32, -1.0, 2.0, 0.25], 4, &dev)?;
+        let conv = Conv {
+            weight: w.clone(),
+            bias: Some(b.as_tensor().clone()),
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let ours = conv.forward(&x)?;
+        let theirs = x
+            .conv2d(&w, 1, 1, 1, 1)?
+            .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
+        let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
+        let g1 = (ours * &probe)?.sum_all()?.backward()?;
+        let g2 = (theirs * &probe)?.sum_all()?.backward()?;
+        let (a, c) = (
+            g1.get(b.as_tensor()).expect("gradient"),
+            g2.get(b.as_tensor()).expect("gradient"),
+        );
+        let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "bias gradient differs by {diff}");
         Ok(())
     }
 }

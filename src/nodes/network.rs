@@ -22,12 +22,12 @@ pub const WEIGHTS_KIND: &str = "weights";
 pub const WEIGHTS_VERSION: u32 = 1;
 /// `train` kind name.
 pub const TRAIN_KIND: &str = "train";
-/// `train` kind version.
-pub const TRAIN_VERSION: u32 = 1;
+/// `train` kind version (2: im2col convolution, fused batch norm, torch's max-pool gradient).
+pub const TRAIN_VERSION: u32 = 2;
 /// `extract` kind name.
 pub const EXTRACT_KIND: &str = "extract";
-/// `extract` kind version.
-pub const EXTRACT_VERSION: u32 = 2;
+/// `extract` kind version (3: im2col convolution).
+pub const EXTRACT_VERSION: u32 = 3;
 
 fn ce(e: impl std::fmt::Display) -> UserError {
     UserError::input(e.to_string().lines().next().unwrap_or_default().to_string())
