@@ -213,3 +213,56 @@ fn a_third_seed_or_a_new_ood_set_runs_only_what_is_new() {
         "{out}"
     );
 }
+
+/// Every audit pipeline under `pipelines/`, shrunk (64 stimuli, 256 training images, three
+/// checkpoints, the pipeline's own OOD sets), runs and draws the figures it is for.
+#[test]
+fn every_audit_pipeline_runs_reduced_and_draws_its_figures() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cases: [(&str, &[&str]); 6] = [
+        ("hierarchy", &["fig1_depth"]),
+        (
+            "cross_arch",
+            &[
+                "fig2_heatmap_procrustes_within",
+                "fig2_heatmap_procrustes_across",
+                "fig2_heatmap_soft-matching_within",
+                "fig2_heatmap_soft-matching_across",
+            ],
+        ),
+        ("rotation", &["fig3_rotation", "fig3_rotation_vit"]),
+        ("training", &["fig4_training"]),
+        ("ood", &["fig5_ood"]),
+        ("vit", &["fig1_depth_vit", "fig3_rotation_vit", "fig4_training_vit", "fig5_ood"]),
+    ];
+    let t = tempdir();
+    let cache = t.path().join("cache");
+    for (name, figures) in cases {
+        let results = t.path().join(name);
+        let p = write_pipeline(
+            &t.path().join(format!("{name}.toml")),
+            &format!(
+                "include = \"{root}/pipelines/{name}.toml\"\nresults = \"{}\"\n\n\
+                 [stimuli]\ncount = 64\n\n[training]\ntrain_limit = 256\ntest_limit = 100\n\
+                 checkpoints = [\"0\", \"2\", \"end\"]\n",
+                s(&results)
+            ),
+        );
+        let out = run(&p, &cache, &[]);
+        assert_eq!(out["failed"], 0, "{name}: {out}");
+        let html = std::fs::read_to_string(results.join("report.html")).unwrap();
+        for fig in figures {
+            assert!(
+                results.join("figures").join(format!("{fig}.png")).is_file(),
+                "{name}: {fig} missing"
+            );
+            assert!(html.contains(&format!("<figure id=\"{fig}\">")), "{name}: {fig}");
+        }
+    }
+    // The ViT's rotation claim is measured where a ViT is.
+    let claims: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(t.path().join("rotation/claims.json")).unwrap())
+            .unwrap();
+    let vit = claims.iter().find(|c| c["id"] == "rotation-vit").unwrap();
+    assert!(vit["holds"].is_boolean(), "{vit}");
+}
