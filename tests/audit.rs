@@ -233,7 +233,15 @@ fn every_audit_pipeline_runs_reduced_and_draws_its_figures() {
         ("rotation", &["fig3_rotation", "fig3_rotation_vit"]),
         ("training", &["fig4_training"]),
         ("ood", &["fig5_ood"]),
-        ("vit", &["fig1_depth_vit", "fig3_rotation_vit", "fig4_training_vit", "fig5_ood"]),
+        (
+            "vit",
+            &[
+                "fig1_depth_vit",
+                "fig3_rotation_vit",
+                "fig4_training_vit",
+                "fig5_ood",
+            ],
+        ),
     ];
     let t = tempdir();
     let cache = t.path().join("cache");
@@ -256,7 +264,10 @@ fn every_audit_pipeline_runs_reduced_and_draws_its_figures() {
                 results.join("figures").join(format!("{fig}.png")).is_file(),
                 "{name}: {fig} missing"
             );
-            assert!(html.contains(&format!("<figure id=\"{fig}\">")), "{name}: {fig}");
+            assert!(
+                html.contains(&format!("<figure id=\"{fig}\">")),
+                "{name}: {fig}"
+            );
         }
     }
     // The ViT's rotation claim is measured where a ViT is.

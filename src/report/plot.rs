@@ -358,7 +358,8 @@ impl Chart for Heatmap {
         s.configure_mesh()
             .x_desc("row maximum (score)")
             .y_labels(0)
-            .x_labels(3)
+            .x_labels(4)
+            .x_label_formatter(&|v| format!("{v:.2}"))
             .label_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
@@ -389,9 +390,10 @@ impl Chart for Heatmap {
             .build_cartesian_2d(0f64..nc as f64, lo..hi)
             .map_err(err)?;
         b.configure_mesh()
-            .y_desc("column max")
+            .y_desc("column maximum (score)")
             .x_labels(0)
-            .y_labels(3)
+            .y_labels(4)
+            .y_label_formatter(&|v| format!("{v:.2}"))
             .label_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
