@@ -4,8 +4,8 @@
 //! `conv_transpose2d`, a direct loop that takes about half of a ResNet training step. Here the
 //! forward pass is `Y = W · cols(X)`, the weight gradient `dW = Σ dY · cols(X)ᵀ` and the input
 //! gradient `dX = col2im(Wᵀ · dY)`, all faer gemms. The images go through in chunks of a few
-//! megabytes of columns, so the column matrix (9 × the activations for a 3 × 3 conv) is never
-//! built for the whole batch. The output is channel-major (`out × batch × h × w`, seen as
+//! megabytes of columns, chunks in parallel, so the column matrix (9 × the activations for a
+//! 3 × 3 conv) is never built for the whole batch. The output is channel-major (`out × batch × h × w`, seen as
 //! `batch × out × h × w` through a transpose), which is what batch norm wants, and the input
 //! may be either order. f32 on the CPU; other devices and dtypes use candle's `conv2d`. Same
 //! parameter names and shapes as torch's `Conv2d`, so checkpoints load unchanged.
