@@ -16,6 +16,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::storage::{contiguous, f32_data, is_cpu_f32, plane_start, planes_contiguous};
+
 /// Bytes of column matrix per chunk of images.
 const CHUNK_BYTES: usize = 4 << 20;
 
@@ -158,35 +160,6 @@ impl Geometry {
     }
 }
 
-fn f32_data<'a>(storage: &'a CpuStorage, op: &str) -> Result<&'a [f32]> {
-    match storage {
-        CpuStorage::F32(data) => Ok(data),
-        _ => candle_core::bail!("{op}: only f32 tensors are supported"),
-    }
-}
-
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = f32_data(storage, op)?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
-/// Where each (image, channel) plane of `x` starts: NCHW or channel-major, planes contiguous.
-fn planes(
-    layout: &Layout,
-    g: &Geometry,
-    op: &str,
-) -> Result<impl Fn(usize, usize) -> usize + Sync> {
-    let st = layout.stride();
-    if st[3] != 1 || st[2] != g.width {
-        candle_core::bail!("{op}: image planes must be contiguous")
-    }
-    let (start, sb, sc) = (layout.start_offset(), st[0], st[1]);
-    Ok(move |b: usize, c: usize| start + b * sb + c * sc)
-}
-
 /// `(x: B × C × H × W, w: O × C·k²)` → `O × B·L`.
 struct ConvForward(Geometry);
 
@@ -204,7 +177,7 @@ impl CustomOp2 for ConvForward {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = f32_data(s1, "conv")?;
-        let plane = planes(l1, &g, "conv")?;
+        let plane = plane_start(l1, "conv")?;
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
@@ -319,7 +292,7 @@ impl CustomOp2 for ConvWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = f32_data(s1, "conv")?;
-        let plane = planes(l1, &g, "conv")?;
+        let plane = plane_start(l1, "conv")?;
         let dy = contiguous(s2, l2, "conv output gradient")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
@@ -440,8 +413,7 @@ impl Module for Conv {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (batch, channels, height, width) = xs.dims4()?;
         let cout = self.weight.dim(0)?;
-        let cpu_f32 = xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32;
-        if !cpu_f32 {
+        if !is_cpu_f32(xs) {
             let cfg = candle_nn::Conv2dConfig {
                 padding: self.padding,
                 stride: self.stride,
@@ -459,11 +431,7 @@ impl Module for Conv {
             padding: self.padding,
         };
         let (ho, wo) = (g.out_height(), g.out_width());
-        let xs = if xs.stride()[3] == 1 && xs.stride()[2] == width {
-            xs.clone()
-        } else {
-            xs.contiguous()?
-        };
+        let xs = planes_contiguous(xs)?;
         let w = self.weight.reshape((cout, g.k()))?;
         // (O, B·L) → (B, O, Ho, Wo), seen through a transpose: batch norm works channel-major,
         // and the next convolution reads either order, so no copy is made here.

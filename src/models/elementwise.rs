@@ -10,39 +10,11 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn f32_data<'a>(storage: &'a CpuStorage, op: &str) -> Result<&'a [f32]> {
-    match storage {
-        CpuStorage::F32(data) => Ok(data),
-        _ => candle_core::bail!("{op}: only f32 tensors are supported"),
-    }
-}
-
-/// Where plane (b, c) of a 4-D tensor starts; planes must be contiguous.
-fn plane_start(layout: &Layout, op: &str) -> Result<impl Fn(usize, usize) -> usize + Sync> {
-    let (st, dims) = (layout.stride(), layout.dims());
-    if st[3] != 1 || st[2] != dims[3] {
-        candle_core::bail!("{op}: image planes must be contiguous")
-    }
-    let (start, sb, sc) = (layout.start_offset(), st[0], st[1]);
-    Ok(move |b: usize, c: usize| start + b * sb + c * sc)
-}
-
-fn fast(xs: &Tensor) -> bool {
-    xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32
-}
-
-fn planes_contiguous(xs: &Tensor) -> Result<Tensor> {
-    let (st, w) = (xs.stride(), xs.dim(3)?);
-    if st[3] == 1 && st[2] == w {
-        Ok(xs.clone())
-    } else {
-        xs.contiguous()
-    }
-}
+use super::storage::{f32_data, is_cpu_f32, plane_start, planes_contiguous};
 
 /// 2 × 2 max-pooling with stride 2 (odd rows and columns dropped, as torch does).
 pub fn max_pool2(xs: &Tensor) -> Result<Tensor> {
-    if !fast(xs) {
+    if !is_cpu_f32(xs) {
         return xs.max_pool2d_with_stride(2, 2);
     }
     planes_contiguous(xs)?.apply_op1(MaxPool2)
@@ -50,7 +22,7 @@ pub fn max_pool2(xs: &Tensor) -> Result<Tensor> {
 
 /// `relu(a + b)` for two tensors of the same shape.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !fast(a) || a.dims().len() != 4 {
+    if !is_cpu_f32(a) || a.dims().len() != 4 {
         return (a + b)?.relu();
     }
     planes_contiguous(a)?.apply_op2(&planes_contiguous(b)?, AddRelu)

@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod extract;
 pub mod norm;
 pub mod resnet;
+mod storage;
 pub mod train;
 pub mod vgg;
 pub mod vit;

@@ -14,6 +14,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use super::storage::{contiguous, is_cpu_f32};
+
 /// Momentum of the running statistics (torch's default).
 const MOMENTUM: f64 = 0.1;
 
@@ -67,7 +69,7 @@ impl BatchNorm {
         let n = b * h * w;
         // channel-major (C, B·H·W): free when the input is a convolution's output
         let cm = xs.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
-        let fast = cm.device().is_cpu() && cm.dtype() == candle_core::DType::F32;
+        let fast = is_cpu_f32(&cm);
         let ys = if !train {
             let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
@@ -126,16 +128,6 @@ impl BatchNorm {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("batch norm: {what} must be f32")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("batch norm: {what} must be contiguous"),
-    }
-}
-
 /// Per-channel mean and 1/√(var + ε) of channel-major data `x` (C × N), in f64.
 fn channel_stats(x: &[f32], n: usize, eps: f64) -> Vec<(f64, f64, f64)> {
     x.par_chunks(n)
@@ -168,9 +160,9 @@ impl CustomOp3 for Affine {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, scale, shift) = (
-            f32_slice(s1, l1, "input")?,
-            f32_slice(s2, l2, "scale")?,
-            f32_slice(s3, l3, "shift")?,
+            contiguous(s1, l1, "batch norm input")?,
+            contiguous(s2, l2, "batch norm scale")?,
+            contiguous(s3, l3, "batch norm shift")?,
         );
         let (c, n) = l1.shape().dims2()?;
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
@@ -219,9 +211,9 @@ impl CustomOp3 for TrainForward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (
-            f32_slice(s1, l1, "input")?,
-            f32_slice(s2, l2, "weight")?,
-            f32_slice(s3, l3, "bias")?,
+            contiguous(s1, l1, "batch norm input")?,
+            contiguous(s2, l2, "batch norm weight")?,
+            contiguous(s3, l3, "batch norm bias")?,
         );
         let (c, n) = l1.shape().dims2()?;
         let stats = channel_stats(x, n, self.eps);
@@ -297,9 +289,9 @@ impl CustomOp3 for TrainBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, dy, y) = (
-            f32_slice(s1, l1, "input")?,
-            f32_slice(s2, l2, "output gradient")?,
-            f32_slice(s3, l3, "output")?,
+            contiguous(s1, l1, "batch norm input")?,
+            contiguous(s2, l2, "batch norm output gradient")?,
+            contiguous(s3, l3, "batch norm output")?,
         );
         let (c, n) = l1.shape().dims2()?;
         let stats = channel_stats(x, n, self.eps);
