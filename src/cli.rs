@@ -182,6 +182,29 @@ pub struct RunArgs {
     /// Print one JSON summary object.
     #[arg(long)]
     pub json: bool,
+    /// Where nodes run: `local` (threads of this process) or `slurm` (array jobs; the store
+    /// must be on a filesystem the cluster's nodes share).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub executor: String,
+    /// Slurm: the partition (overrides `[slurm] partition`).
+    #[arg(long)]
+    pub slurm_partition: Option<String>,
+    /// Slurm: at most N elements of one array run at once (`--array=…%N`).
+    #[arg(long, value_name = "N")]
+    pub slurm_array_max: Option<usize>,
+    /// Slurm: a further `sbatch` argument (repeatable), e.g. `--slurm-arg=--account=lab`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub slurm_arg: Vec<String>,
+    /// Slurm: seconds between status queries (default 5).
+    #[arg(long, value_name = "SECONDS")]
+    pub slurm_poll: Option<f64>,
+    /// Slurm: a node kind to run in the driver instead of as jobs (repeatable; `folds` and
+    /// `table` always are).
+    #[arg(long, value_name = "KIND")]
+    pub slurm_driver: Vec<String>,
+    /// Resubmissions of a failed node before it is reported (default 2).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -63,3 +63,12 @@ impl From<repflow_kernels::KernelError> for UserError {
         }
     }
 }
+
+impl From<UserError> for repflow_engine::NodeError {
+    fn from(e: UserError) -> Self {
+        match e.hint {
+            Some(h) => repflow_engine::NodeError::new(format!("{} (hint: {h})", e.message)),
+            None => repflow_engine::NodeError::new(e.message),
+        }
+    }
+}

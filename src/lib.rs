@@ -1,15 +1,17 @@
 //! # repflow
 //!
-//! The `repflow` command line: reads activation matrices, runs the alignment metrics of
-//! [`repflow_kernels`], and renders tables and JSON.
+//! repflow's domain above the engine ([`repflow_engine`]), the store ([`repflow_cache`]) and
+//! the mathematics ([`repflow_kernels`]): node kinds, pipeline files and their DAGs, the
+//! networks, stimuli, report and the command line.
 
 pub mod cli;
 pub mod commands;
-pub mod dag;
 pub mod error;
 pub mod matrix_io;
 pub mod models;
+pub mod named_serde;
 pub mod nodes;
 pub mod pipeline;
 pub mod report;
+pub mod score_json;
 pub mod stimuli;

@@ -38,6 +38,12 @@ pub struct Recipe {
     pub params: serde_json::Value,
     /// Input keys (hex), in input order.
     pub inputs: Vec<String>,
+    /// The name the node reads each input by, in input order.
+    #[serde(default)]
+    pub input_names: Vec<String>,
+    /// Files outside the store whose contents enter the key: (path, digest hex).
+    #[serde(default)]
+    pub files: Vec<(String, String)>,
     /// A human-readable name of the node within its pipeline.
     pub label: String,
     /// The node's full description as its kind reads it, including what lies outside the

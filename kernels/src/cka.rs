@@ -11,7 +11,7 @@ use faer::{Mat, MatRef};
 
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
-use crate::settings::{HsicEstimator, Metric};
+use crate::settings::{HsicEstimator, Metric, Setting};
 
 /// Squared Frobenius norm.
 fn frob2(a: &Mat<f64>) -> f64 {
@@ -84,6 +84,9 @@ fn cka(x: &PreparedLayer, y: &PreparedLayer, cross: &Mat<f64>, estimator: HsicEs
 }
 
 /// The CKA score of a pair (on all stimuli, not cross-validated).
+/// The settings CKA reads (its score's key holds exactly these).
+pub const READS: &[Setting] = &[Setting::Hsic];
+
 pub(crate) fn score(pair: &Pair<'_>) -> Score {
     let estimator = pair.x().settings().hsic;
     Score::whole(

@@ -40,7 +40,9 @@ pub mod transport;
 pub use folds::{FoldSpec, Folds};
 pub use layer::{DataBuffer, FoldStats, LayerParts, PreparedLayer};
 pub use pair::{Pair, Score};
-pub use settings::{Corr, DimMatch, HsicEstimator, Metric, Settings, TestZscore};
+pub use settings::{
+    Corr, DimMatch, HsicEstimator, Metric, Named, Setting, SettingValue, Settings, TestZscore,
+};
 
 /// Errors of the kernels: invalid shapes or settings, or a numerical failure.
 #[derive(Debug, Clone, PartialEq)]

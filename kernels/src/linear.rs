@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
-use crate::settings::{Corr, Metric, TestZscore};
+use crate::settings::{Corr, Metric, Setting, TestZscore};
 use crate::{stats, KernelError};
 
 /// One direction of one fold: (score, undefined correlations, chosen α).
@@ -75,6 +75,9 @@ fn fold_direction(
 }
 
 /// The linear score of a pair: ridge X→Y and Y→X in every fold.
+/// The settings the linear metric reads (its score's key holds exactly these).
+pub const READS: &[Setting] = &[Setting::Corr, Setting::TestZscore, Setting::Alphas];
+
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();

@@ -13,7 +13,7 @@ use faer::Mat;
 use rayon::prelude::*;
 
 use crate::pair::{Pair, Score};
-use crate::settings::{Corr, Metric};
+use crate::settings::{Corr, Metric, Setting};
 use crate::{stats, transport, KernelError};
 
 /// Fold `f`'s train correlation matrix between X's and Y's units (n_x × n_y); undefined
@@ -79,6 +79,9 @@ fn test_correlation(pair: &Pair<'_>, f: usize, i: usize, j: usize) -> Option<f64
 }
 
 /// The permutation score: exact assignment on train correlations (equal widths only).
+/// The settings the permutation metric reads (its score's key holds exactly these).
+pub const PERMUTATION_READS: &[Setting] = &[Setting::Corr];
+
 pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (nx, ny) = (pair.x().n_units(), pair.y().n_units());
     if nx != ny {
@@ -112,6 +115,9 @@ pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
 }
 
 /// The soft-matching score: exact optimal transport with uniform marginals.
+/// The settings soft matching reads (its score's key holds exactly these).
+pub const SOFT_MATCHING_READS: &[Setting] = &[Setting::Corr];
+
 pub(crate) fn soft_matching_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let folds: Vec<Result<(f64, usize), KernelError>> = (0..pair.x().k())
         .into_par_iter()

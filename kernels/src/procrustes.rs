@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
-use crate::settings::{Corr, DimMatch, Metric};
+use crate::settings::{Corr, DimMatch, Metric, Setting};
 use crate::{stats, KernelError};
 
 /// The polar factor `U Vᵀ` of `c` (n_x × n_y) from its thin SVD.
@@ -116,6 +116,9 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
 }
 
 /// The Procrustes score of a pair, both directions, every fold.
+/// The settings Procrustes reads (its score's key holds exactly these).
+pub const READS: &[Setting] = &[Setting::Corr, Setting::DimMatch];
+
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let results: Vec<Result<FoldResult, KernelError>> = (0..pair.x().k())
         .into_par_iter()

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
-use crate::settings::{Corr, Metric};
+use crate::settings::{Corr, Metric, Setting};
 use crate::stats;
 
 /// A layer's RDM upper triangle, standardised to zero mean and unit norm.
@@ -103,6 +103,9 @@ fn par_average_ranks(values: &[f64]) -> Vec<f64> {
 }
 
 /// The RSA score of a pair (on all stimuli, not cross-validated).
+/// The settings RSA reads (its score's key holds exactly these).
+pub const READS: &[Setting] = &[Setting::RsaCompare];
+
 pub(crate) fn score(pair: &Pair<'_>) -> Score {
     match (&pair.x().rdm().z, &pair.y().rdm().z) {
         (Some(a), Some(b)) => {

@@ -1,6 +1,78 @@
-//! The choices a score depends on: metric, folds, correlation type and per-metric options.
+//! The choices a score depends on: metric, folds, correlation type and per-metric options;
+//! the one place each choice is converted to and from its name ([`Named`]); and which
+//! settings each metric reads ([`Metric::reads`], declared beside each metric's code).
 
 use crate::folds::FoldSpec;
+
+/// A choice with a name on the command line, in pipelines, keys and tables: the one place
+/// it is converted to and from text.
+pub trait Named: Sized + Copy + PartialEq + 'static {
+    /// Every value, in documentation order.
+    const CHOICES: &'static [Self];
+    /// The value's name.
+    fn name(self) -> &'static str;
+    /// The value called `name`, if any.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES.iter().copied().find(|c| c.name() == name)
+    }
+    /// Every name, in documentation order.
+    fn names() -> Vec<&'static str> {
+        Self::CHOICES.iter().map(|c| c.name()).collect()
+    }
+}
+
+/// A setting a metric may read; each metric declares the ones it reads beside its code, and
+/// a score's cache key holds exactly those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// [`Settings::corr`].
+    Corr,
+    /// [`Settings::test_zscore`].
+    TestZscore,
+    /// [`Settings::alphas`].
+    Alphas,
+    /// [`Settings::dim_match`].
+    DimMatch,
+    /// [`Settings::hsic`].
+    Hsic,
+    /// [`Settings::rsa_compare`].
+    RsaCompare,
+}
+
+/// A setting's value in canonical form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SettingValue {
+    /// A named choice.
+    Name(&'static str),
+    /// Numbers as their exact IEEE-754 bit patterns (equal floats, equal keys everywhere).
+    Bits(Vec<u64>),
+}
+
+impl Setting {
+    /// The setting's name (as in a pipeline's `[options]`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Setting::Corr => "corr",
+            Setting::TestZscore => "test_zscore",
+            Setting::Alphas => "alphas",
+            Setting::DimMatch => "dim_match",
+            Setting::Hsic => "hsic",
+            Setting::RsaCompare => "rsa_compare",
+        }
+    }
+
+    /// Its value in `settings`.
+    pub fn value(self, settings: &Settings) -> SettingValue {
+        match self {
+            Setting::Corr => SettingValue::Name(settings.corr.name()),
+            Setting::TestZscore => SettingValue::Name(settings.test_zscore.name()),
+            Setting::Alphas => SettingValue::Bits(settings.alphas.iter().map(|a| a.to_bits()).collect()),
+            Setting::DimMatch => SettingValue::Name(settings.dim_match.name()),
+            Setting::Hsic => SettingValue::Name(settings.hsic.name()),
+            Setting::RsaCompare => SettingValue::Name(settings.rsa_compare.name()),
+        }
+    }
+}
 
 /// An alignment metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,9 +119,28 @@ impl Metric {
         Metric::ALL.into_iter().find(|m| m.name() == name)
     }
 
+    /// The settings the metric reads besides the fold split (declared beside its code).
+    pub fn reads(self) -> &'static [Setting] {
+        match self {
+            Metric::Linear => crate::linear::READS,
+            Metric::Procrustes => crate::procrustes::READS,
+            Metric::Permutation => crate::matching::PERMUTATION_READS,
+            Metric::SoftMatching => crate::matching::SOFT_MATCHING_READS,
+            Metric::Cka => crate::cka::READS,
+            Metric::Rsa => crate::rsa::READS,
+        }
+    }
+
     /// Whether the metric is cross-validated over folds.
     pub fn is_cross_validated(self) -> bool {
         !matches!(self, Metric::Cka | Metric::Rsa)
+    }
+}
+
+impl Named for Metric {
+    const CHOICES: &'static [Metric] = &Metric::ALL;
+    fn name(self) -> &'static str {
+        Metric::name(self)
     }
 }
 
@@ -62,6 +153,16 @@ pub enum Corr {
     Spearman,
 }
 
+impl Named for Corr {
+    const CHOICES: &'static [Corr] = &[Corr::Pearson, Corr::Spearman];
+    fn name(self) -> &'static str {
+        match self {
+            Corr::Pearson => "pearson",
+            Corr::Spearman => "spearman",
+        }
+    }
+}
+
 /// Which statistics z-score the source's test fold in the linear metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TestZscore {
@@ -69,6 +170,16 @@ pub enum TestZscore {
     Train,
     /// The test fold's own mean and standard deviation (as the seed lab's code does).
     Own,
+}
+
+impl Named for TestZscore {
+    const CHOICES: &'static [TestZscore] = &[TestZscore::Train, TestZscore::Own];
+    fn name(self) -> &'static str {
+        match self {
+            TestZscore::Train => "train",
+            TestZscore::Own => "own",
+        }
+    }
 }
 
 /// How Procrustes handles layers of different widths.
@@ -81,6 +192,16 @@ pub enum DimMatch {
     Pca,
 }
 
+impl Named for DimMatch {
+    const CHOICES: &'static [DimMatch] = &[DimMatch::ZeroPad, DimMatch::Pca];
+    fn name(self) -> &'static str {
+        match self {
+            DimMatch::ZeroPad => "zeropad",
+            DimMatch::Pca => "pca",
+        }
+    }
+}
+
 /// Which HSIC estimator CKA uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HsicEstimator {
@@ -88,6 +209,16 @@ pub enum HsicEstimator {
     Biased,
     /// The unbiased U-statistic estimator (Song et al., 2012).
     Unbiased,
+}
+
+impl Named for HsicEstimator {
+    const CHOICES: &'static [HsicEstimator] = &[HsicEstimator::Biased, HsicEstimator::Unbiased];
+    fn name(self) -> &'static str {
+        match self {
+            HsicEstimator::Biased => "biased",
+            HsicEstimator::Unbiased => "unbiased",
+        }
+    }
 }
 
 /// Every setting a score depends on. Two layers compared together must share them.

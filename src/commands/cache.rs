@@ -111,8 +111,8 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
             {
                 let store = super::open_store(&dir)?;
                 for p in keep {
-                    let dag = super::load_dag(p)?;
-                    let o = super::plan_only(&dag, &store);
+                    let dag = super::load_dag(p)?.dag;
+                    let o = repflow_engine::schedule::plan(&dag, &store);
                     kept.extend(o.parts.iter().flatten().map(|p| p.key().hex()));
                 }
             }

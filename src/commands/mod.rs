@@ -12,33 +12,22 @@ pub mod why;
 use std::path::Path;
 
 use repflow_cache::Store;
+use repflow_engine::KeyParts;
 
-use crate::dag::keys::KeyParts;
-use crate::dag::Dag;
 use crate::error::UserError;
 use crate::pipeline;
+use crate::pipeline::graph::PipelineDag;
 
 /// Loads, expands and builds a pipeline's DAG.
-pub fn load_dag(path: &Path) -> Result<Dag, UserError> {
+pub fn load_dag(path: &Path) -> Result<PipelineDag, UserError> {
     load_plan_and_dag(path).map(|(_, dag)| dag)
 }
 
 /// Loads and expands a pipeline, and builds its DAG (for callers that also need the plan).
-pub fn load_plan_and_dag(path: &Path) -> Result<(pipeline::Plan, Dag), UserError> {
+pub fn load_plan_and_dag(path: &Path) -> Result<(pipeline::Plan, PipelineDag), UserError> {
     let plan = pipeline::expand(pipeline::load(path)?)?;
-    let dag = Dag::from_plan(&plan)?;
+    let dag = pipeline::graph::build(&plan)?;
     Ok((plan, dag))
-}
-
-/// Every node's state against the store, executing nothing.
-pub fn plan_only(dag: &Dag, store: &Store) -> crate::dag::run::Outcome {
-    let opts = crate::dag::run::RunOptions {
-        jobs: 1,
-        force: vec![],
-        execute: false,
-        progress: false,
-    };
-    crate::dag::run::run(dag, store, &opts)
 }
 
 /// Opens the store in `dir`.

@@ -1,16 +1,16 @@
 //! `repflow plan PIPELINE`: each node's state without running anything.
 
 use crate::cli::PlanArgs;
-use crate::dag::run::State;
+use repflow_engine::schedule::{plan, State};
 use crate::error::UserError;
 
 /// Prints the DAG with each node's state: `cached`, `stale` (built before, inputs or
 /// parameters changed since) or `missing` (never built).
 pub fn run(args: &PlanArgs) -> Result<(), UserError> {
-    let dag = super::load_dag(&args.pipeline)?;
+    let dag = super::load_dag(&args.pipeline)?.dag;
     let store = super::open_store(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
-    let o = super::plan_only(&dag, &store);
+    let o = plan(&dag, &store);
     let mut rows = Vec::new();
     let (mut cached, mut stale, mut missing) = (0, 0, 0);
     for &i in &dag.order {

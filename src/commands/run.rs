@@ -1,11 +1,22 @@
-//! `repflow run PIPELINE`: compute what the store lacks, reuse the rest, write the table.
+//! `repflow run PIPELINE`: compute what the store lacks (locally or on Slurm), reuse the
+//! rest, write the table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use repflow_engine::schedule::{run as run_dag, Outcome, RunOptions, State};
+use repflow_engine::{Executor, Local, Slurm, SlurmConfig};
 
 use crate::cli::RunArgs;
-use crate::dag::run::{run as run_dag, Outcome, RunOptions, State};
 use crate::error::UserError;
-use crate::nodes::table;
+use crate::nodes::network::{Extract, Train};
+use crate::nodes::{registry, table, RunContext};
+use crate::pipeline::graph::PipelineDag;
+use crate::pipeline::PipelineSpec;
+
+/// Node kinds always run in the driver under Slurm: too small to be worth a job.
+const DRIVER_KINDS: [&str; 2] = ["folds", "table"];
 
 /// Runs the pipeline; returns the exit code (1 when a node failed).
 pub fn run(args: &RunArgs) -> Result<i32, UserError> {
@@ -20,20 +31,28 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
     }
     let (plan, dag) = super::load_plan_and_dag(&args.pipeline)?;
     let results_dir = plan.spec.results_dir();
-    let store = super::open_store(&args.store.dir())?;
+    let store = Arc::new(super::open_store(&args.store.dir())?);
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let local = Local::new(jobs, store.clone(), Arc::new(RunContext::default()));
+    let mut executor: Box<dyn Executor<RunContext>> = match args.executor.as_str() {
+        "slurm" => Box::new(
+            Slurm::new(slurm_config(args, &plan.spec)?, store.clone(), local)
+                .map_err(UserError::input)?,
+        ),
+        _ => Box::new(local),
+    };
     let opts = RunOptions {
-        jobs: args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
         force: args.force.clone(),
-        execute: true,
         progress: !args.json,
     };
-    let outcome = run_dag(&dag, &store, &opts);
+    let outcome = run_dag(&dag.dag, &store, executor.as_mut(), &opts);
+    drop(executor);
     let mut state: BTreeMap<String, _> = super::load_state(&store, &args.pipeline);
-    for (node, parts) in dag.nodes.iter().zip(&outcome.parts) {
+    for (node, parts) in dag.dag.nodes.iter().zip(&outcome.parts) {
         if let Some(p) = parts {
             state.insert(node.label.clone(), p.clone());
         }
@@ -61,18 +80,61 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
     })
 }
 
+/// The Slurm executor's settings: flags over the pipeline's `[slurm]` table over defaults.
+fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, UserError> {
+    let table = spec.slurm.clone().unwrap_or_default();
+    let known: Vec<&str> = registry().kinds().collect();
+    let mut driver_kinds: HashSet<String> = DRIVER_KINDS.iter().map(|k| k.to_string()).collect();
+    for k in table.driver.iter().chain(&args.slurm_driver).chain(table.kinds.keys()) {
+        if !known.contains(&k.as_str()) {
+            return Err(UserError::input(format!(
+                "{}: `{k}` is not a node kind (in `[slurm]` or --slurm-driver)",
+                spec.path.display()
+            ))
+            .hint(format!("node kinds: {}", known.join(", "))));
+        }
+    }
+    driver_kinds.extend(table.driver.iter().chain(&args.slurm_driver).cloned());
+    let poll = args.slurm_poll.or(table.poll).unwrap_or(5.0);
+    if !(poll.is_finite() && (0.05..=3600.0).contains(&poll)) {
+        return Err(UserError::input(format!(
+            "the Slurm poll interval is {poll} s; it must be between 0.05 and 3600"
+        ))
+        .hint("set --slurm-poll or `[slurm] poll`"));
+    }
+    if args.slurm_array_max.or(table.array_max) == Some(0) {
+        return Err(UserError::input("the Slurm array limit is 0; it must be at least 1")
+            .hint("set --slurm-array-max or `[slurm] array_max` to 1 or more"));
+    }
+    let program = std::env::current_exe()
+        .map_err(|e| UserError::input(format!("cannot find the repflow executable: {e}")))?;
+    let dir = args.store.dir();
+    let store_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    Ok(SlurmConfig {
+        program,
+        store_dir,
+        partition: args.slurm_partition.clone().or(table.partition),
+        array_max: args.slurm_array_max.or(table.array_max),
+        args: table.args.iter().chain(&args.slurm_arg).cloned().collect(),
+        poll: Duration::from_secs_f64(poll),
+        retries: args.retries.or(table.retries).unwrap_or(2),
+        driver_kinds,
+        resources: table.kinds,
+    })
+}
+
 /// `models.csv`: for each extracted network (its `[[model]]` and architecture) and stimulus set
 /// (`base` or an out-of-distribution set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
 /// test accuracy. Accuracy is left empty on a set from another dataset than the base set
 /// (`mnist5k` beside Fashion-MNIST): its labels name other classes.
 fn write_model_table(
     plan: &crate::pipeline::Plan,
-    dag: &crate::dag::Dag,
+    dag: &PipelineDag,
     o: &Outcome,
     store: &repflow_cache::Store,
     dir: &std::path::Path,
 ) -> Result<(), UserError> {
-    use crate::nodes::NodeSpec;
+    let dag = &dag.dag;
     let meta = |i: usize| -> Option<serde_json::Value> {
         let b = store.get(&o.digests[i]?).ok()?;
         serde_json::from_str(b.meta()).ok()
@@ -82,7 +144,7 @@ fn write_model_table(
             .to_string(),
     ];
     for (i, node) in dag.nodes.iter().enumerate() {
-        let NodeSpec::Extract(extract) = &node.spec else {
+        let Some(extract) = node.node.as_any().downcast_ref::<Extract>() else {
             continue;
         };
         let arch = serde_json::to_value(extract.model.arch)
@@ -111,8 +173,8 @@ fn write_model_table(
         let train = node
             .inputs
             .first()
-            .copied()
-            .filter(|&w| matches!(dag.nodes[w].spec, NodeSpec::Train(_)))
+            .map(|(_, w)| *w)
+            .filter(|&w| dag.nodes[w].node.as_any().is::<Train>())
             .and_then(meta);
         let field = |v: Option<&serde_json::Value>| {
             v.filter(|v| !v.is_null())
@@ -135,17 +197,18 @@ fn write_model_table(
     Ok(())
 }
 
-fn report(dag: &crate::dag::Dag, o: &Outcome, results: Option<&std::path::Path>, json: bool) {
+fn report(dag: &PipelineDag, o: &Outcome, results: Option<&std::path::Path>, json: bool) {
     let executed = o.count(|s| *s == State::Executed);
     let cached = o.count(|s| *s == State::Cached);
     let failed = o.count(|s| matches!(s, State::Failed(_)));
     let blocked = o.count(|s| *s == State::Blocked);
-    let failures: Vec<(String, String)> = dag
+    let failures: Vec<(String, &repflow_engine::Failure)> = dag
+        .dag
         .nodes
         .iter()
         .zip(&o.states)
         .filter_map(|(n, s)| match s {
-            State::Failed(m) => Some((n.label.clone(), m.clone())),
+            State::Failed(f) => Some((n.label.clone(), f)),
             _ => None,
         })
         .collect();
@@ -153,16 +216,32 @@ fn report(dag: &crate::dag::Dag, o: &Outcome, results: Option<&std::path::Path>,
         let v = serde_json::json!({
             "executed": executed, "cached": cached, "failed": failed, "blocked": blocked,
             "seconds": o.seconds, "results": results.map(|p| p.display().to_string()),
-            "failures": failures.iter().map(|(l, m)| serde_json::json!({"node": l, "error": m})).collect::<Vec<_>>(),
+            "executor": o.executor, "submitted": o.stats.submitted, "arrays": o.stats.arrays,
+            "retries": o.stats.retries,
+            "failures": failures.iter().map(|(l, f)| serde_json::json!({
+                "node": l, "kind": f.kind, "key": f.key, "error": f.message,
+                "log": f.log.as_ref().map(|p| p.display().to_string()),
+            })).collect::<Vec<_>>(),
         });
         println!("{v}");
         return;
     }
-    for (label, msg) in &failures {
-        eprintln!("failed: {label}: {msg}");
+    for (label, f) in &failures {
+        eprintln!("failed: {label}: {}", f.message);
+        if let Some(log) = &f.log {
+            eprintln!("  log: {}", log.display());
+        }
     }
+    let cluster = if o.executor == "slurm" {
+        format!(
+            " ({} Slurm elements in {} arrays, {} resubmitted)",
+            o.stats.submitted, o.stats.arrays, o.stats.retries
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{executed} executed, {cached} reused from cache, {failed} failed, {blocked} blocked, in {:.2} s",
+        "{executed} executed, {cached} reused from cache, {failed} failed, {blocked} blocked, in {:.2} s{cluster}",
         o.seconds
     );
     if let Some(p) = results {

@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use repflow_kernels::{rotation, Metric, Pair, PreparedLayer, Score, Settings};
-use serde_json::{json, Value};
+use repflow_kernels::{rotation, Metric, Named, Pair, PreparedLayer, Score, Settings};
+use serde_json::Value;
 
 use crate::cli::{MetricArg, ScoreArgs};
 use crate::error::UserError;
 use crate::matrix_io::read_matrix;
+use crate::score_json::to_json;
 
 /// Runs `repflow score` and prints its table or JSON.
 pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
@@ -99,56 +100,6 @@ fn describe_folds(settings: &Settings) -> String {
     }
 }
 
-fn corr_name(c: repflow_kernels::Corr) -> &'static str {
-    match c {
-        repflow_kernels::Corr::Pearson => "pearson",
-        repflow_kernels::Corr::Spearman => "spearman",
-    }
-}
-
-/// One score as the JSON object other tools read.
-pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Settings) -> Value {
-    let direction = |folds: &Option<Vec<f64>>| {
-        folds.as_ref().map(|f| {
-            json!({
-                "score": repflow_kernels::stats::mean(f),
-                "std": repflow_kernels::stats::std(f),
-                "fold_scores": f,
-            })
-        })
-    };
-    let mut obj = json!({
-        "metric": s.metric.name(),
-        "score": s.score,
-        "std": s.std,
-        "fold_scores": s.fold_scores,
-        "x_to_y": direction(&s.x_to_y),
-        "y_to_x": direction(&s.y_to_x),
-        "n_units_x": a.n_units(),
-        "n_units_y": b.n_units(),
-        "dropped_x": a.dropped().len(),
-        "dropped_y": b.dropped().len(),
-        "dropped_x_units": a.dropped(),
-        "dropped_y_units": b.dropped(),
-        "nan_units": s.nan_units,
-        "n_stimuli": a.n_rows(),
-        "corr": corr_name(settings.corr),
-        "folds": settings.folds.k,
-        "seed": settings.folds.shuffle_seed,
-    });
-    if let Some(ang) = &s.angular_distance {
-        obj["angular_distance"] = json!({
-            "mean": repflow_kernels::stats::mean(ang),
-            "fold_values": ang,
-        });
-    }
-    if let Some((xy, yx)) = &s.alphas {
-        obj["alpha_x_to_y"] = json!(xy);
-        obj["alpha_y_to_x"] = json!(yx);
-    }
-    obj
-}
-
 fn print_table(
     args: &ScoreArgs,
     scores: &[Score],
@@ -174,7 +125,7 @@ fn print_table(
     println!(
         "{}, {} correlation",
         describe_folds(settings),
-        corr_name(settings.corr)
+        settings.corr.name()
     );
     println!();
     println!(

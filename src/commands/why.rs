@@ -1,16 +1,16 @@
 //! `repflow why PIPELINE NODE`: which component of a node's key changed since its last run.
 
 use crate::cli::WhyArgs;
-use crate::dag::run::State;
+use repflow_engine::schedule::{plan, State};
 use crate::error::UserError;
 use crate::pipeline::closest_label;
 
 /// Explains why `args.node` will run (or says that it will not).
 pub fn run(args: &WhyArgs) -> Result<(), UserError> {
-    let dag = super::load_dag(&args.pipeline)?;
+    let dag = super::load_dag(&args.pipeline)?.dag;
     let store = super::open_store(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
-    let o = super::plan_only(&dag, &store);
+    let o = plan(&dag, &store);
     let labels: Vec<&str> = dag.nodes.iter().map(|n| n.label.as_str()).collect();
     let matches: Vec<usize> = match labels.iter().position(|l| *l == args.node) {
         Some(i) => vec![i],
@@ -78,7 +78,7 @@ pub fn run(args: &WhyArgs) -> Result<(), UserError> {
                 let j = dag.nodes[i]
                     .inputs
                     .iter()
-                    .copied()
+                    .map(|(_, j)| *j)
                     .find(|&j| o.digests[j].is_none())
                     .expect("an input lacks its output");
                 println!(

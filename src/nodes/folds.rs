@@ -1,15 +1,12 @@
 //! `folds`: the cross-validation split of m stimuli (scikit-learn's KFold).
 
 use repflow_cache::Bundle;
+use repflow_engine::{Inputs, Kind, NodeError};
 use repflow_kernels::{FoldSpec, Folds};
 use serde::{Deserialize, Serialize};
 
+use super::RunContext;
 use crate::error::UserError;
-
-/// Kind name.
-pub const KIND: &str = "folds";
-/// Kind version.
-pub const VERSION: u32 = 1;
 
 /// A fold split of `n_rows` stimuli.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,21 +28,35 @@ impl FoldsNode {
         }
     }
 
-    /// Key parameters.
-    pub fn key_params(&self) -> serde_json::Value {
-        let mut p = super::fold_params(&self.spec());
-        p["n_rows"] = self.n_rows.into();
-        p
-    }
-
     /// The split: metadata `{"n_rows", "test": [[rows of fold 0], ...]}`.
-    pub fn run(&self) -> Result<Bundle, UserError> {
+    pub fn split(&self) -> Result<Bundle, UserError> {
         let folds = Folds::new(self.n_rows, self.spec())?;
         let test: Vec<&[usize]> = (0..folds.k()).map(|f| folds.test(f)).collect();
         Ok(Bundle::meta(
             serde_json::json!({ "n_rows": self.n_rows, "test": test }).to_string(),
         ))
     }
+}
+
+/// No inputs.
+impl Kind<RunContext> for FoldsNode {
+    const KIND: &'static str = "folds";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
+        let mut p = fold_params(&self.spec());
+        p["n_rows"] = self.n_rows.into();
+        p
+    }
+
+    fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.split()?)
+    }
+}
+
+/// The canonical JSON of a fold specification (in folds' and scores' keys).
+pub fn fold_params(f: &FoldSpec) -> serde_json::Value {
+    serde_json::json!({ "k": f.k, "shuffle_seed": f.shuffle_seed })
 }
 
 /// Reads a split back from its output's metadata.

@@ -5,21 +5,14 @@
 use std::path::PathBuf;
 
 use repflow_cache::{Bundle, MappedBundle};
+use repflow_engine::{Inputs, Kind, NodeError};
 use serde::{Deserialize, Serialize};
 
+use super::RunContext;
 use crate::error::UserError;
 use crate::stimuli::datasets::{fashion_mnist, image_folder, mnist_5k};
 use crate::stimuli::transforms::Transform;
 use crate::stimuli::Images;
-
-/// `images` kind name.
-pub const KIND: &str = "images";
-/// `images` kind version.
-pub const VERSION: u32 = 1;
-/// `transform` kind name.
-pub const TRANSFORM_KIND: &str = "transform";
-/// `transform` kind version.
-pub const TRANSFORM_VERSION: u32 = 1;
 
 /// A real stimulus set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,9 +33,12 @@ pub struct ImageSet {
     pub colour: bool,
 }
 
-impl ImageSet {
-    /// Key parameters (the package's content enters as an input).
-    pub fn key_params(&self) -> serde_json::Value {
+/// No inputs; the package (or folder) enters the key by content.
+impl Kind<RunContext> for ImageSet {
+    const KIND: &'static str = "images";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
         let mut p = serde_json::json!({ "dataset": self.dataset, "split": self.split, "count": self.count });
         if self.dataset == "folder" {
             p["resize"] = serde_json::json!(self.resize);
@@ -51,8 +47,18 @@ impl ImageSet {
         p
     }
 
+    fn external_files(&self) -> Vec<PathBuf> {
+        vec![self.package.clone()]
+    }
+
+    fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.read()?)
+    }
+}
+
+impl ImageSet {
     /// Reads the images.
-    pub fn run(&self) -> Result<Bundle, UserError> {
+    pub fn read(&self) -> Result<Bundle, UserError> {
         let images = match self.dataset.as_str() {
             "fashion-mnist" => {
                 let (train, test) = fashion_mnist(&self.package)?;
@@ -88,17 +94,18 @@ pub struct TransformNode {
     pub seed: u32,
 }
 
-impl TransformNode {
-    /// Key parameters.
-    pub fn key_params(&self) -> serde_json::Value {
+/// Input: `images`.
+impl Kind<RunContext> for TransformNode {
+    const KIND: &'static str = "transform";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
         serde_json::json!({ "transform": self.transform, "seed": self.seed })
     }
 
-    /// Transforms the input set.
-    pub fn run(&self, input: &MappedBundle) -> Result<Bundle, UserError> {
-        Ok(to_bundle(
-            &self.transform.apply(&from_bundle(input)?, self.seed)?,
-        ))
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        let images = from_bundle(inputs.bundle("images")?)?;
+        Ok(to_bundle(&self.transform.apply(&images, self.seed)?))
     }
 }
 

@@ -8,26 +8,15 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use repflow_cache::{Bundle, MappedBundle};
+use repflow_engine::{Inputs, Kind, NodeError};
 use serde::{Deserialize, Serialize};
 
 use super::images::from_bundle;
+use super::RunContext;
 use crate::error::UserError;
 use crate::models::extract::{extract, Reduction};
 use crate::models::train::{train_until, TrainConfig, TrainState};
 use crate::models::{ModelConfig, Network};
-
-/// `weights` kind name.
-pub const WEIGHTS_KIND: &str = "weights";
-/// `weights` kind version.
-pub const WEIGHTS_VERSION: u32 = 1;
-/// `train` kind name.
-pub const TRAIN_KIND: &str = "train";
-/// `train` kind version (2: im2col convolution, fused batch norm, torch's max-pool gradient).
-pub const TRAIN_VERSION: u32 = 2;
-/// `extract` kind name.
-pub const EXTRACT_KIND: &str = "extract";
-/// `extract` kind version (3: im2col convolution).
-pub const EXTRACT_VERSION: u32 = 3;
 
 fn ce(e: impl std::fmt::Display) -> UserError {
     UserError::input(e.to_string().lines().next().unwrap_or_default().to_string())
@@ -86,14 +75,27 @@ pub struct Weights {
     pub file: PathBuf,
 }
 
-impl Weights {
-    /// Key parameters (the file's content enters as an input).
-    pub fn key_params(&self) -> serde_json::Value {
+/// No inputs; the file enters the key by content.
+impl Kind<RunContext> for Weights {
+    const KIND: &'static str = "weights";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
         serde_json::json!({})
     }
 
+    fn external_files(&self) -> Vec<PathBuf> {
+        vec![self.file.clone()]
+    }
+
+    fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.read()?)
+    }
+}
+
+impl Weights {
     /// Reads the weights.
-    pub fn run(&self) -> Result<Bundle, UserError> {
+    pub fn read(&self) -> Result<Bundle, UserError> {
         let tensors: HashMap<String, Tensor> =
             candle_core::safetensors::load(&self.file, &Device::Cpu)
                 .map_err(|e| {
@@ -127,9 +129,14 @@ pub struct Train {
     pub step: u64,
 }
 
-impl Train {
-    /// Key parameters: the recipe and the step.
-    pub fn key_params(&self) -> serde_json::Value {
+/// Inputs: `train_set`, `test_set`, and `previous` (the previous checkpoint) unless this
+/// is the first. Version 2: im2col convolution, fused batch norm, torch's max-pool gradient.
+impl Kind<RunContext> for Train {
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 2;
+
+    /// The recipe (without its checkpoint list) and the step.
+    fn key_params(&self) -> serde_json::Value {
         let mut r = serde_json::to_value(&self.recipe).expect("recipes serialise");
         r.as_object_mut()
             .expect("recipe is an object")
@@ -137,9 +144,19 @@ impl Train {
         serde_json::json!({ "recipe": r, "step": self.step })
     }
 
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.train(
+            inputs.bundle("train_set")?,
+            inputs.bundle("test_set")?,
+            inputs.optional("previous").map(|i| &i.bundle),
+        )?)
+    }
+}
+
+impl Train {
     /// Trains up to `step`, from the previous checkpoint's output when given. Inputs: train
     /// set, test set, previous checkpoint (optional).
-    pub fn run(
+    pub fn train(
         &self,
         train_set: &MappedBundle,
         test_set: &MappedBundle,
@@ -196,15 +213,24 @@ pub struct Extract {
     pub normalize: (f32, f32),
 }
 
-impl Extract {
-    /// Key parameters.
-    pub fn key_params(&self) -> serde_json::Value {
+/// Inputs: `weights` (a `weights` or `train` output), `stimuli`. Version 3: im2col
+/// convolution.
+impl Kind<RunContext> for Extract {
+    const KIND: &'static str = "extract";
+    const VERSION: u32 = 3;
+
+    fn key_params(&self) -> serde_json::Value {
         serde_json::json!({ "model": self.model, "reduction": self.reduction, "normalize": [self.normalize.0, self.normalize.1] })
     }
 
-    /// Extracts: one column-major array per layer (stimuli × units). Inputs: weights (a
-    /// `weights` or `train` output), stimuli.
-    pub fn run(&self, weights: &MappedBundle, stimuli: &MappedBundle) -> Result<Bundle, UserError> {
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.extract(inputs.bundle("weights")?, inputs.bundle("stimuli")?)?)
+    }
+}
+
+impl Extract {
+    /// Extracts: one column-major array per layer (stimuli × units).
+    pub fn extract(&self, weights: &MappedBundle, stimuli: &MappedBundle) -> Result<Bundle, UserError> {
         let tensors = tensors_from_bundle(weights, "w:", &names(weights, "weights")?)?;
         let net = Network::new(
             &self.model,

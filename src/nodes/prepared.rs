@@ -6,15 +6,12 @@ use std::sync::Arc;
 
 use faer::MatRef;
 use repflow_cache::{Bundle, MappedArray, MappedBundle};
+use repflow_engine::{Inputs, Kind, NodeError};
 use repflow_kernels::{DataBuffer, FoldStats, Folds, LayerParts, PreparedLayer, Settings};
 use serde::{Deserialize, Serialize};
 
+use super::{folds, RunContext};
 use crate::error::UserError;
-
-/// Kind name.
-pub const KIND: &str = "prepared";
-/// Kind version.
-pub const VERSION: u32 = 1;
 
 /// A prepared layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,9 +48,13 @@ fn corrupt(what: &str) -> UserError {
     UserError::input(format!("corrupt prepared-layer object: {what}"))
 }
 
-impl Prepared {
-    /// Key parameters: which array of the input (nothing more for a source file's `x`).
-    pub fn key_params(&self) -> serde_json::Value {
+/// Inputs: `matrix` (a source or extraction output holding the array), `folds`.
+impl Kind<RunContext> for Prepared {
+    const KIND: &'static str = "prepared";
+    const VERSION: u32 = 1;
+
+    /// Which array of the input (nothing more for a source file's `x`), and the rotation.
+    fn key_params(&self) -> serde_json::Value {
         let mut p = serde_json::json!({});
         if self.array != "x" {
             p["array"] = self.array.clone().into();
@@ -64,8 +65,15 @@ impl Prepared {
         p
     }
 
-    /// Prepares the source matrix `x` (array `x` of a source output) with `folds`.
-    pub fn run(&self, source: &MappedBundle, folds: Folds) -> Result<Bundle, UserError> {
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        let split = folds::read(inputs.bundle("folds")?.meta())?;
+        Ok(self.prepare(inputs.bundle("matrix")?, split)?)
+    }
+}
+
+impl Prepared {
+    /// Prepares the matrix `self.array` of `source` with `folds`.
+    pub fn prepare(&self, source: &MappedBundle, folds: Folds) -> Result<Bundle, UserError> {
         let x = source
             .array(&self.array)
             .ok_or_else(|| corrupt(&format!("the input has no matrix `{}`", self.array)))?;

@@ -1,23 +1,22 @@
 //! `score`: one metric on one layer pair.
 
 use repflow_cache::Bundle;
-use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+use repflow_engine::{Inputs, Kind, NodeError};
+use repflow_kernels::{Metric, Pair, SettingValue, Settings};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::score::to_json;
+use super::folds::fold_params;
+use super::RunContext;
 use crate::error::UserError;
-
-/// Kind name.
-pub const KIND: &str = "score";
-/// Kind version.
-pub const VERSION: u32 = 1;
+use crate::score_json::to_json;
 
 /// A metric on a layer pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreNode {
-    /// The metric's name.
-    pub metric: String,
-    /// The metric engine's settings (only the ones the metric uses enter the key).
+    /// The metric.
+    #[serde(with = "crate::named_serde")]
+    pub metric: Metric,
+    /// The metric engine's settings (only the ones the metric reads enter the key).
     #[serde(with = "settings_serde")]
     pub settings: Settings,
     /// First model and layer.
@@ -26,33 +25,50 @@ pub struct ScoreNode {
     pub b: (String, String),
 }
 
-impl ScoreNode {
-    /// The metric.
-    pub fn metric(&self) -> Metric {
-        Metric::from_name(&self.metric).expect("score nodes hold checked metric names")
-    }
+/// Inputs: the prepared layers `x` and `y`.
+impl Kind<RunContext> for ScoreNode {
+    const KIND: &'static str = "score";
+    const VERSION: u32 = 1;
 
-    /// Key parameters: the metric and the options it depends on (so changing one metric's
-    /// option reruns that metric only), and the fold split.
-    pub fn key_params(&self) -> serde_json::Value {
-        let mut p = super::metric_params(self.metric(), &self.settings);
-        p["folds"] = super::fold_params(&self.settings.folds);
+    /// The metric, the settings it declares it reads (so changing one metric's option
+    /// reruns that metric only), and the fold split.
+    fn key_params(&self) -> serde_json::Value {
+        let mut p = serde_json::json!({ "metric": self.metric.name() });
+        for s in self.metric.reads() {
+            p[s.name()] = match s.value(&self.settings) {
+                SettingValue::Name(n) => n.into(),
+                SettingValue::Bits(bits) => bits
+                    .iter()
+                    .map(|b| format!("{b:016x}"))
+                    .collect::<Vec<_>>()
+                    .into(),
+            };
+        }
+        p["folds"] = fold_params(&self.settings.folds);
         p
     }
 
     /// Scores the pair: metadata is `repflow score --json`'s object.
-    pub fn run(&self, x: &PreparedLayer, y: &PreparedLayer) -> Result<Bundle, UserError> {
-        let s = Pair::new(x, y)?.score(self.metric())?;
-        Ok(Bundle::meta(to_json(&s, x, y, &self.settings).to_string()))
+    fn run(&self, ctx: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        let layer = |name: &str| -> Result<_, NodeError> {
+            let input = inputs.get(name)?;
+            Ok(ctx.prepared(&input.digest, &input.bundle, &self.settings)?)
+        };
+        let (x, y) = (layer("x")?, layer("y")?);
+        let s = Pair::new(&x, &y).map_err(UserError::from)?.score(self.metric).map_err(UserError::from)?;
+        Ok(Bundle::meta(to_json(&s, &x, &y, &self.settings).to_string()))
     }
 }
 
-/// Settings as the same JSON a pipeline's `[options]` holds.
+/// Settings as the same JSON a pipeline's `[options]` holds; a name this build does not
+/// know is an error, never a default.
 mod settings_serde {
-    use repflow_kernels::{Corr, DimMatch, FoldSpec, HsicEstimator, Settings, TestZscore};
+    use repflow_kernels::{FoldSpec, Named, Settings};
+    use serde::de::Error;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Plain {
         k: usize,
         shuffle_seed: Option<u32>,
@@ -64,74 +80,65 @@ mod settings_serde {
         rsa_compare: String,
     }
 
-    fn corr(c: Corr) -> String {
-        match c {
-            Corr::Pearson => "pearson".into(),
-            Corr::Spearman => "spearman".into(),
-        }
-    }
-
     pub fn serialize<S: Serializer>(s: &Settings, ser: S) -> Result<S::Ok, S::Error> {
         Plain {
             k: s.folds.k,
             shuffle_seed: s.folds.shuffle_seed,
-            corr: corr(s.corr),
-            test_zscore: if s.test_zscore == TestZscore::Own {
-                "own"
-            } else {
-                "train"
-            }
-            .into(),
+            corr: s.corr.name().into(),
+            test_zscore: s.test_zscore.name().into(),
             alphas: s.alphas.clone(),
-            dim_match: if s.dim_match == DimMatch::Pca {
-                "pca"
-            } else {
-                "zeropad"
-            }
-            .into(),
-            hsic: if s.hsic == HsicEstimator::Unbiased {
-                "unbiased"
-            } else {
-                "biased"
-            }
-            .into(),
-            rsa_compare: corr(s.rsa_compare),
+            dim_match: s.dim_match.name().into(),
+            hsic: s.hsic.name().into(),
+            rsa_compare: s.rsa_compare.name().into(),
         }
         .serialize(ser)
     }
 
+    fn named<T: Named, E: Error>(field: &str, value: &str) -> Result<T, E> {
+        T::from_name(value).ok_or_else(|| {
+            E::custom(format!(
+                "`{field}` is `{value}`; expected one of {}",
+                T::names().join(", ")
+            ))
+        })
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Settings, D::Error> {
         let p = Plain::deserialize(de)?;
-        let c = |s: &str| {
-            if s == "spearman" {
-                Corr::Spearman
-            } else {
-                Corr::Pearson
-            }
-        };
         Ok(Settings {
             folds: FoldSpec {
                 k: p.k,
                 shuffle_seed: p.shuffle_seed,
             },
-            corr: c(&p.corr),
-            test_zscore: if p.test_zscore == "own" {
-                TestZscore::Own
-            } else {
-                TestZscore::Train
-            },
+            corr: named("corr", &p.corr)?,
+            test_zscore: named("test_zscore", &p.test_zscore)?,
             alphas: p.alphas,
-            dim_match: if p.dim_match == "pca" {
-                DimMatch::Pca
-            } else {
-                DimMatch::ZeroPad
-            },
-            hsic: if p.hsic == "unbiased" {
-                HsicEstimator::Unbiased
-            } else {
-                HsicEstimator::Biased
-            },
-            rsa_compare: c(&p.rsa_compare),
+            dim_match: named("dim_match", &p.dim_match)?,
+            hsic: named("hsic", &p.hsic)?,
+            rsa_compare: named("rsa_compare", &p.rsa_compare)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_round_trip_and_unknown_names_are_errors() {
+        let node = ScoreNode {
+            metric: Metric::SoftMatching,
+            settings: Settings::default(),
+            a: ("a".into(), "l1".into()),
+            b: ("b".into(), "l1".into()),
+        };
+        let v = serde_json::to_value(&node).unwrap();
+        assert_eq!(serde_json::from_value::<ScoreNode>(v.clone()).unwrap(), node);
+        for (field, bad) in [("/settings/corr", "kendall"), ("/settings/hsic", "x"), ("/metric", "lin")] {
+            let mut w = v.clone();
+            *w.pointer_mut(field).unwrap() = bad.into();
+            let e = serde_json::from_value::<ScoreNode>(w).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }

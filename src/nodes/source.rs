@@ -4,15 +4,12 @@
 use std::path::PathBuf;
 
 use repflow_cache::Bundle;
+use repflow_engine::{Inputs, Kind, NodeError};
 use serde::{Deserialize, Serialize};
 
+use super::RunContext;
 use crate::error::UserError;
 use crate::matrix_io::read_matrix;
-
-/// Kind name.
-pub const KIND: &str = "source";
-/// Kind version.
-pub const VERSION: u32 = 1;
 
 /// Where one layer's activations are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,21 +26,30 @@ pub struct Source {
     pub stimuli: Option<PathBuf>,
 }
 
-impl Source {
-    /// Key parameters: the tensor name (file contents enter as inputs).
-    pub fn key_params(&self) -> serde_json::Value {
+/// No inputs; the activation file (and stimulus-id file) enter the key by content.
+impl Kind<RunContext> for Source {
+    const KIND: &'static str = "source";
+    const VERSION: u32 = 1;
+
+    /// The tensor name (file contents enter as inputs).
+    fn key_params(&self) -> serde_json::Value {
         serde_json::json!({ "tensor": self.tensor })
     }
 
-    /// The files whose contents the output depends on.
-    pub fn files(&self) -> Vec<PathBuf> {
+    fn external_files(&self) -> Vec<PathBuf> {
         let mut f = vec![self.file.clone()];
         f.extend(self.stimuli.clone());
         f
     }
 
+    fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.read()?)
+    }
+}
+
+impl Source {
     /// Reads the matrix: array `x` (stimuli × units, column-major, f64).
-    pub fn run(&self) -> Result<Bundle, UserError> {
+    pub fn read(&self) -> Result<Bundle, UserError> {
         let x = read_matrix(&self.file, self.tensor.as_deref())?;
         let (m, n) = x.shape();
         let data: Vec<f64> = (0..n)

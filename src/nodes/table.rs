@@ -1,14 +1,11 @@
 //! `table`: the tidy score table of a pipeline (one row per layer pair and metric).
 
-use repflow_cache::{Bundle, MappedBundle};
+use repflow_cache::Bundle;
+use repflow_engine::{Inputs, Kind, NodeError};
 use serde::{Deserialize, Serialize};
 
+use super::RunContext;
 use crate::error::UserError;
-
-/// Kind name.
-pub const KIND: &str = "table";
-/// Kind version.
-pub const VERSION: u32 = 1;
 
 /// One row's identity: which layers, which metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,16 +38,25 @@ pub struct Table {
     pub rows: Vec<RowLabel>,
 }
 
-impl Table {
-    /// Key parameters: the row labels.
-    pub fn key_params(&self) -> serde_json::Value {
+/// Inputs: one `score` per row, in row order.
+impl Kind<RunContext> for Table {
+    const KIND: &'static str = "table";
+    const VERSION: u32 = 1;
+
+    /// The row labels.
+    fn key_params(&self) -> serde_json::Value {
         serde_json::json!({ "pipeline": self.pipeline, "rows": self.rows })
     }
 
+    /// The table is read after every run: a corrupt one is recomputed, not trusted.
+    fn verify_when_cached(&self) -> bool {
+        true
+    }
+
     /// Joins labels and score objects: metadata `{"rows": [...]}` (tidy rows).
-    pub fn run(&self, scores: &[MappedBundle]) -> Result<Bundle, UserError> {
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
         let mut rows = Vec::with_capacity(self.rows.len());
-        for (label, s) in self.rows.iter().zip(scores) {
+        for (label, s) in self.rows.iter().zip(inputs.all("score").map(|i| &i.bundle)) {
             let v: serde_json::Value = serde_json::from_str(s.meta())
                 .map_err(|e| UserError::input(format!("corrupt score object: {e}")))?;
             rows.push(serde_json::json!({

@@ -29,13 +29,14 @@
 //! ```
 
 mod expand;
+pub mod graph;
 pub mod networks;
 mod spec;
 
 pub use expand::{expand, Layer, LayerPair, Model, Plan};
 pub use spec::{
-    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SourceFormat, SourceSpec,
-    StimuliSpec, TrainingSpec,
+    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SlurmSpec, SourceFormat,
+    SourceSpec, StimuliSpec, TrainingSpec,
 };
 
 /// The label closest to `word`, for "did you mean" hints.

@@ -43,6 +43,8 @@ pub struct PipelineSpec {
     /// Metric options.
     #[serde(default)]
     pub options: Options,
+    /// How `--executor slurm` submits this pipeline's nodes.
+    pub slurm: Option<SlurmSpec>,
     /// The file this was read from (set by [`load`]).
     #[serde(skip)]
     pub path: PathBuf,
@@ -64,6 +66,29 @@ impl PipelineSpec {
         }
         out
     }
+}
+
+/// The `[slurm]` table: how `repflow run --executor slurm` submits jobs (flags override it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    /// `sbatch --partition`.
+    pub partition: Option<String>,
+    /// At most this many elements of one array at once.
+    pub array_max: Option<usize>,
+    /// Further `sbatch` arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Seconds between status queries.
+    pub poll: Option<f64>,
+    /// Resubmissions of a failed element.
+    pub retries: Option<u32>,
+    /// Node kinds run in the driver besides `folds` and `table`.
+    #[serde(default)]
+    pub driver: Vec<String>,
+    /// Resources per node kind, e.g. `[slurm.kinds.train] cpus = 8, gres = "gpu:1"`.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, repflow_engine::Resources>,
 }
 
 fn default_layers() -> String {

@@ -10,7 +10,6 @@ use std::time::UNIX_EPOCH;
 use repflow_cache::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::error::UserError;
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Seen {
@@ -43,13 +42,13 @@ impl FileDigests {
 
     /// The digest of the file at `path`; for a folder, of every file below it with its
     /// relative path.
-    pub fn digest(&self, path: &Path) -> Result<Digest, UserError> {
+    pub fn digest(&self, path: &Path) -> Result<Digest, String> {
         if path.is_dir() {
             let mut files = Vec::new();
             let mut stack = vec![path.to_path_buf()];
             while let Some(d) = stack.pop() {
                 let rd = std::fs::read_dir(&d)
-                    .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", d.display())))?;
+                    .map_err(|e| format!("cannot read `{}`: {e}", d.display()))?;
                 for e in rd.flatten() {
                     let p = e.path();
                     if p.is_dir() {
@@ -74,9 +73,9 @@ impl FileDigests {
         self.file_digest(path)
     }
 
-    fn file_digest(&self, path: &Path) -> Result<Digest, UserError> {
+    fn file_digest(&self, path: &Path) -> Result<Digest, String> {
         let meta = std::fs::metadata(path)
-            .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -95,7 +94,7 @@ impl FileDigests {
             }
         }
         let bytes = std::fs::read(path)
-            .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let digest = Digest::of(&bytes);
         self.seen.lock().expect("lock").insert(
             name,

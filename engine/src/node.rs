@@ -1,0 +1,153 @@
+//! The one interface a node kind implements ([`Kind`]), its object-safe form the engine
+//! schedules ([`Node`]), the named inputs a node reads ([`Inputs`]) and its error
+//! ([`NodeError`]).
+//!
+//! A node kind is a plain serde struct holding everything the node needs besides its inputs.
+//! Its recipe (what `repflow exec-node` rebuilds it from) is that struct's JSON; its key is
+//! its kind, version, [`Kind::key_params`] and its inputs' output digests.
+
+use std::any::Any;
+use std::path::PathBuf;
+
+use repflow_cache::{Bundle, Digest, MappedBundle};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A node kind: what a domain implements once per kind. `C` is the domain's per-run context
+/// (state shared by the nodes of one process, such as loaded prepared layers).
+pub trait Kind<C>: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind's name, unique within a registry; part of every key.
+    const KIND: &'static str;
+    /// The kind's version; bump it when the output changes meaning (it enters every key).
+    const VERSION: u32;
+
+    /// The parameters that enter the key: typed and canonical (no file paths, no settings
+    /// the output does not depend on).
+    fn key_params(&self) -> serde_json::Value;
+
+    /// Files outside the store whose contents enter the key.
+    fn external_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Whether a cached output is hashed again before it is trusted (for outputs read after
+    /// every run, so that a corrupt one is recomputed instead of failing the run).
+    fn verify_when_cached(&self) -> bool {
+        false
+    }
+
+    /// Computes the output from the inputs' outputs.
+    fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
+}
+
+/// A node as the engine holds it: any [`Kind`], behind a pointer.
+pub trait Node<C>: Send + Sync {
+    /// The kind's name.
+    fn kind(&self) -> &'static str;
+    /// The kind's version.
+    fn version(&self) -> u32;
+    /// Key parameters.
+    fn key_params(&self) -> serde_json::Value;
+    /// Files whose contents enter the key.
+    fn external_files(&self) -> Vec<PathBuf>;
+    /// See [`Kind::verify_when_cached`].
+    fn verify_when_cached(&self) -> bool;
+    /// The node's recipe: the JSON its kind decodes from.
+    fn recipe(&self) -> serde_json::Value;
+    /// Computes the output.
+    fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
+    /// The node as `Any`, so that the domain can read its own kinds back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<C, T: Kind<C>> Node<C> for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn version(&self) -> u32 {
+        T::VERSION
+    }
+    fn key_params(&self) -> serde_json::Value {
+        Kind::key_params(self)
+    }
+    fn external_files(&self) -> Vec<PathBuf> {
+        Kind::external_files(self)
+    }
+    fn verify_when_cached(&self) -> bool {
+        Kind::verify_when_cached(self)
+    }
+    fn recipe(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("node kinds serialise to JSON")
+    }
+    fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        Kind::run(self, ctx, inputs)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Why a node could not compute its output: one line for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl NodeError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        NodeError {
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One input of a node: its name, its output's digest and its output.
+pub struct Input {
+    /// The name the node reads it by.
+    pub name: String,
+    /// Its output's digest.
+    pub digest: Digest,
+    /// Its output, memory-mapped and verified.
+    pub bundle: MappedBundle,
+}
+
+/// A node's inputs, by name (a name may repeat: a table reads all its `score` inputs).
+pub struct Inputs {
+    items: Vec<Input>,
+}
+
+impl Inputs {
+    /// Inputs in the node's input order.
+    pub fn new(items: Vec<Input>) -> Self {
+        Inputs { items }
+    }
+
+    /// The input called `name`; an error when the node has none.
+    pub fn get(&self, name: &str) -> Result<&Input, NodeError> {
+        self.optional(name)
+            .ok_or_else(|| NodeError::new(format!("the node has no input `{name}`")))
+    }
+
+    /// The output of the input called `name`.
+    pub fn bundle(&self, name: &str) -> Result<&MappedBundle, NodeError> {
+        self.get(name).map(|i| &i.bundle)
+    }
+
+    /// The input called `name`, if the node has one.
+    pub fn optional(&self, name: &str) -> Option<&Input> {
+        self.items.iter().find(|i| i.name == name)
+    }
+
+    /// Every input called `name`, in input order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Input> + 'a {
+        self.items.iter().filter(move |i| i.name == name)
+    }
+}

@@ -1,0 +1,364 @@
+//! The Slurm executor. Ready tasks of one kind go out together as one `sbatch --array` job
+//! (never one job per node); each element runs `repflow exec-node --cache DIR KEY` with its
+//! key read from a file by `SLURM_ARRAY_TASK_ID`. Kinds too small to be worth a job run in
+//! the driver on a [`Local`] executor. One batched status query per poll covers the whole
+//! run; completion is confirmed by the store (entry present, object digest verified), never
+//! by Slurm's state alone; a failed element is resubmitted up to `retries` times, then
+//! reported with its log. Ctrl-C or SIGTERM cancels the run's jobs (`scancel --name`).
+//!
+//! Downstream keys depend on upstream outputs' digests, so a node is submitted when its
+//! inputs are done; a chain (training checkpoints, then extraction, then scores) becomes a
+//! sequence of dependent jobs driven from here, not Slurm `--dependency` edges.
+
+mod status;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use repflow_cache::Store;
+
+use crate::executor::{Completion, Executor, ExecutorStats, Task, TaskError};
+use crate::local::Local;
+pub use status::{classify, parse, ElementState};
+
+/// Resources of one kind's jobs (`sbatch` flags; unset ones are left to the cluster).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// `--cpus-per-task` (also the worker's thread count).
+    pub cpus: Option<u32>,
+    /// `--mem`, e.g. `4G`.
+    pub mem: Option<String>,
+    /// `--time`, e.g. `01:00:00`.
+    pub time: Option<String>,
+    /// `--gres`, e.g. `gpu:1`.
+    pub gres: Option<String>,
+}
+
+/// How the Slurm executor submits and watches jobs.
+#[derive(Debug, Clone)]
+pub struct SlurmConfig {
+    /// The `repflow` executable the elements run.
+    pub program: PathBuf,
+    /// The store folder as the elements see it (on a shared filesystem).
+    pub store_dir: PathBuf,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// At most this many elements of one array run at once (`--array=…%N`).
+    pub array_max: Option<usize>,
+    /// Further `sbatch` arguments, passed as they are.
+    pub args: Vec<String>,
+    /// Seconds between status queries.
+    pub poll: Duration,
+    /// Resubmissions of a failed element before it is reported.
+    pub retries: u32,
+    /// Kinds run in the driver instead of as jobs.
+    pub driver_kinds: HashSet<String>,
+    /// Per-kind resources.
+    pub resources: BTreeMap<String, Resources>,
+}
+
+/// One element in flight.
+struct Element<C> {
+    task: Task<C>,
+    /// `JOBID_INDEX`.
+    id: String,
+    log: PathBuf,
+    attempt: u32,
+    /// Polls in a row in which Slurm did not list it.
+    unseen: u32,
+}
+
+/// Set by Ctrl-C or SIGTERM while a Slurm run is in progress.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Runs tasks as Slurm array jobs.
+pub struct Slurm<C> {
+    cfg: SlurmConfig,
+    /// The run's unique job name.
+    name: String,
+    dir: PathBuf,
+    store: Arc<Store>,
+    local: Local<C>,
+    queued: BTreeMap<&'static str, Vec<(Task<C>, u32)>>,
+    running: Vec<Element<C>>,
+    arrays: usize,
+    stats: ExecutorStats,
+    source: status::Source,
+    last_poll: Option<Instant>,
+}
+
+impl<C: Send + Sync + 'static> Slurm<C> {
+    /// A Slurm executor for one run; `local` runs the driver's kinds. Writes its key files,
+    /// job scripts and logs under `<store>/slurm/<run name>/`.
+    pub fn new(cfg: SlurmConfig, store: Arc<Store>, local: Local<C>) -> Result<Self, String> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!("repflow-{}-{:x}", std::process::id(), stamp);
+        let dir = store.root().join("slurm").join(&name);
+        std::fs::create_dir_all(dir.join("logs"))
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        // One handler per process; a second Slurm run in the same process keeps the first.
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        Ok(Slurm {
+            cfg,
+            name,
+            dir,
+            store,
+            local,
+            queued: BTreeMap::new(),
+            running: Vec::new(),
+            arrays: 0,
+            stats: ExecutorStats::default(),
+            source: status::Source::Accounting,
+            last_poll: None,
+        })
+    }
+
+    /// The run's job name (every job of the run carries it).
+    pub fn job_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the run's key files, scripts and logs are.
+    pub fn run_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Submits every queued task: one array per kind. Tasks whose submission fails complete
+    /// with the error.
+    fn flush(&mut self, out: &mut Vec<Completion>) {
+        for (kind, tasks) in std::mem::take(&mut self.queued) {
+            let n = self.arrays;
+            self.arrays += 1;
+            match self.submit_array(kind, n, &tasks) {
+                Ok(job) => {
+                    self.stats.arrays += 1;
+                    self.stats.submitted += tasks.len();
+                    for (i, (task, attempt)) in tasks.into_iter().enumerate() {
+                        self.running.push(Element {
+                            task,
+                            id: format!("{job}_{i}"),
+                            log: self.dir.join("logs").join(format!("{n}_{i}.log")),
+                            attempt,
+                            unseen: 0,
+                        });
+                    }
+                }
+                Err(e) => {
+                    for (task, _) in tasks {
+                        out.push(Completion {
+                            index: task.index,
+                            result: Err(TaskError::new(format!("sbatch: {e}"))),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes array `n`'s key file and script and submits it; returns the job id.
+    fn submit_array(&self, kind: &str, n: usize, tasks: &[(Task<C>, u32)]) -> Result<String, String> {
+        let keys = self.dir.join(format!("{n}.keys"));
+        let text: String = tasks.iter().map(|(t, _)| t.key.hex() + "\n").collect();
+        std::fs::write(&keys, text).map_err(|e| format!("cannot write `{}`: {e}", keys.display()))?;
+        let script = self.dir.join(format!("{n}.sh"));
+        let body = format!(
+            "#!/bin/sh\n# repflow: {kind} nodes, one per array element\nkey=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {keys})\nexport RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {program} exec-node --cache {store} \"$key\"\n",
+            keys = quote(&keys),
+            program = quote(&self.cfg.program),
+            store = quote(&self.cfg.store_dir),
+        );
+        std::fs::write(&script, body)
+            .map_err(|e| format!("cannot write `{}`: {e}", script.display()))?;
+        let mut array = format!("0-{}", tasks.len() - 1);
+        if let Some(max) = self.cfg.array_max {
+            array.push_str(&format!("%{max}"));
+        }
+        let mut cmd = Command::new("sbatch");
+        cmd.arg("--parsable")
+            .arg(format!("--job-name={}", self.name))
+            .arg(format!("--array={array}"))
+            .arg(format!(
+                "--output={}",
+                self.dir.join("logs").join(format!("{n}_%a.log")).display()
+            ));
+        if let Some(p) = &self.cfg.partition {
+            cmd.arg(format!("--partition={p}"));
+        }
+        if let Some(r) = self.cfg.resources.get(kind) {
+            if let Some(c) = r.cpus {
+                cmd.arg(format!("--cpus-per-task={c}"));
+            }
+            if let Some(m) = &r.mem {
+                cmd.arg(format!("--mem={m}"));
+            }
+            if let Some(t) = &r.time {
+                cmd.arg(format!("--time={t}"));
+            }
+            if let Some(g) = &r.gres {
+                cmd.arg(format!("--gres={g}"));
+            }
+        }
+        cmd.args(&self.cfg.args).arg(&script);
+        let o = cmd
+            .output()
+            .map_err(|e| format!("cannot start sbatch ({e}); is Slurm installed here?"))?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let job = stdout.trim().split(';').next().unwrap_or("").to_string();
+        if job.is_empty() || !job.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("unexpected sbatch output `{}`", stdout.trim()));
+        }
+        Ok(job)
+    }
+
+    /// One status query; ends elements Slurm reports ended (or no longer lists), confirming
+    /// each by the store, and queues failed ones for resubmission.
+    fn poll(&mut self, out: &mut Vec<Completion>) {
+        let Some(states) = status::query(&self.name, &mut self.source) else {
+            return;
+        };
+        let mut still = Vec::with_capacity(self.running.len());
+        for mut e in std::mem::take(&mut self.running) {
+            let ended = match states.get(&e.id) {
+                Some(ElementState::Active) => false,
+                Some(ElementState::Ended) => true,
+                None => {
+                    e.unseen += 1;
+                    // purged from Slurm's memory: the store tells whether it finished
+                    e.unseen >= 3 || self.store.entry(&e.task.key).is_some()
+                }
+            };
+            if !ended {
+                still.push(e);
+                continue;
+            }
+            match self.store.lookup(&e.task.key) {
+                Some((entry, _)) => match entry.object.parse() {
+                    Ok(d) => out.push(Completion {
+                        index: e.task.index,
+                        result: Ok(d),
+                    }),
+                    Err(m) => out.push(Completion {
+                        index: e.task.index,
+                        result: Err(TaskError::new(m)),
+                    }),
+                },
+                None if e.attempt < self.cfg.retries => {
+                    self.stats.retries += 1;
+                    let kind = e.task.node.kind();
+                    self.queued.entry(kind).or_default().push((e.task, e.attempt + 1));
+                }
+                None => out.push(Completion {
+                    index: e.task.index,
+                    result: Err(TaskError {
+                        message: format!(
+                            "Slurm element {} ended without its output after {} attempts: {}",
+                            e.id,
+                            e.attempt + 1,
+                            last_line(&e.log)
+                        ),
+                        corrupt_input: None,
+                        log: Some(e.log.clone()),
+                    }),
+                }),
+            }
+        }
+        self.running = still;
+    }
+
+    /// Cancels every job of the run.
+    fn cancel(&mut self) {
+        if !self.running.is_empty() {
+            let _ = Command::new("scancel").arg(format!("--name={}", self.name)).status();
+        }
+    }
+}
+
+impl<C: Send + Sync + 'static> Executor<C> for Slurm<C> {
+    fn name(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn submit(&mut self, task: Task<C>) {
+        let kind = task.node.kind();
+        if self.cfg.driver_kinds.contains(kind) {
+            self.local.submit(task);
+        } else {
+            self.queued.entry(kind).or_default().push((task, 0));
+        }
+    }
+
+    fn wait(&mut self) -> Vec<Completion> {
+        let mut out = Vec::new();
+        self.flush(&mut out);
+        loop {
+            out.extend(self.local.ready());
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                self.cancel();
+                for e in std::mem::take(&mut self.running) {
+                    out.push(Completion {
+                        index: e.task.index,
+                        result: Err(TaskError::new("cancelled (interrupted)")),
+                    });
+                }
+                for (_, tasks) in std::mem::take(&mut self.queued) {
+                    for (t, _) in tasks {
+                        out.push(Completion {
+                            index: t.index,
+                            result: Err(TaskError::new("cancelled (interrupted)")),
+                        });
+                    }
+                }
+                out.extend(self.local.wait());
+                return out;
+            }
+            let due = self
+                .last_poll
+                .is_none_or(|t| t.elapsed() >= self.cfg.poll);
+            if !self.running.is_empty() && due {
+                self.last_poll = Some(Instant::now());
+                self.poll(&mut out);
+                self.flush(&mut out);
+            }
+            if !out.is_empty() || (self.running.is_empty() && self.local.in_flight() == 0) {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        self.stats
+    }
+}
+
+impl<C> Drop for Slurm<C> {
+    fn drop(&mut self) {
+        if !self.running.is_empty() {
+            let _ = Command::new("scancel").arg(format!("--name={}", self.name)).status();
+        }
+    }
+}
+
+/// `path` quoted for `sh`.
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// The last non-empty line of a log, or a note that there is none.
+fn last_line(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_else(|| "no log written".into())
+}

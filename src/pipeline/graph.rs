@@ -1,0 +1,283 @@
+//! A pipeline's DAG: the expanded [`Plan`] turned into engine nodes — source (or images →
+//! training → extraction) → prepared (with folds) → score → table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use repflow_engine::{Dag, DagNode, Kind};
+
+use crate::error::UserError;
+use crate::nodes::folds::FoldsNode;
+use crate::nodes::images::{ImageSet, TransformNode};
+use crate::nodes::network::{Extract, Train, Weights};
+use crate::nodes::prepared::Prepared;
+use crate::nodes::score::ScoreNode;
+use crate::nodes::source::Source;
+use crate::nodes::table::{RowLabel, Table};
+use crate::nodes::RunContext;
+use crate::pipeline::networks::Origin;
+use crate::pipeline::Plan;
+
+/// A pipeline's DAG and the index of its table node.
+pub struct PipelineDag {
+    /// The DAG.
+    pub dag: Dag<RunContext>,
+    /// The index of the table node.
+    pub table: usize,
+}
+
+/// Builds the DAG of an expanded pipeline.
+pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
+    let mut b = Builder {
+        plan,
+        nodes: Vec::new(),
+        folds: BTreeMap::new(),
+        prepared: BTreeMap::new(),
+        extracts: BTreeMap::new(),
+        stimuli: BTreeMap::new(),
+        chains: BTreeMap::new(),
+        image_sets: BTreeMap::new(),
+    };
+    let mut scores = Vec::new();
+    let mut rows = Vec::new();
+    for p in &plan.pairs {
+        let (ma, mb) = (&plan.models[p.model_a], &plan.models[p.model_b]);
+        let (la, lb) = (&ma.layers[p.layer_a], &mb.layers[p.layer_b]);
+        for metric in &plan.metrics {
+            let x = b.prepared(p.model_a, p.layer_a, metric.rotated);
+            let y = b.prepared(p.model_b, p.layer_b, false);
+            let label = format!(
+                "score/{}/{}/{}~{}/{}",
+                metric.name(),
+                ma.label(),
+                la.name,
+                mb.label(),
+                lb.name
+            );
+            let node = ScoreNode {
+                metric: metric.metric,
+                settings: plan.settings.clone(),
+                a: (ma.name.clone(), la.name.clone()),
+                b: (mb.name.clone(), lb.name.clone()),
+            };
+            scores.push(b.push(label, node, &[("x", x), ("y", y)]));
+            rows.push(RowLabel {
+                model_a: ma.name.clone(),
+                model_b: mb.name.clone(),
+                layer_a: la.name.clone(),
+                layer_b: lb.name.clone(),
+                depth_a: la.depth,
+                depth_b: lb.depth,
+                metric: metric.name(),
+                stimuli: ma.condition.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let inputs: Vec<(&str, usize)> = scores.iter().map(|&s| ("score", s)).collect();
+    let table = b.push(
+        format!("table/{}", plan.spec.name()),
+        Table {
+            pipeline: plan.spec.name(),
+            rows,
+        },
+        &inputs,
+    );
+    let dag = Dag::new(b.nodes).map_err(|e| UserError::input(e.0))?;
+    Ok(PipelineDag { dag, table })
+}
+
+/// Creates each shared node once while the DAG of a plan is built.
+struct Builder<'p> {
+    plan: &'p Plan,
+    nodes: Vec<DagNode<RunContext>>,
+    folds: BTreeMap<usize, usize>,
+    prepared: BTreeMap<(usize, usize, bool), usize>,
+    extracts: BTreeMap<usize, usize>,
+    stimuli: BTreeMap<Option<String>, usize>,
+    chains: BTreeMap<String, Vec<(u64, usize)>>,
+    image_sets: BTreeMap<String, usize>,
+}
+
+impl Builder<'_> {
+    fn push<K: Kind<RunContext>>(&mut self, label: String, node: K, inputs: &[(&str, usize)]) -> usize {
+        self.nodes.push(DagNode {
+            label,
+            node: Arc::new(node),
+            inputs: inputs.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+        });
+        self.nodes.len() - 1
+    }
+
+    fn folds(&mut self, n_rows: usize) -> usize {
+        if let Some(&f) = self.folds.get(&n_rows) {
+            return f;
+        }
+        let node = FoldsNode {
+            n_rows,
+            k: self.plan.settings.folds.k,
+            shuffle_seed: self.plan.settings.folds.shuffle_seed,
+        };
+        let f = self.push(format!("folds/m{n_rows}"), node, &[]);
+        self.folds.insert(n_rows, f);
+        f
+    }
+
+    /// The prepared node of layer `l` of model `m` (Haar-rotated when `rotated`).
+    fn prepared(&mut self, m: usize, l: usize, rotated: bool) -> usize {
+        if let Some(&i) = self.prepared.get(&(m, l, rotated)) {
+            return i;
+        }
+        let model = &self.plan.models[m];
+        let layer = &model.layers[l];
+        let f = self.folds(layer.shape.0);
+        let (input, array) = match &model.network {
+            None => {
+                let node = Source {
+                    model: model.name.clone(),
+                    layer: layer.name.clone(),
+                    file: layer.file.clone(),
+                    tensor: layer.tensor.clone(),
+                    stimuli: model.stimuli.as_ref().map(|(p, _)| p.clone()),
+                };
+                let label = format!("source/{}/{}", model.name, layer.name);
+                (self.push(label, node, &[]), "x".to_string())
+            }
+            Some(_) => (self.extract(m), layer.name.clone()),
+        };
+        let node = Prepared {
+            model: model.name.clone(),
+            layer: layer.name.clone(),
+            array,
+            rotation: rotated.then_some(self.plan.spec.options.rotation_seed),
+        };
+        let suffix = if rotated { ":rotated" } else { "" };
+        let i = self.push(
+            format!("prepared/{}/{}{suffix}", model.label(), layer.name),
+            node,
+            &[("matrix", input), ("folds", f)],
+        );
+        self.prepared.insert((m, l, rotated), i);
+        i
+    }
+
+    /// The node reading `set` (one per distinct set).
+    fn image_set(&mut self, set: &ImageSet) -> usize {
+        let label = format!(
+            "images/{}/{}/{}",
+            set.dataset,
+            set.split,
+            set.count
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "all".into())
+        );
+        if let Some(&i) = self.image_sets.get(&label) {
+            return i;
+        }
+        let i = self.push(label.clone(), set.clone(), &[]);
+        self.image_sets.insert(label, i);
+        i
+    }
+
+    /// The node of stimulus set `name` (`None`: the base set): images, then its transform.
+    fn stimuli(&mut self, name: &Option<String>) -> usize {
+        if let Some(&s) = self.stimuli.get(name) {
+            return s;
+        }
+        let net = self.plan.networks.as_ref().expect("network-based plan");
+        let set = net
+            .sets
+            .iter()
+            .find(|s| &s.name == name)
+            .expect("models name existing sets")
+            .clone();
+        let mut s = self.image_set(&set.images);
+        if let Some((t, seed)) = set.transform {
+            s = self.push(
+                format!("transform/{}/{}", set.images.dataset, t.name()),
+                TransformNode { transform: t, seed },
+                &[("images", s)],
+            );
+        }
+        self.stimuli.insert(name.clone(), s);
+        s
+    }
+
+    /// The training chain of network `name`: one node per checkpoint, each resuming from the
+    /// previous one.
+    fn chain(
+        &mut self,
+        name: &str,
+        model: crate::models::ModelConfig,
+        seed: u32,
+        own: crate::pipeline::networks::RecipeOverride,
+    ) -> Vec<(u64, usize)> {
+        if let Some(c) = self.chains.get(name) {
+            return c.clone();
+        }
+        let tp = self
+            .plan
+            .networks
+            .as_ref()
+            .and_then(|n| n.training.clone())
+            .expect("trained networks have a training plan");
+        let tr = self.image_set(&tp.train_set);
+        let te = self.image_set(&tp.test_set);
+        let mut recipe = tp.recipe.clone();
+        recipe.model = model;
+        recipe.seed = seed;
+        own.apply(&mut recipe);
+        let mut chain = Vec::new();
+        let mut previous: Option<usize> = None;
+        for &step in &tp.steps {
+            let mut inputs = vec![("train_set", tr), ("test_set", te)];
+            inputs.extend(previous.map(|p| ("previous", p)));
+            let node = Train {
+                recipe: recipe.clone(),
+                step,
+            };
+            let i = self.push(format!("train/{name}/step{step}"), node, &inputs);
+            chain.push((step, i));
+            previous = Some(i);
+        }
+        self.chains.insert(name.to_string(), chain.clone());
+        chain
+    }
+
+    /// The extraction node of network model `m`.
+    fn extract(&mut self, m: usize) -> usize {
+        if let Some(&e) = self.extracts.get(&m) {
+            return e;
+        }
+        let model = &self.plan.models[m];
+        let net = model.network.clone().expect("network model");
+        let weights = match &net.origin {
+            Origin::Imported(file) => self.push(
+                format!("weights/{}", net.name),
+                Weights { file: file.clone() },
+                &[],
+            ),
+            Origin::Trained { seed, step } => {
+                let chain = self.chain(&net.name, net.model, *seed, net.recipe);
+                chain
+                    .iter()
+                    .find(|(s, _)| s == step)
+                    .expect("checkpoint in chain")
+                    .1
+            }
+        };
+        let stimuli = self.stimuli(&model.condition);
+        let plan = self.plan.networks.as_ref().expect("network-based plan");
+        let node = Extract {
+            model: net.model,
+            reduction: plan.reduction,
+            normalize: plan.normalize,
+        };
+        let e = self.push(
+            format!("extract/{}", model.label()),
+            node,
+            &[("weights", weights), ("stimuli", stimuli)],
+        );
+        self.extracts.insert(m, e);
+        e
+    }
+}

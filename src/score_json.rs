@@ -1,0 +1,49 @@
+//! A score as the JSON object other tools read: `repflow score --json` prints it, a score
+//! node stores it, the table reads it.
+
+use repflow_kernels::{Named, PreparedLayer, Score, Settings};
+use serde_json::{json, Value};
+
+/// One score as the JSON object other tools read.
+pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Settings) -> Value {
+    let direction = |folds: &Option<Vec<f64>>| {
+        folds.as_ref().map(|f| {
+            json!({
+                "score": repflow_kernels::stats::mean(f),
+                "std": repflow_kernels::stats::std(f),
+                "fold_scores": f,
+            })
+        })
+    };
+    let mut obj = json!({
+        "metric": s.metric.name(),
+        "score": s.score,
+        "std": s.std,
+        "fold_scores": s.fold_scores,
+        "x_to_y": direction(&s.x_to_y),
+        "y_to_x": direction(&s.y_to_x),
+        "n_units_x": a.n_units(),
+        "n_units_y": b.n_units(),
+        "dropped_x": a.dropped().len(),
+        "dropped_y": b.dropped().len(),
+        "dropped_x_units": a.dropped(),
+        "dropped_y_units": b.dropped(),
+        "nan_units": s.nan_units,
+        "n_stimuli": a.n_rows(),
+        "corr": settings.corr.name(),
+        "folds": settings.folds.k,
+        "seed": settings.folds.shuffle_seed,
+    });
+    if let Some(ang) = &s.angular_distance {
+        obj["angular_distance"] = json!({
+            "mean": repflow_kernels::stats::mean(ang),
+            "fold_values": ang,
+        });
+    }
+    if let Some((xy, yx)) = &s.alphas {
+        obj["alpha_x_to_y"] = json!(xy);
+        obj["alpha_y_to_x"] = json!(yx);
+    }
+    obj
+}
+
