@@ -1,0 +1,270 @@
+//! `repflow run --executor slurm` on a real Slurm: munged, slurmctld and slurmd started on
+//! localhost with their own `SLURM_CONF` in a temporary folder, stopped by PID afterwards.
+//! Needs root and Debian's `slurm-wlm` and `munge` (`.ci/run` installs them). Without Slurm
+//! the test says it was skipped and why; with `CI=true` it must run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A one-node cluster on localhost; its daemons are stopped (by PID) when it is dropped.
+struct Cluster {
+    root: tempfile::TempDir,
+    daemons: Vec<(&'static str, Child)>,
+}
+
+impl Cluster {
+    /// Starts the daemons; `Err` says why it cannot.
+    fn start() -> Result<Cluster, String> {
+        for bin in ["/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged"] {
+            if !Path::new(bin).exists() {
+                return Err(format!("{bin} is not installed (apt-get install slurm-wlm munge)"));
+            }
+        }
+        let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let r = root.path();
+        for d in ["state", "spool", "log"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let conf = format!(
+            "ClusterName=repflow\nSlurmctldHost=localhost\nSlurmUser=root\nAuthType=auth/munge\nCredType=cred/munge\n\
+ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nMpiDefault=none\nSchedulerType=sched/backfill\n\
+SchedulerParameters=sched_interval=1,bf_interval=1,sched_min_interval=0\nSelectType=select/cons_tres\n\
+SelectTypeParameters=CR_Core\nReturnToService=2\nStateSaveLocation={r}/state\nSlurmdSpoolDir={r}/spool\n\
+SlurmctldPidFile={r}/slurmctld.pid\nSlurmdPidFile={r}/slurmd.pid\nSlurmctldLogFile={r}/log/slurmctld.log\n\
+SlurmdLogFile={r}/log/slurmd.log\nJobCompType=jobcomp/filetxt\nJobCompLoc={r}/log/jobcomp.txt\nMinJobAge=3600\n\
+AccountingStorageType=accounting_storage/none\nJobAcctGatherType=jobacct_gather/none\nMaxArraySize=10001\n\
+NodeName=localhost CPUs={cpus} RealMemory=1000 State=UNKNOWN\n\
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
+            r = r.display()
+        );
+        let conf_path = r.join("slurm.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        std::env::set_var("SLURM_CONF", &conf_path);
+        let mut cluster = Cluster {
+            root,
+            daemons: Vec::new(),
+        };
+        let ok = Command::new("install")
+            .args(["-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !ok.success() {
+            return Err("cannot create /run/munge (not root?)".into());
+        }
+        cluster.spawn(
+            "munged",
+            Command::new("setpriv").args([
+                "--reuid=munge",
+                "--regid=munge",
+                "--init-groups",
+                "/usr/sbin/munged",
+                "-F",
+                "--force",
+            ]),
+        )?;
+        wait_for("munge", Duration::from_secs(20), || {
+            Command::new("sh")
+                .args(["-c", "munge -n | unmunge"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })?;
+        cluster.spawn("slurmctld", Command::new("/usr/sbin/slurmctld").args(["-D", "-i"]))?;
+        cluster.spawn(
+            "slurmd",
+            Command::new("/usr/sbin/slurmd").args(["-D", "-N", "localhost"]),
+        )?;
+        wait_for("an idle node", Duration::from_secs(60), || {
+            Command::new("sinfo")
+                .args(["-h", "-o", "%t"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle")
+                .unwrap_or(false)
+        })
+        .map_err(|e| format!("{e}; slurmctld log: {}", cluster.log("slurmctld")))?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, name: &'static str, cmd: &mut Command) -> Result<(), String> {
+        let log = std::fs::File::create(self.root.path().join("log").join(format!("{name}.out"))).unwrap();
+        let child = cmd
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        self.daemons.push((name, child));
+        Ok(())
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root.path().join("log").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Reverse order, each by its PID: slurmd, slurmctld, munged.
+        for (_, child) in self.daemons.iter_mut().rev() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("no {what} after {} s", limit.as_secs()))
+}
+
+/// Three models of four layers, every layer pair of every model pair, three metrics:
+/// 3 × 16 × 3 = 144 score nodes.
+fn example(dir: &Path) -> PathBuf {
+    for (i, m) in ["seed0", "seed1", "seed2"].iter().enumerate() {
+        write_model(&dir.join("data"), m, i as u64, 200, &[6, 8, 8, 5]);
+    }
+    write_pipeline(
+        &dir.join("example.toml"),
+        &format!(
+            "name = \"example\"\nresults = \"{}\"\nmodels = [\"seed0\", \"seed1\", \"seed2\"]\npairs = \"all\"\nlayers = \"all\"\nmetrics = [\"procrustes\", \"soft-matching\", \"cka\"]\n\n[source]\ndir = \"data\"\n",
+            s(&dir.join("results"))
+        ),
+    )
+}
+
+fn slurm(p: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--executor", "slurm", "--slurm-poll", "0.2"];
+    args.extend_from_slice(extra);
+    run(p, cache, &args)
+}
+
+#[test]
+fn pipelines_run_on_a_real_slurm() {
+    let cluster = match Cluster::start() {
+        Ok(c) => c,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: no Slurm cluster could be started here: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but no Slurm cluster could be started: {why}"),
+    };
+    let t = tempdir();
+    let p = example(t.path());
+
+    // The same scores as a local run, byte for byte.
+    let local = run(&p, &t.path().join("local"), &[]);
+    assert_eq!(local["failed"], 0, "{local}");
+    let expected = std::fs::read(t.path().join("results/scores.csv")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&expected).lines().count(), 1 + 144);
+    std::fs::remove_dir_all(t.path().join("results")).unwrap();
+    let cache = t.path().join("cluster");
+    let start = Instant::now();
+    let first = slurm(&p, &cache, &[]);
+    let wall = start.elapsed().as_secs_f64();
+    assert_eq!(first["failed"], 0, "{first}");
+    assert_eq!(first["executor"], "slurm");
+    let submitted = first["submitted"].as_u64().unwrap();
+    let arrays = first["arrays"].as_u64().unwrap();
+    // sources, prepared layers and scores run as jobs; folds and the table in the driver
+    assert!(submitted >= 144 + 12 + 12, "{first}");
+    assert!(arrays * 4 <= submitted, "one array per kind and poll, not one job per node: {first}");
+    assert_eq!(std::fs::read(t.path().join("results/scores.csv")).unwrap(), expected);
+    eprintln!(
+        "slurm: {submitted} elements in {arrays} arrays, {wall:.1} s (local: {:.1} s)",
+        local["seconds"].as_f64().unwrap()
+    );
+
+    // A fully cached rerun submits nothing.
+    let again = slurm(&p, &cache, &[]);
+    assert_eq!((again["executed"].as_u64(), again["submitted"].as_u64()), (Some(0), Some(0)), "{again}");
+
+    // A cancelled element is resubmitted and the run completes.
+    let small = t.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for (i, m) in ["a", "b"].iter().enumerate() {
+        write_model(&small.join("data"), m, i as u64 + 7, 100, &[4, 4]);
+    }
+    let sp = write_pipeline(
+        &small.join("small.toml"),
+        &format!(
+            "models = [\"a\", \"b\"]\nresults = \"{}\"\nlayers = \"all\"\nmetrics = [\"procrustes\"]\n[source]\ndir = \"data\"\n",
+            s(&small.join("results"))
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_repflow"))
+        .args(["run", &s(&sp), "--cache", &s(&small.join("cache")), "--json"])
+        .args(["--executor", "slurm", "--slurm-poll", "0.2", "--slurm-array-max", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Throttled to one element at a time: cancel a pending one.
+    let mut cancelled = None;
+    wait_for("a pending element", Duration::from_secs(60), || {
+        let o = Command::new("squeue")
+            .args(["-h", "-r", "-t", "PD", "-o", "%i"])
+            .output()
+            .unwrap();
+        let ids = String::from_utf8_lossy(&o.stdout).to_string();
+        match ids.lines().map(str::trim).find(|l| l.contains('_') && !l.contains('[')) {
+            Some(id) => {
+                assert!(Command::new("scancel").arg(id).status().unwrap().success());
+                cancelled = Some(id.to_string());
+                true
+            }
+            None => false,
+        }
+    })
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(summary["retries"].as_u64().unwrap() >= 1, "{cancelled:?} was not resubmitted: {summary}");
+    assert!(std::fs::read_to_string(small.join("results/scores.csv")).unwrap().lines().count() == 1 + 4);
+
+    // A network pipeline: a short training chain and its extractions, as dependent jobs.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let deb = format!("{root}/data/downloads/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb");
+    let net = write_pipeline(
+        &t.path().join("net.toml"),
+        &format!(
+            "name = \"net\"\nresults = \"{results}\"\nmetrics = [\"cka\"]\n\n[stimuli]\ncount = 100\npackage = \"{deb}\"\n\n\
+[training]\npackage = \"{deb}\"\nepochs = 1\nbatch = 64\ntrain_limit = 192\ntest_limit = 64\ncheckpoints = [\"0\", \"1\", \"end\"]\n\n\
+[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\n\n[[model]]\nname = \"b\"\narch = \"resnet18\"\nwidth = 4\nseed = 1\n\n\
+[slurm.kinds.train]\ncpus = 1\n",
+            results = s(&t.path().join("net-results"))
+        ),
+    );
+    let r = slurm(&net, &t.path().join("net-cache"), &[]);
+    assert_eq!(r["failed"], 0, "{r}");
+    // images, 3 chained checkpoints of 2 networks, 6 extractions, prepared layers, scores:
+    // each checkpoint waits for the previous one's job.
+    assert!(r["arrays"].as_u64().unwrap() >= 5, "{r}");
+    let models = std::fs::read_to_string(t.path().join("net-results/models.csv")).unwrap();
+    assert_eq!(models.lines().count(), 1 + 6, "{models}");
+    assert_eq!(slurm(&net, &t.path().join("net-cache"), &[])["submitted"], 0);
+    drop(cluster);
+}
