@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use repflow_kernels::{Corr, DimMatch, FoldSpec, HsicEstimator, Metric, Settings, TestZscore};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use repflow_kernels::{
+    Corr, DimMatch, FoldSpec, HsicEstimator, Metric, Named, Settings, TestZscore,
+};
 
 use crate::error::UserError;
 
@@ -280,68 +283,28 @@ pub struct ExecNodeArgs {
     pub store: StoreArgs,
 }
 
-/// A metric name on the command line (`all` runs every metric).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum MetricArg {
-    /// Cross-validated ridge regression, both directions.
-    Linear,
-    /// Cross-validated orthogonal Procrustes, both directions.
-    Procrustes,
-    /// Cross-validated exact unit assignment (equal widths).
-    Permutation,
-    /// Cross-validated exact optimal transport between units.
-    SoftMatching,
-    /// Linear CKA on all stimuli.
-    Cka,
-    /// RSA on all stimuli.
-    Rsa,
+/// `--metric`: one metric, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricSelection {
+    /// One metric.
+    One(Metric),
     /// Every metric (permutation is skipped when widths differ).
     All,
 }
 
-/// A correlation type on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CorrArg {
-    /// Pearson's r.
-    Pearson,
-    /// Spearman's rho (Pearson on average ranks).
-    Spearman,
+/// A parser for a kernel choice from the kernels' own list of names (one place for names).
+fn named<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::names()).map(|s| T::from_name(&s).expect("a listed name"))
 }
 
-impl From<CorrArg> for Corr {
-    fn from(c: CorrArg) -> Corr {
-        match c {
-            CorrArg::Pearson => Corr::Pearson,
-            CorrArg::Spearman => Corr::Spearman,
-        }
-    }
-}
-
-/// Which statistics z-score the linear metric's test fold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TestZscoreArg {
-    /// The train fold's mean and standard deviation.
-    Train,
-    /// The test fold's own statistics (the seed lab's convention).
-    Own,
-}
-
-/// How Procrustes matches unequal widths.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DimMatchArg {
-    /// Zero-pad the narrower layer.
-    Zeropad,
-    /// PCA-reduce the wider layer (fitted on the train fold).
-    Pca,
-}
-
-/// CKA's HSIC estimator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HsicArg {
-    /// The biased estimator (Kornblith et al., 2019).
-    Biased,
-    /// The unbiased estimator (Song et al., 2012).
-    Unbiased,
+/// A parser for `--metric`: a metric's name or `all`.
+fn metric_selection() -> impl clap::builder::TypedValueParser<Value = MetricSelection> {
+    let mut names = Metric::names();
+    names.push("all");
+    PossibleValuesParser::new(names).map(|s| match Metric::from_name(&s) {
+        Some(m) => MetricSelection::One(m),
+        None => MetricSelection::All,
+    })
 }
 
 /// Flags of `repflow score`.
@@ -352,8 +315,8 @@ pub struct ScoreArgs {
     /// Activations of the second network, same stimuli in the same order.
     pub y: PathBuf,
     /// Metric to compute.
-    #[arg(long, value_enum, default_value = "all")]
-    pub metric: MetricArg,
+    #[arg(long, default_value = "all", value_parser = metric_selection())]
+    pub metric: MetricSelection,
     /// Number of cross-validation folds.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
@@ -364,24 +327,24 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub no_shuffle: bool,
     /// Correlation used for fold scores and matching.
-    #[arg(long, value_enum, default_value = "pearson")]
-    pub corr: CorrArg,
+    #[arg(long, default_value = "pearson", value_parser = named::<Corr>())]
+    pub corr: Corr,
     /// Statistics that z-score the linear metric's test fold.
-    #[arg(long, value_enum, default_value = "train")]
-    pub test_zscore: TestZscoreArg,
+    #[arg(long, default_value = "train", value_parser = named::<TestZscore>())]
+    pub test_zscore: TestZscore,
     /// Comma-separated ridge penalties searched by leave-one-out error (0 = least squares).
     /// Default: 1e-8,1e-7,...,1e8.
     #[arg(long, value_delimiter = ',')]
     pub alphas: Option<Vec<f64>>,
     /// How Procrustes handles layers of different widths.
-    #[arg(long, value_enum, default_value = "zeropad")]
-    pub dim_match: DimMatchArg,
+    #[arg(long, default_value = "zeropad", value_parser = named::<DimMatch>())]
+    pub dim_match: DimMatch,
     /// CKA's HSIC estimator.
-    #[arg(long, value_enum, default_value = "biased")]
-    pub hsic: HsicArg,
+    #[arg(long, default_value = "biased", value_parser = named::<HsicEstimator>())]
+    pub hsic: HsicEstimator,
     /// How RSA compares the two RDMs.
-    #[arg(long, value_enum, default_value = "spearman")]
-    pub rsa_compare: CorrArg,
+    #[arg(long, default_value = "spearman", value_parser = named::<Corr>())]
+    pub rsa_compare: Corr,
     /// Rotate X by a Haar-random rotation drawn from this seed before anything else.
     #[arg(long, value_name = "SEED")]
     pub rotate_x: Option<u32>,
@@ -400,13 +363,8 @@ impl ScoreArgs {
     /// The metrics to compute.
     pub fn metrics(&self) -> Vec<Metric> {
         match self.metric {
-            MetricArg::Linear => vec![Metric::Linear],
-            MetricArg::Procrustes => vec![Metric::Procrustes],
-            MetricArg::Permutation => vec![Metric::Permutation],
-            MetricArg::SoftMatching => vec![Metric::SoftMatching],
-            MetricArg::Cka => vec![Metric::Cka],
-            MetricArg::Rsa => vec![Metric::Rsa],
-            MetricArg::All => Metric::ALL.to_vec(),
+            MetricSelection::One(m) => vec![m],
+            MetricSelection::All => Metric::ALL.to_vec(),
         }
     }
 
@@ -439,21 +397,12 @@ impl ScoreArgs {
                 k: self.folds,
                 shuffle_seed: (!self.no_shuffle).then_some(self.seed),
             },
-            corr: self.corr.into(),
-            test_zscore: match self.test_zscore {
-                TestZscoreArg::Train => TestZscore::Train,
-                TestZscoreArg::Own => TestZscore::Own,
-            },
+            corr: self.corr,
+            test_zscore: self.test_zscore,
             alphas,
-            dim_match: match self.dim_match {
-                DimMatchArg::Zeropad => DimMatch::ZeroPad,
-                DimMatchArg::Pca => DimMatch::Pca,
-            },
-            hsic: match self.hsic {
-                HsicArg::Biased => HsicEstimator::Biased,
-                HsicArg::Unbiased => HsicEstimator::Unbiased,
-            },
-            rsa_compare: self.rsa_compare.into(),
+            dim_match: self.dim_match,
+            hsic: self.hsic,
+            rsa_compare: self.rsa_compare,
         })
     }
 }

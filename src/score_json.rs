@@ -46,4 +46,3 @@ pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Setti
     }
     obj
 }
-

@@ -20,9 +20,15 @@ struct Cluster {
 impl Cluster {
     /// Starts the daemons; `Err` says why it cannot.
     fn start() -> Result<Cluster, String> {
-        for bin in ["/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged"] {
+        for bin in [
+            "/usr/sbin/slurmctld",
+            "/usr/sbin/slurmd",
+            "/usr/sbin/munged",
+        ] {
             if !Path::new(bin).exists() {
-                return Err(format!("{bin} is not installed (apt-get install slurm-wlm munge)"));
+                return Err(format!(
+                    "{bin} is not installed (apt-get install slurm-wlm munge)"
+                ));
             }
         }
         let root = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -30,7 +36,9 @@ impl Cluster {
         for d in ["state", "spool", "log"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let conf = format!(
             "ClusterName=repflow\nSlurmctldHost=localhost\nSlurmUser=root\nAuthType=auth/munge\nCredType=cred/munge\n\
 ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nMpiDefault=none\nSchedulerType=sched/backfill\n\
@@ -50,8 +58,26 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
             root,
             daemons: Vec::new(),
         };
+        if !Path::new("/etc/munge/munge.key").exists() {
+            let made = Command::new("sh")
+                .args(["-c", "dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null && chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key"])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !made.success() {
+                return Err("cannot create /etc/munge/munge.key (not root?)".into());
+            }
+        }
         let ok = Command::new("install")
-            .args(["-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"])
+            .args([
+                "-d",
+                "-o",
+                "munge",
+                "-g",
+                "munge",
+                "-m",
+                "755",
+                "/run/munge",
+            ])
             .status()
             .map_err(|e| e.to_string())?;
         if !ok.success() {
@@ -77,7 +103,10 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
                 .map(|s| s.success())
                 .unwrap_or(false)
         })?;
-        cluster.spawn("slurmctld", Command::new("/usr/sbin/slurmctld").args(["-D", "-i"]))?;
+        cluster.spawn(
+            "slurmctld",
+            Command::new("/usr/sbin/slurmctld").args(["-D", "-i"]),
+        )?;
         cluster.spawn(
             "slurmd",
             Command::new("/usr/sbin/slurmd").args(["-D", "-N", "localhost"]),
@@ -94,7 +123,8 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
     }
 
     fn spawn(&mut self, name: &'static str, cmd: &mut Command) -> Result<(), String> {
-        let log = std::fs::File::create(self.root.path().join("log").join(format!("{name}.out"))).unwrap();
+        let log = std::fs::File::create(self.root.path().join("log").join(format!("{name}.out")))
+            .unwrap();
         let child = cmd
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -189,8 +219,14 @@ fn pipelines_run_on_a_real_slurm() {
     let arrays = first["arrays"].as_u64().unwrap();
     // sources, prepared layers and scores run as jobs; folds and the table in the driver
     assert!(submitted >= 144 + 12 + 12, "{first}");
-    assert!(arrays * 4 <= submitted, "one array per kind and poll, not one job per node: {first}");
-    assert_eq!(std::fs::read(t.path().join("results/scores.csv")).unwrap(), expected);
+    assert!(
+        arrays * 4 <= submitted,
+        "one array per kind and poll, not one job per node: {first}"
+    );
+    assert_eq!(
+        std::fs::read(t.path().join("results/scores.csv")).unwrap(),
+        expected
+    );
     eprintln!(
         "slurm: {submitted} elements in {arrays} arrays, {wall:.1} s (local: {:.1} s)",
         local["seconds"].as_f64().unwrap()
@@ -198,7 +234,11 @@ fn pipelines_run_on_a_real_slurm() {
 
     // A fully cached rerun submits nothing.
     let again = slurm(&p, &cache, &[]);
-    assert_eq!((again["executed"].as_u64(), again["submitted"].as_u64()), (Some(0), Some(0)), "{again}");
+    assert_eq!(
+        (again["executed"].as_u64(), again["submitted"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
 
     // A cancelled element is resubmitted and the run completes.
     let small = t.path().join("small");
@@ -214,8 +254,21 @@ fn pipelines_run_on_a_real_slurm() {
         ),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_repflow"))
-        .args(["run", &s(&sp), "--cache", &s(&small.join("cache")), "--json"])
-        .args(["--executor", "slurm", "--slurm-poll", "0.2", "--slurm-array-max", "1"])
+        .args([
+            "run",
+            &s(&sp),
+            "--cache",
+            &s(&small.join("cache")),
+            "--json",
+        ])
+        .args([
+            "--executor",
+            "slurm",
+            "--slurm-poll",
+            "0.2",
+            "--slurm-array-max",
+            "1",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -228,7 +281,11 @@ fn pipelines_run_on_a_real_slurm() {
             .output()
             .unwrap();
         let ids = String::from_utf8_lossy(&o.stdout).to_string();
-        match ids.lines().map(str::trim).find(|l| l.contains('_') && !l.contains('[')) {
+        match ids
+            .lines()
+            .map(str::trim)
+            .find(|l| l.contains('_') && !l.contains('['))
+        {
             Some(id) => {
                 assert!(Command::new("scancel").arg(id).status().unwrap().success());
                 cancelled = Some(id.to_string());
@@ -239,15 +296,46 @@ fn pipelines_run_on_a_real_slurm() {
     })
     .unwrap();
     let out = child.wait_with_output().unwrap();
+    // Submission to completion of one node: a pipeline of one score node is three rounds of
+    // dependent jobs (sources, prepared layers, the score), each submitted when the last ends.
+    let one = write_pipeline(
+        &small.join("one.toml"),
+        &format!(
+            "models = [\"a\", \"b\"]\nresults = \"{}\"\nlayers = \"matched\"\nmetrics = [\"cka\"]\nlayer_lists = {{ a = [\"layer1\"], b = [\"layer1\"] }}\n[source]\ndir = \"data\"\n",
+            s(&small.join("one-results"))
+        ),
+    );
+    let t0 = Instant::now();
+    let r = slurm(&one, &small.join("one-cache"), &[]);
+    assert_eq!(
+        (r["failed"].as_u64(), r["arrays"].as_u64()),
+        (Some(0), Some(3)),
+        "{r}"
+    );
+    eprintln!(
+        "slurm: one node submission to completion {:.2} s (3 dependent rounds in {:.2} s)",
+        t0.elapsed().as_secs_f64() / 3.0,
+        t0.elapsed().as_secs_f64()
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(summary["failed"], 0, "{summary}");
-    assert!(summary["retries"].as_u64().unwrap() >= 1, "{cancelled:?} was not resubmitted: {summary}");
-    assert!(std::fs::read_to_string(small.join("results/scores.csv")).unwrap().lines().count() == 1 + 4);
+    assert!(
+        summary["retries"].as_u64().unwrap() >= 1,
+        "{cancelled:?} was not resubmitted: {summary}"
+    );
+    assert!(
+        std::fs::read_to_string(small.join("results/scores.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            == 1 + 4
+    );
 
     // A network pipeline: a short training chain and its extractions, as dependent jobs.
     let root = env!("CARGO_MANIFEST_DIR");
-    let deb = format!("{root}/data/downloads/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb");
+    let deb =
+        format!("{root}/data/downloads/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb");
     let net = write_pipeline(
         &t.path().join("net.toml"),
         &format!(
@@ -265,6 +353,9 @@ fn pipelines_run_on_a_real_slurm() {
     assert!(r["arrays"].as_u64().unwrap() >= 5, "{r}");
     let models = std::fs::read_to_string(t.path().join("net-results/models.csv")).unwrap();
     assert_eq!(models.lines().count(), 1 + 6, "{models}");
-    assert_eq!(slurm(&net, &t.path().join("net-cache"), &[])["submitted"], 0);
+    assert_eq!(
+        slurm(&net, &t.path().join("net-cache"), &[])["submitted"],
+        0
+    );
     drop(cluster);
 }

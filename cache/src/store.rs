@@ -2,13 +2,21 @@
 //! garbage collection.
 //!
 //! ```text
-//! <dir>/v1/objects/ab/cdef…   immutable objects, named by the blake3 digest of their bytes
-//! <dir>/v1/entries/ab/cdef…   JSON entry of node key abcdef… (written after its object)
-//! <dir>/v1/recipes/ab/cdef…   JSON recipe of node key abcdef…
-//! <dir>/v1/tmp/               files being written (renamed into place when complete)
-//! <dir>/v1/access.log         "<unix seconds> <key>" per use, appended once per run
-//! <dir>/v1/lock               shared by runs, exclusive for garbage collection
+//! <dir>/v2/objects/ab/cdef…   immutable objects, named by the blake3 digest of their bytes
+//! <dir>/v2/entries/ab/cdef…   JSON entry of node key abcdef… (written after its object)
+//! <dir>/v2/recipes/ab/cdef…   JSON recipe of node key abcdef…
+//! <dir>/v2/tmp/               files being written (renamed into place when complete)
+//! <dir>/v2/access.log         "<unix seconds> <key>" per use, appended once per run
+//! <dir>/v2/lock               shared by runs, exclusive for garbage collection
 //! ```
+//!
+//! On a shared filesystem (a cluster's NFS or Lustre), many processes on many hosts write
+//! at once. Correctness rests on atomic `rename(2)` alone: every file is written under a
+//! temporary name unique to its host, process and write, then renamed into place; an
+//! object's name is its content's digest, so two writers of one object write the same
+//! bytes; readers verify every object they map. The `flock` is advisory and off the hot
+//! path: a shared lock that the filesystem refuses is skipped (only `cache gc`, which needs
+//! the exclusive lock, then refuses to run).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -103,6 +111,9 @@ pub struct Store {
     root: PathBuf,
     _lock: File,
     counter: AtomicU64,
+    /// Distinguishes this process's temporary files from those of every other process on
+    /// every host sharing the store.
+    nonce: String,
 }
 
 impl Store {
@@ -130,15 +141,16 @@ impl Store {
             .open(&lock_path)
             .map_err(io(&lock_path))?;
         if exclusive {
-            lock.lock()
+            lock.lock().map_err(io(&lock_path))?;
         } else {
-            lock.lock_shared()
+            // Advisory: a filesystem without working locks (some NFS mounts) still runs.
+            let _ = lock.lock_shared();
         }
-        .map_err(io(&lock_path))?;
         Ok(Store {
             root,
             _lock: lock,
             counter: AtomicU64::new(0),
+            nonce: nonce(),
         })
     }
 
@@ -159,7 +171,7 @@ impl Store {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("tmp").join(format!(
             "{}-{:?}-{n}",
-            std::process::id(),
+            self.nonce,
             std::thread::current().id()
         ));
         {
@@ -447,6 +459,18 @@ impl Store {
         }
         report
     }
+}
+
+/// A name unique to this process on this host at this time: host name, process id and the
+/// clock, hashed.
+fn nonce() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let text = format!("{}\n{}\n{nanos}", host.trim(), std::process::id());
+    Digest::of(text.as_bytes()).hex()[..16].to_string()
 }
 
 /// Every file below `dir`.

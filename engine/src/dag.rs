@@ -72,9 +72,4 @@ impl<C> Dag<C> {
             dependents,
         })
     }
-
-    /// The index of the node labelled `label`.
-    pub fn find(&self, label: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.label == label)
-    }
 }

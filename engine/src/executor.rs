@@ -60,7 +60,7 @@ pub struct Completion {
 }
 
 /// Counts an executor reports at the end of a run (zero for the local one).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExecutorStats {
     /// Tasks handed to the cluster (array elements, resubmissions included).
     pub submitted: usize,

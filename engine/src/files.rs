@@ -10,7 +10,6 @@ use std::time::UNIX_EPOCH;
 use repflow_cache::Digest;
 use serde::{Deserialize, Serialize};
 
-
 #[derive(Clone, Serialize, Deserialize)]
 struct Seen {
     size: u64,
@@ -93,8 +92,8 @@ impl FileDigests {
                 }
             }
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let digest = Digest::of(&bytes);
         self.seen.lock().expect("lock").insert(
             name,

@@ -32,11 +32,17 @@ impl<C: 'static> Registry<C> {
     /// # Panics
     /// When another kind already has `T`'s name (a programming error, caught by any test).
     pub fn with<T: Kind<C>>(mut self) -> Self {
-        fn decode<C, T: Kind<C>>(v: serde_json::Value) -> Result<Arc<dyn Node<C>>, serde_json::Error> {
+        fn decode<C, T: Kind<C>>(
+            v: serde_json::Value,
+        ) -> Result<Arc<dyn Node<C>>, serde_json::Error> {
             serde_json::from_value::<T>(v).map(|t| Arc::new(t) as Arc<dyn Node<C>>)
         }
         let previous = self.kinds.insert(T::KIND, (T::VERSION, decode::<C, T>));
-        assert!(previous.is_none(), "two node kinds are called `{}`", T::KIND);
+        assert!(
+            previous.is_none(),
+            "two node kinds are called `{}`",
+            T::KIND
+        );
         self
     }
 

@@ -149,7 +149,14 @@ struct Pass {
 
 impl Pass {
     /// Records node `i`'s end and makes its dependents ready when it was their last input.
-    fn finish<C>(&mut self, dag: &Dag<C>, i: usize, state: State, digest: Option<Digest>, bar: &ProgressBar) {
+    fn finish<C>(
+        &mut self,
+        dag: &Dag<C>,
+        i: usize,
+        state: State,
+        digest: Option<Digest>,
+        bar: &ProgressBar,
+    ) {
         if state == State::Executed {
             bar.set_message(dag.nodes[i].label.clone());
         }
@@ -240,14 +247,19 @@ fn pass<C>(
                             inputs: node
                                 .inputs
                                 .iter()
-                                .map(|(name, j)| (name.clone(), p.out.digests[*j].expect("inputs are done")))
+                                .map(|(name, j)| {
+                                    (name.clone(), p.out.digests[*j].expect("inputs are done"))
+                                })
                                 .collect(),
                             node: node.node.clone(),
                         };
                         p.keys[i] = Some(key);
                         p.out.parts[i] = Some(parts);
                         in_flight += 1;
-                        executor.as_mut().expect("runs have an executor").submit(task);
+                        executor
+                            .as_mut()
+                            .expect("runs have an executor")
+                            .submit(task);
                     }
                 }
             }
@@ -257,7 +269,10 @@ fn pass<C>(
             break;
         }
         let completions: Vec<Completion> = executor.as_mut().expect("runs have an executor").wait();
-        assert!(!completions.is_empty(), "an executor with tasks in flight reported nothing");
+        assert!(
+            !completions.is_empty(),
+            "an executor with tasks in flight reported nothing"
+        );
         for c in completions {
             in_flight -= 1;
             let i = c.index;
@@ -344,7 +359,9 @@ fn decide<C>(
     let forced = opts.force.iter().any(|f| entry.label.contains(f.as_str()));
     if !forced {
         let cached = if node.verify_when_cached() {
-            store.lookup(&key).and_then(|(e, _)| e.object.parse::<Digest>().ok())
+            store
+                .lookup(&key)
+                .and_then(|(e, _)| e.object.parse::<Digest>().ok())
         } else {
             store
                 .entry(&key)

@@ -66,7 +66,9 @@ impl Setting {
         match self {
             Setting::Corr => SettingValue::Name(settings.corr.name()),
             Setting::TestZscore => SettingValue::Name(settings.test_zscore.name()),
-            Setting::Alphas => SettingValue::Bits(settings.alphas.iter().map(|a| a.to_bits()).collect()),
+            Setting::Alphas => {
+                SettingValue::Bits(settings.alphas.iter().map(|a| a.to_bits()).collect())
+            }
             Setting::DimMatch => SettingValue::Name(settings.dim_match.name()),
             Setting::Hsic => SettingValue::Name(settings.hsic.name()),
             Setting::RsaCompare => SettingValue::Name(settings.rsa_compare.name()),

@@ -32,12 +32,21 @@ const ALL: [Setting; 6] = [
 ];
 
 fn score(metric: Metric, settings: &Settings, ny: usize) -> Vec<u64> {
-    let x = Mat::from_fn(60, 5, |i, j| ((i * 7 + j * 3) % 11) as f64 + (i as f64 * 0.3 + j as f64).sin());
-    let y = Mat::from_fn(60, ny, |i, j| ((i * 5 + j * 2) % 13) as f64 * 0.1 + (i as f64 * 0.2).cos() * (j as f64 + 1.0) + (i * i % 7) as f64 * 0.3);
+    let x = Mat::from_fn(60, 5, |i, j| {
+        ((i * 7 + j * 3) % 11) as f64 + (i as f64 * 0.3 + j as f64).sin()
+    });
+    let y = Mat::from_fn(60, ny, |i, j| {
+        ((i * 5 + j * 2) % 13) as f64 * 0.1
+            + (i as f64 * 0.2).cos() * (j as f64 + 1.0)
+            + (i * i % 7) as f64 * 0.3
+    });
     let a = PreparedLayer::new(x.as_ref(), settings).unwrap();
     let b = PreparedLayer::new(y.as_ref(), settings).unwrap();
     let s = Pair::new(&a, &b).unwrap().score(metric).unwrap();
-    std::iter::once(s.score).chain(s.fold_scores).map(f64::to_bits).collect()
+    std::iter::once(s.score)
+        .chain(s.fold_scores)
+        .map(f64::to_bits)
+        .collect()
 }
 
 #[test]
@@ -49,7 +58,13 @@ fn undeclared_settings_change_no_score() {
         for s in ALL {
             let after = score(metric, &changed(s), ny);
             if !metric.reads().contains(&s) {
-                assert_eq!(base, after, "{} changed with undeclared `{}`", metric.name(), s.name());
+                assert_eq!(
+                    base,
+                    after,
+                    "{} changed with undeclared `{}`",
+                    metric.name(),
+                    s.name()
+                );
             }
         }
     }
@@ -61,7 +76,13 @@ fn declared_settings_change_some_score() {
         let ny = if metric == Metric::Permutation { 5 } else { 7 };
         let base = score(metric, &Settings::default(), ny);
         for &s in metric.reads() {
-            assert_ne!(base, score(metric, &changed(s), ny), "{} ignores declared `{}`", metric.name(), s.name());
+            assert_ne!(
+                base,
+                score(metric, &changed(s), ny),
+                "{} ignores declared `{}`",
+                metric.name(),
+                s.name()
+            );
         }
     }
 }

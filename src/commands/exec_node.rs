@@ -15,7 +15,14 @@ pub fn run(args: &ExecNodeArgs) -> Result<(), UserError> {
     match execute_key(&store, &registry(), &RunContext::default(), &key) {
         Ok(WorkerOutcome::AlreadyDone(_)) => println!("{} is already in the store", key.short()),
         Ok(WorkerOutcome::Executed(label, _)) => println!("executed {label} ({})", key.short()),
-        Err(e) => return Err(UserError::input(e)),
+        // the node could not be computed: exit 1, as a failed run
+        Err(e) => {
+            return Err(UserError {
+                message: e,
+                hint: None,
+                code: crate::error::EXIT_FAILURE,
+            })
+        }
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `repflow plan PIPELINE`: each node's state without running anything.
 
 use crate::cli::PlanArgs;
-use repflow_engine::schedule::{plan, State};
 use crate::error::UserError;
+use repflow_engine::schedule::{plan, State};
 
 /// Prints the DAG with each node's state: `cached`, `stale` (built before, inputs or
 /// parameters changed since) or `missing` (never built).

@@ -85,7 +85,12 @@ fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, User
     let table = spec.slurm.clone().unwrap_or_default();
     let known: Vec<&str> = registry().kinds().collect();
     let mut driver_kinds: HashSet<String> = DRIVER_KINDS.iter().map(|k| k.to_string()).collect();
-    for k in table.driver.iter().chain(&args.slurm_driver).chain(table.kinds.keys()) {
+    for k in table
+        .driver
+        .iter()
+        .chain(&args.slurm_driver)
+        .chain(table.kinds.keys())
+    {
         if !known.contains(&k.as_str()) {
             return Err(UserError::input(format!(
                 "{}: `{k}` is not a node kind (in `[slurm]` or --slurm-driver)",
@@ -103,8 +108,10 @@ fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, User
         .hint("set --slurm-poll or `[slurm] poll`"));
     }
     if args.slurm_array_max.or(table.array_max) == Some(0) {
-        return Err(UserError::input("the Slurm array limit is 0; it must be at least 1")
-            .hint("set --slurm-array-max or `[slurm] array_max` to 1 or more"));
+        return Err(
+            UserError::input("the Slurm array limit is 0; it must be at least 1")
+                .hint("set --slurm-array-max or `[slurm] array_max` to 1 or more"),
+        );
     }
     let program = std::env::current_exe()
         .map_err(|e| UserError::input(format!("cannot find the repflow executable: {e}")))?;

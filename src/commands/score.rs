@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use repflow_kernels::{rotation, Metric, Named, Pair, PreparedLayer, Score, Settings};
 use serde_json::Value;
 
-use crate::cli::{MetricArg, ScoreArgs};
+use crate::cli::{MetricSelection, ScoreArgs};
 use crate::error::UserError;
 use crate::matrix_io::read_matrix;
 use crate::score_json::to_json;
@@ -48,7 +48,7 @@ pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
 
     let mut metrics = args.metrics();
     let mut notes = Vec::new();
-    if args.metric == MetricArg::All && a.n_units() != b.n_units() {
+    if args.metric == MetricSelection::All && a.n_units() != b.n_units() {
         metrics.retain(|m| *m != Metric::Permutation);
         notes.push(format!(
             "permutation skipped: widths differ ({} vs {} units); soft-matching generalises it",
@@ -75,7 +75,7 @@ pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
             .iter()
             .map(|s| to_json(s, &a, &b, &settings))
             .collect();
-        let out = if args.metric == MetricArg::All {
+        let out = if args.metric == MetricSelection::All {
             Value::Array(objects)
         } else {
             objects[0].clone()

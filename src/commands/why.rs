@@ -1,9 +1,9 @@
 //! `repflow why PIPELINE NODE`: which component of a node's key changed since its last run.
 
 use crate::cli::WhyArgs;
-use repflow_engine::schedule::{plan, State};
 use crate::error::UserError;
 use crate::pipeline::closest_label;
+use repflow_engine::schedule::{plan, State};
 
 /// Explains why `args.node` will run (or says that it will not).
 pub fn run(args: &WhyArgs) -> Result<(), UserError> {

@@ -230,7 +230,11 @@ impl Kind<RunContext> for Extract {
 
 impl Extract {
     /// Extracts: one column-major array per layer (stimuli × units).
-    pub fn extract(&self, weights: &MappedBundle, stimuli: &MappedBundle) -> Result<Bundle, UserError> {
+    pub fn extract(
+        &self,
+        weights: &MappedBundle,
+        stimuli: &MappedBundle,
+    ) -> Result<Bundle, UserError> {
         let tensors = tensors_from_bundle(weights, "w:", &names(weights, "weights")?)?;
         let net = Network::new(
             &self.model,

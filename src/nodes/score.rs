@@ -55,8 +55,13 @@ impl Kind<RunContext> for ScoreNode {
             Ok(ctx.prepared(&input.digest, &input.bundle, &self.settings)?)
         };
         let (x, y) = (layer("x")?, layer("y")?);
-        let s = Pair::new(&x, &y).map_err(UserError::from)?.score(self.metric).map_err(UserError::from)?;
-        Ok(Bundle::meta(to_json(&s, &x, &y, &self.settings).to_string()))
+        let s = Pair::new(&x, &y)
+            .map_err(UserError::from)?
+            .score(self.metric)
+            .map_err(UserError::from)?;
+        Ok(Bundle::meta(
+            to_json(&s, &x, &y, &self.settings).to_string(),
+        ))
     }
 }
 
@@ -133,11 +138,20 @@ mod tests {
             b: ("b".into(), "l1".into()),
         };
         let v = serde_json::to_value(&node).unwrap();
-        assert_eq!(serde_json::from_value::<ScoreNode>(v.clone()).unwrap(), node);
-        for (field, bad) in [("/settings/corr", "kendall"), ("/settings/hsic", "x"), ("/metric", "lin")] {
+        assert_eq!(
+            serde_json::from_value::<ScoreNode>(v.clone()).unwrap(),
+            node
+        );
+        for (field, bad) in [
+            ("/settings/corr", "kendall"),
+            ("/settings/hsic", "x"),
+            ("/metric", "lin"),
+        ] {
             let mut w = v.clone();
             *w.pointer_mut(field).unwrap() = bad.into();
-            let e = serde_json::from_value::<ScoreNode>(w).unwrap_err().to_string();
+            let e = serde_json::from_value::<ScoreNode>(w)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(bad), "{e}");
         }
     }

@@ -99,7 +99,12 @@ struct Builder<'p> {
 }
 
 impl Builder<'_> {
-    fn push<K: Kind<RunContext>>(&mut self, label: String, node: K, inputs: &[(&str, usize)]) -> usize {
+    fn push<K: Kind<RunContext>>(
+        &mut self,
+        label: String,
+        node: K,
+        inputs: &[(&str, usize)],
+    ) -> usize {
         self.nodes.push(DagNode {
             label,
             node: Arc::new(node),

@@ -35,8 +35,8 @@ mod spec;
 
 pub use expand::{expand, Layer, LayerPair, Model, Plan};
 pub use spec::{
-    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SlurmSpec, SourceFormat,
-    SourceSpec, StimuliSpec, TrainingSpec,
+    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SlurmSpec, SourceFormat, SourceSpec,
+    StimuliSpec, TrainingSpec,
 };
 
 /// The label closest to `word`, for "did you mean" hints.

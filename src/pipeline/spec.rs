@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use repflow_kernels::{Corr, DimMatch, FoldSpec, HsicEstimator, Metric, Settings, TestZscore};
+use repflow_kernels::{FoldSpec, Metric, Named, Settings};
 use serde::Deserialize;
 
 use crate::error::UserError;
@@ -366,28 +366,19 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-fn choice<T: Copy>(
-    file: &Path,
-    key: &str,
-    value: &str,
-    options: &[(&str, T)],
-) -> Result<T, UserError> {
-    options
-        .iter()
-        .find(|(n, _)| *n == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            let mut e = UserError::input(format!(
-                "{}: `{key}` is `{value}`; expected one of {}",
-                file.display(),
-                names.join(", ")
-            ));
-            if let Some(c) = closest(value, names.iter().copied()) {
-                e = e.hint(format!("did you mean `{c}`?"));
-            }
-            e
-        })
+fn choice<T: Named>(file: &Path, key: &str, value: &str) -> Result<T, UserError> {
+    T::from_name(value).ok_or_else(|| {
+        let names = T::names();
+        let mut e = UserError::input(format!(
+            "{}: `{key}` is `{value}`; expected one of {}",
+            file.display(),
+            names.join(", ")
+        ));
+        if let Some(c) = closest(value, names.iter().copied()) {
+            e = e.hint(format!("did you mean `{c}`?"));
+        }
+        e
+    })
 }
 
 impl PipelineSpec {
@@ -470,36 +461,17 @@ impl PipelineSpec {
             }
             Some(a) => a.clone(),
         };
-        let corrs = [("pearson", Corr::Pearson), ("spearman", Corr::Spearman)];
         Ok(Settings {
             folds: FoldSpec {
                 k: o.folds,
                 shuffle_seed: o.shuffle.then_some(o.seed),
             },
-            corr: choice(f, "options.corr", &o.corr, &corrs)?,
-            test_zscore: choice(
-                f,
-                "options.test_zscore",
-                &o.test_zscore,
-                &[("train", TestZscore::Train), ("own", TestZscore::Own)],
-            )?,
+            corr: choice(f, "options.corr", &o.corr)?,
+            test_zscore: choice(f, "options.test_zscore", &o.test_zscore)?,
             alphas,
-            dim_match: choice(
-                f,
-                "options.dim_match",
-                &o.dim_match,
-                &[("zeropad", DimMatch::ZeroPad), ("pca", DimMatch::Pca)],
-            )?,
-            hsic: choice(
-                f,
-                "options.hsic",
-                &o.hsic,
-                &[
-                    ("biased", HsicEstimator::Biased),
-                    ("unbiased", HsicEstimator::Unbiased),
-                ],
-            )?,
-            rsa_compare: choice(f, "options.rsa_compare", &o.rsa_compare, &corrs)?,
+            dim_match: choice(f, "options.dim_match", &o.dim_match)?,
+            hsic: choice(f, "options.hsic", &o.hsic)?,
+            rsa_compare: choice(f, "options.rsa_compare", &o.rsa_compare)?,
         })
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use repflow_kernels::{Metric, Named};
+
 use super::claims::{main_metric, ood_accuracy_correlation};
 use super::data::{bucket, by_depth, mean, Results, ScoreRow, BUCKETS};
 use super::plot::{Chart, Heatmap, Lines, Panel, Series, COLOURS};
@@ -50,17 +52,11 @@ fn titled(title: &str, suffix: &str) -> String {
 
 fn colour_of(metric: &str) -> plotters::style::RGBColor {
     let base = metric.trim_end_matches(":rotated");
-    let i = [
-        "linear",
-        "procrustes",
-        "permutation",
-        "soft-matching",
-        "cka",
-        "rsa",
-    ]
-    .iter()
-    .position(|m| *m == base)
-    .unwrap_or(7);
+    let i = Metric::names()
+        .iter()
+        .position(|m| *m == base)
+        .unwrap_or(7)
+        .min(COLOURS.len() - 1);
     COLOURS[i]
 }
 
@@ -128,17 +124,10 @@ fn depth_figure(
     last: Option<u64>,
     suffix: &str,
 ) -> Result<Option<Figure>, UserError> {
-    let metrics: Vec<&str> = [
-        "linear",
-        "procrustes",
-        "permutation",
-        "soft-matching",
-        "cka",
-        "rsa",
-    ]
-    .into_iter()
-    .filter(|m| r.scores.iter().any(|s| s.metric == *m))
-    .collect();
+    let metrics: Vec<&str> = Metric::names()
+        .into_iter()
+        .filter(|m| r.scores.iter().any(|s| s.metric == *m))
+        .collect();
     let untrained = r
         .steps()
         .first()

@@ -121,16 +121,6 @@ impl<C: Send + Sync + 'static> Slurm<C> {
         })
     }
 
-    /// The run's job name (every job of the run carries it).
-    pub fn job_name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where the run's key files, scripts and logs are.
-    pub fn run_dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Submits every queued task: one array per kind. Tasks whose submission fails complete
     /// with the error.
     fn flush(&mut self, out: &mut Vec<Completion>) {
@@ -164,10 +154,16 @@ impl<C: Send + Sync + 'static> Slurm<C> {
     }
 
     /// Writes array `n`'s key file and script and submits it; returns the job id.
-    fn submit_array(&self, kind: &str, n: usize, tasks: &[(Task<C>, u32)]) -> Result<String, String> {
+    fn submit_array(
+        &self,
+        kind: &str,
+        n: usize,
+        tasks: &[(Task<C>, u32)],
+    ) -> Result<String, String> {
         let keys = self.dir.join(format!("{n}.keys"));
         let text: String = tasks.iter().map(|(t, _)| t.key.hex() + "\n").collect();
-        std::fs::write(&keys, text).map_err(|e| format!("cannot write `{}`: {e}", keys.display()))?;
+        std::fs::write(&keys, text)
+            .map_err(|e| format!("cannot write `{}`: {e}", keys.display()))?;
         let script = self.dir.join(format!("{n}.sh"));
         let body = format!(
             "#!/bin/sh\n# repflow: {kind} nodes, one per array element\nkey=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {keys})\nexport RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {program} exec-node --cache {store} \"$key\"\n",
@@ -256,7 +252,10 @@ impl<C: Send + Sync + 'static> Slurm<C> {
                 None if e.attempt < self.cfg.retries => {
                     self.stats.retries += 1;
                     let kind = e.task.node.kind();
-                    self.queued.entry(kind).or_default().push((e.task, e.attempt + 1));
+                    self.queued
+                        .entry(kind)
+                        .or_default()
+                        .push((e.task, e.attempt + 1));
                 }
                 None => out.push(Completion {
                     index: e.task.index,
@@ -279,7 +278,9 @@ impl<C: Send + Sync + 'static> Slurm<C> {
     /// Cancels every job of the run.
     fn cancel(&mut self) {
         if !self.running.is_empty() {
-            let _ = Command::new("scancel").arg(format!("--name={}", self.name)).status();
+            let _ = Command::new("scancel")
+                .arg(format!("--name={}", self.name))
+                .status();
         }
     }
 }
@@ -322,9 +323,7 @@ impl<C: Send + Sync + 'static> Executor<C> for Slurm<C> {
                 out.extend(self.local.wait());
                 return out;
             }
-            let due = self
-                .last_poll
-                .is_none_or(|t| t.elapsed() >= self.cfg.poll);
+            let due = self.last_poll.is_none_or(|t| t.elapsed() >= self.cfg.poll);
             if !self.running.is_empty() && due {
                 self.last_poll = Some(Instant::now());
                 self.poll(&mut out);
@@ -345,7 +344,9 @@ impl<C: Send + Sync + 'static> Executor<C> for Slurm<C> {
 impl<C> Drop for Slurm<C> {
     fn drop(&mut self) {
         if !self.running.is_empty() {
-            let _ = Command::new("scancel").arg(format!("--name={}", self.name)).status();
+            let _ = Command::new("scancel")
+                .arg(format!("--name={}", self.name))
+                .status();
         }
     }
 }
@@ -359,6 +360,11 @@ fn quote(path: &Path) -> String {
 fn last_line(log: &Path) -> String {
     std::fs::read_to_string(log)
         .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "no log written".into())
 }

@@ -18,8 +18,8 @@ pub fn classify(state: &str) -> ElementState {
     let word = state.split_whitespace().next().unwrap_or("");
     match word.trim_end_matches('+') {
         "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING" | "SUSPENDED" | "REQUEUED"
-        | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESIZING" | "SIGNALING" | "STAGE_OUT"
-        | "STOPPED" | "RESV_DEL_HOLD" => ElementState::Active,
+        | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESIZING" | "SIGNALING" | "STAGE_OUT" | "STOPPED"
+        | "RESV_DEL_HOLD" => ElementState::Active,
         _ => ElementState::Ended,
     }
 }
@@ -74,7 +74,10 @@ pub fn query(name: &str, source: &mut Source) -> Option<HashMap<String, ElementS
             .args(["-n", "-P", "-X", "-o", "JobID,State", "--name", name])
             .output();
         match out {
-            Ok(o) if o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("disabled") => {
+            Ok(o)
+                if o.status.success()
+                    && !String::from_utf8_lossy(&o.stderr).contains("disabled") =>
+            {
                 return Some(parse(&String::from_utf8_lossy(&o.stdout)));
             }
             _ => *source = Source::Queue,
@@ -95,7 +98,9 @@ mod tests {
 
     #[test]
     fn compressed_array_ranges_expand() {
-        let s = parse("12_[3-5,8%2]|PENDING\n12_1|COMPLETED\n12_2|CANCELLED by 0\n12_0.batch|COMPLETED\n");
+        let s = parse(
+            "12_[3-5,8%2]|PENDING\n12_1|COMPLETED\n12_2|CANCELLED by 0\n12_0.batch|COMPLETED\n",
+        );
         assert_eq!(s.len(), 6);
         assert_eq!(s["12_4"], ElementState::Active);
         assert_eq!(s["12_8"], ElementState::Active);
@@ -109,7 +114,17 @@ mod tests {
         for s in ["PENDING", "RUNNING", "COMPLETING", "REQUEUED"] {
             assert_eq!(classify(s), ElementState::Active, "{s}");
         }
-        for s in ["COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED+", "CANCELLED by 0", "PREEMPTED", "BOOT_FAIL"] {
+        for s in [
+            "COMPLETED",
+            "FAILED",
+            "TIMEOUT",
+            "OUT_OF_MEMORY",
+            "NODE_FAIL",
+            "CANCELLED+",
+            "CANCELLED by 0",
+            "PREEMPTED",
+            "BOOT_FAIL",
+        ] {
             assert_eq!(classify(s), ElementState::Ended, "{s}");
         }
     }
