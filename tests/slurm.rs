@@ -190,6 +190,25 @@ fn slurm(p: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
     run(p, cache, &args)
 }
 
+/// Starts `repflow run` on Slurm with one element of an array at a time, in the background.
+fn throttled(p: &Path, cache: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_repflow"))
+        .args([
+            "run",
+            &s(p),
+            "--cache",
+            &s(cache),
+            "--json",
+            "--executor",
+            "slurm",
+        ])
+        .args(["--slurm-poll", "0.2", "--slurm-array-max", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn pipelines_run_on_a_real_slurm() {
     let cluster = match Cluster::start() {
@@ -253,26 +272,7 @@ fn pipelines_run_on_a_real_slurm() {
             s(&small.join("results"))
         ),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_repflow"))
-        .args([
-            "run",
-            &s(&sp),
-            "--cache",
-            &s(&small.join("cache")),
-            "--json",
-        ])
-        .args([
-            "--executor",
-            "slurm",
-            "--slurm-poll",
-            "0.2",
-            "--slurm-array-max",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = throttled(&sp, &small.join("cache"));
     // Throttled to one element at a time: cancel a pending one.
     let mut cancelled = None;
     wait_for("a pending element", Duration::from_secs(60), || {
@@ -331,6 +331,40 @@ fn pipelines_run_on_a_real_slurm() {
             .count()
             == 1 + 4
     );
+
+    // SIGTERM (as Ctrl-C) cancels the run's jobs: nothing of it is left queued or running.
+    let child = throttled(&sp, &small.join("term-cache"));
+    let active = || {
+        let o = Command::new("squeue")
+            .args(["-h", "-r", "-t", "PD,R,CG", "-o", "%i"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    wait_for("queued elements", Duration::from_secs(60), || active() > 0).unwrap();
+    assert!(Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        summary["failures"].to_string().contains("cancelled"),
+        "{summary}"
+    );
+    wait_for(
+        "no active elements after SIGTERM",
+        Duration::from_secs(20),
+        || active() == 0,
+    )
+    .unwrap();
 
     // A network pipeline: a short training chain and its extractions, as dependent jobs.
     let root = env!("CARGO_MANIFEST_DIR");

@@ -131,8 +131,8 @@ pub fn plan<C>(dag: &Dag<C>, store: &Store) -> Outcome {
 enum Decision {
     /// Its output is in the store.
     Cached(KeyParts, Digest),
-    /// It must run; its recipe is in the store.
-    Run(KeyParts, Key),
+    /// It must run; its recipe (with these input keys) is in the store.
+    Run(KeyParts, Key, Vec<String>),
     /// Planning only: it would run.
     WouldRun(Option<KeyParts>),
     /// It cannot run.
@@ -236,14 +236,14 @@ fn pass<C>(
                         p.out.parts[i] = parts;
                         p.finish(dag, i, state, None, &bar);
                     }
-                    Decision::Run(parts, key) => {
+                    Decision::Run(parts, key, input_keys) => {
                         let node = &dag.nodes[i];
                         let task = Task {
                             index: i,
                             label: node.label.clone(),
                             key,
                             parts: parts.clone(),
-                            input_keys: input_keys(dag, i, &p.keys),
+                            input_keys,
                             inputs: node
                                 .inputs
                                 .iter()
@@ -375,12 +375,13 @@ fn decide<C>(
     if !execute {
         return Decision::WouldRun(Some(parts));
     }
+    let inputs = input_keys(dag, i, &p.keys);
     let recipe = Recipe {
         key: key.hex(),
         kind: parts.kind.clone(),
         version: parts.version,
         params: parts.params.clone(),
-        inputs: input_keys(dag, i, &p.keys),
+        inputs: inputs.clone(),
         input_names: entry.inputs.iter().map(|(n, _)| n.clone()).collect(),
         files: file_digests,
         label: entry.label.clone(),
@@ -395,5 +396,5 @@ fn decide<C>(
         };
         return Decision::Stop(State::Failed(failure), Some(parts));
     }
-    Decision::Run(parts, key)
+    Decision::Run(parts, key, inputs)
 }
