@@ -279,8 +279,8 @@ impl PreparedLayer {
     }
 
     fn all_stats(&self) -> &[FoldStats] {
-        self.stats
-            .get_or_init(|| all_fold_stats(self.x(), &self.bounds))
+        crate::lazy::get_or_compute(&self.stats, || all_fold_stats(self.x(), &self.bounds))
+            .as_slice()
     }
 
     /// Rows of `data()` that are fold `f`'s test rows.
@@ -319,26 +319,25 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        self.gram_total.get_or_init(|| stats::gram(self.x(), None))
+        crate::lazy::get_or_compute(&self.gram_total, || stats::gram(self.x(), None))
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).
     pub fn ridge(&self) -> Result<&[RidgeFactor], KernelError> {
-        self.ridge
-            .get_or_init(|| {
-                (0..self.k())
-                    .into_par_iter()
-                    .map(|f| RidgeFactor::new(self, f))
-                    .collect()
-            })
-            .as_ref()
-            .map(|v| v.as_slice())
-            .map_err(Clone::clone)
+        crate::lazy::get_or_compute(&self.ridge, || {
+            (0..self.k())
+                .into_par_iter()
+                .map(|f| RidgeFactor::new(self, f))
+                .collect()
+        })
+        .as_ref()
+        .map(|v| v.as_slice())
+        .map_err(Clone::clone)
     }
 
     /// Average ranks of every unit within each fold's train rows and test rows.
     pub fn ranks(&self) -> &[FoldRanks] {
-        self.ranks.get_or_init(|| {
+        crate::lazy::get_or_compute(&self.ranks, || {
             (0..self.k())
                 .into_par_iter()
                 .map(|f| FoldRanks {
@@ -350,11 +349,12 @@ impl PreparedLayer {
                 })
                 .collect()
         })
+        .as_slice()
     }
 
     /// The layer's representational dissimilarity matrix, standardised for comparison.
     pub fn rdm(&self) -> &Rdm {
-        self.rdm.get_or_init(|| Rdm::new(self))
+        crate::lazy::get_or_compute(&self.rdm, || Rdm::new(self))
     }
 }
 

@@ -25,6 +25,7 @@
 pub mod cka;
 pub mod folds;
 pub mod layer;
+pub mod lazy;
 pub mod linear;
 pub mod matching;
 pub mod pair;

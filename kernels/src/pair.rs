@@ -127,18 +127,19 @@ impl<'a> Pair<'a> {
 
     /// Per-fold test-block cross-products `X_teᵀ Y_te` (centred data).
     fn blocks(&self) -> &[Mat<f64>] {
-        self.blocks.get_or_init(|| {
+        crate::lazy::get_or_compute(&self.blocks, || {
             (0..self.a.k())
                 .into_par_iter()
                 .map(|f| self.a.test_rows(f).transpose() * self.b.test_rows(f))
                 .collect()
         })
+        .as_slice()
     }
 
     /// `Xᵀ Y` over all stimuli: the sum of the test blocks when they exist (the folds
     /// partition the rows), else one product (CKA alone needs no blocks).
     pub fn cross_total(&self) -> &Mat<f64> {
-        self.total.get_or_init(|| {
+        crate::lazy::get_or_compute(&self.total, || {
             let Some(blocks) = self.blocks.get() else {
                 return self.a.data().transpose() * self.b.data();
             };

@@ -241,7 +241,7 @@ impl RidgeFactor {
 
     /// Exact `T_α` over the ordinary rows, computed once.
     fn exact_t(&self, a: usize) -> &Mat<f64> {
-        self.exact[a].get_or_init(|| {
+        crate::lazy::get_or_compute(&self.exact[a], || {
             weighted_gram(self.u.as_ref(), |i| {
                 if self.is_high[i] {
                     0.0

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use repflow_cache::{Digest, MappedBundle};
+use repflow_kernels::lazy::get_or_compute;
 use repflow_kernels::{PreparedLayer, Settings};
 
 use super::prepared;
@@ -37,7 +38,8 @@ impl RunContext {
             .entry(id)
             .or_default()
             .clone();
-        cell.get_or_init(|| {
+        // never blocks on another thread's load (see `repflow_kernels::lazy`)
+        get_or_compute(&cell, || {
             prepared::load(bundle, settings)
                 .map(Arc::new)
                 .map_err(|e| e.message)

@@ -55,6 +55,13 @@ impl Kind<RunContext> for Table {
 
     /// Joins labels and score objects: metadata `{"rows": [...]}` (tidy rows).
     fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        let scores = inputs.all("score").count();
+        if scores != self.rows.len() {
+            return Err(NodeError::new(format!(
+                "the table has {} rows but {scores} score inputs",
+                self.rows.len()
+            )));
+        }
         let mut rows = Vec::with_capacity(self.rows.len());
         for (label, s) in self.rows.iter().zip(inputs.all("score").map(|i| &i.bundle)) {
             let v: serde_json::Value = serde_json::from_str(s.meta())
