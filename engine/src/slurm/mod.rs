@@ -90,6 +90,8 @@ pub struct Slurm<C> {
     stats: ExecutorStats,
     source: status::Source,
     last_poll: Option<Instant>,
+    /// Status queries in a row that neither `sacct` nor `squeue` answered.
+    unanswered: u32,
 }
 
 impl<C: Send + Sync + 'static> Slurm<C> {
@@ -118,6 +120,7 @@ impl<C: Send + Sync + 'static> Slurm<C> {
             stats: ExecutorStats::default(),
             source: status::Source::Accounting,
             last_poll: None,
+            unanswered: 0,
         })
     }
 
@@ -221,8 +224,25 @@ impl<C: Send + Sync + 'static> Slurm<C> {
     /// each by the store, and queues failed ones for resubmission.
     fn poll(&mut self, out: &mut Vec<Completion>) {
         let Some(states) = status::query(&self.name, &mut self.source) else {
+            // Never wait forever on a controller that is gone: after a minute of silence
+            // (at least 10 polls) the run's elements fail, and a rerun resumes.
+            self.unanswered += 1;
+            let silent = self.cfg.poll.as_secs_f64() * self.unanswered as f64;
+            if self.unanswered >= 10 && silent >= 60.0 {
+                self.cancel();
+                for e in std::mem::take(&mut self.running) {
+                    out.push(Completion {
+                        index: e.task.index,
+                        result: Err(TaskError::new(format!(
+                            "Slurm has not answered `sacct` or `squeue` for {silent:.0} s; element {} abandoned",
+                            e.id
+                        ))),
+                    });
+                }
+            }
             return;
         };
+        self.unanswered = 0;
         let mut still = Vec::with_capacity(self.running.len());
         for mut e in std::mem::take(&mut self.running) {
             let ended = match states.get(&e.id) {
