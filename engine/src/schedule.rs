@@ -62,6 +62,8 @@ pub struct Outcome {
     pub states: Vec<State>,
     /// Each node's key parts, when its inputs were known.
     pub parts: Vec<Option<KeyParts>>,
+    /// Each node's key (of `parts`), when its inputs were known.
+    pub keys: Vec<Option<Key>>,
     /// Each node's output digest, when known.
     pub digests: Vec<Option<Digest>>,
     /// Wall time in seconds.
@@ -110,7 +112,7 @@ pub fn run<C>(
     }
     let mut outcome = merged.expect("at least one pass");
     files.save();
-    let keys: Vec<Key> = outcome.parts.iter().flatten().map(KeyParts::key).collect();
+    let keys: Vec<Key> = outcome.keys.iter().flatten().copied().collect();
     let _ = store.record_use(&keys);
     outcome.seconds = start.elapsed().as_secs_f64();
     outcome.executor = executor.name();
@@ -130,19 +132,18 @@ pub fn plan<C>(dag: &Dag<C>, store: &Store) -> Outcome {
 /// What the scheduler decided for a ready node.
 enum Decision {
     /// Its output is in the store.
-    Cached(KeyParts, Digest),
+    Cached(KeyParts, Key, Digest),
     /// It must run; its recipe (with these input keys) is in the store.
     Run(KeyParts, Key, Vec<String>),
     /// Planning only: it would run.
-    WouldRun(Option<KeyParts>),
+    WouldRun(Option<(KeyParts, Key)>),
     /// It cannot run.
-    Stop(State, Option<KeyParts>),
+    Stop(State, Option<(KeyParts, Key)>),
 }
 
 /// The mutable state of one pass.
 struct Pass {
     out: Outcome,
-    keys: Vec<Option<Key>>,
     waiting: Vec<usize>,
     ready: Vec<usize>,
 }
@@ -185,12 +186,12 @@ fn pass<C>(
         out: Outcome {
             states: vec![State::WillRun; n],
             parts: vec![None; n],
+            keys: vec![None; n],
             digests: vec![None; n],
             seconds: 0.0,
             executor: "none",
             stats: ExecutorStats::default(),
         },
-        keys: vec![None; n],
         waiting: dag.nodes.iter().map(|d| d.inputs.len()).collect(),
         ready: dag
             .order
@@ -221,19 +222,17 @@ fn pass<C>(
                 .collect();
             for (i, d) in decisions {
                 match d {
-                    Decision::Cached(parts, digest) => {
-                        p.keys[i] = Some(parts.key());
+                    Decision::Cached(parts, key, digest) => {
+                        p.out.keys[i] = Some(key);
                         p.out.parts[i] = Some(parts);
                         p.finish(dag, i, State::Cached, Some(digest), &bar);
                     }
-                    Decision::WouldRun(parts) => {
-                        p.keys[i] = parts.as_ref().map(KeyParts::key);
-                        p.out.parts[i] = parts;
+                    Decision::WouldRun(keyed) => {
+                        (p.out.parts[i], p.out.keys[i]) = keyed.unzip();
                         p.finish(dag, i, State::WillRun, None, &bar);
                     }
-                    Decision::Stop(state, parts) => {
-                        p.keys[i] = parts.as_ref().map(KeyParts::key);
-                        p.out.parts[i] = parts;
+                    Decision::Stop(state, keyed) => {
+                        (p.out.parts[i], p.out.keys[i]) = keyed.unzip();
                         p.finish(dag, i, state, None, &bar);
                     }
                     Decision::Run(parts, key, input_keys) => {
@@ -253,7 +252,7 @@ fn pass<C>(
                                 .collect(),
                             node: node.node.clone(),
                         };
-                        p.keys[i] = Some(key);
+                        p.out.keys[i] = Some(key);
                         p.out.parts[i] = Some(parts);
                         in_flight += 1;
                         executor
@@ -281,14 +280,14 @@ fn pass<C>(
                 Err(e) => {
                     if let Some(pos) = e.corrupt_input {
                         let j = dag.nodes[i].inputs[pos].1;
-                        if let Some(k) = p.keys[j] {
+                        if let Some(k) = p.out.keys[j] {
                             store.remove_entry(&k);
                         }
                         retry = true;
                     }
                     let failure = Failure {
                         kind: dag.nodes[i].node.kind().to_string(),
-                        key: p.keys[i].map(|k| k.hex()),
+                        key: p.out.keys[i].map(|k| k.hex()),
                         message: e.message,
                         log: e.log,
                     };
@@ -369,13 +368,13 @@ fn decide<C>(
                 .filter(|d| store.has_object(d))
         };
         if let Some(d) = cached {
-            return Decision::Cached(parts, d);
+            return Decision::Cached(parts, key, d);
         }
     }
     if !execute {
-        return Decision::WouldRun(Some(parts));
+        return Decision::WouldRun(Some((parts, key)));
     }
-    let inputs = input_keys(dag, i, &p.keys);
+    let inputs = input_keys(dag, i, &p.out.keys);
     let recipe = Recipe {
         key: key.hex(),
         kind: parts.kind.clone(),
@@ -394,7 +393,7 @@ fn decide<C>(
             message: e.to_string(),
             log: None,
         };
-        return Decision::Stop(State::Failed(failure), Some(parts));
+        return Decision::Stop(State::Failed(failure), Some((parts, key)));
     }
     Decision::Run(parts, key, inputs)
 }

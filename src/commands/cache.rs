@@ -113,7 +113,7 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
                 for p in keep {
                     let dag = super::load_dag(p)?.dag;
                     let o = repflow_engine::schedule::plan(&dag, &store);
-                    kept.extend(o.parts.iter().flatten().map(|p| p.key().hex()));
+                    kept.extend(o.keys.iter().flatten().map(|k| k.hex()));
                 }
             }
             if keep.is_empty() && limit.is_none() && !dry_run {

@@ -29,15 +29,8 @@ pub fn run(args: &PlanArgs) -> Result<(), UserError> {
                 "missing"
             }
         };
-        let key = o.parts[i]
-            .as_ref()
-            .map(|p| {
-                if args.json {
-                    p.key().hex()
-                } else {
-                    p.key().short()
-                }
-            })
+        let key = o.keys[i]
+            .map(|k| if args.json { k.hex() } else { k.short() })
             .unwrap_or_else(|| "-".into());
         rows.push((label.clone(), state, key, dag.nodes[i].inputs.len()));
     }

@@ -46,10 +46,7 @@ pub fn run(args: &WhyArgs) -> Result<(), UserError> {
         if o.states[i] == State::Cached {
             println!(
                 "`{label}` is cached (key {}): it will not run",
-                o.parts[i]
-                    .as_ref()
-                    .map(|p| p.key().short())
-                    .unwrap_or_default()
+                o.keys[i].map(|k| k.short()).unwrap_or_default()
             );
             return Ok(());
         }
