@@ -1,39 +1,62 @@
-//! The local executor: tasks run on a rayon pool of this process as soon as they are
+//! The local executor: tasks run on `jobs` threads of this process as soon as they are
 //! submitted (no level barriers: a node starts when its own inputs are done).
+//!
+//! The task threads are plain threads, not rayon workers: a node's own parallel work goes
+//! to rayon's pool, where a worker waiting in a join can only pick up parallel work, never a
+//! whole other node (nodes picked up inside joins nest on one stack without bound and
+//! overflowed it in the reduced audit).
 
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use repflow_cache::Store;
 
 use crate::execute::execute;
 use crate::executor::{Completion, Executor, Task};
 
+/// Stack of each task thread: networks and decompositions recurse deeply.
+const STACK_BYTES: usize = 64 << 20;
+
 /// Runs tasks on `jobs` threads of this process.
 pub struct Local<C> {
-    pool: rayon::ThreadPool,
-    store: Arc<Store>,
-    ctx: Arc<C>,
-    sender: Sender<Completion>,
+    tasks: Option<Sender<Task<C>>>,
     receiver: Receiver<Completion>,
+    threads: Vec<JoinHandle<()>>,
     in_flight: usize,
 }
 
 impl<C: Send + Sync + 'static> Local<C> {
-    /// An executor with `jobs` worker threads, writing to `store`, sharing `ctx`.
+    /// An executor with `jobs` task threads, writing to `store`, sharing `ctx`.
     pub fn new(jobs: usize, store: Arc<Store>, ctx: Arc<C>) -> Self {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .thread_name(|i| format!("repflow-worker-{i}"))
-            .build()
-            .expect("a thread pool starts");
+        let (tasks, queue) = channel::<Task<C>>();
+        let queue = Arc::new(Mutex::new(queue));
         let (sender, receiver) = channel();
+        let threads = (0..jobs.max(1))
+            .map(|i| {
+                let (queue, sender) = (queue.clone(), sender.clone());
+                let (store, ctx) = (store.clone(), ctx.clone());
+                std::thread::Builder::new()
+                    .name(format!("repflow-task-{i}"))
+                    .stack_size(STACK_BYTES)
+                    .spawn(move || loop {
+                        // the lock is held only while taking a task
+                        let next = queue.lock().expect("task queue").recv();
+                        let Ok(task) = next else { break };
+                        let result = execute(&store, &*ctx, &task);
+                        // the receiver outlives every task of the run
+                        let _ = sender.send(Completion {
+                            index: task.index,
+                            result,
+                        });
+                    })
+                    .expect("a task thread starts")
+            })
+            .collect();
         Local {
-            pool,
-            store,
-            ctx,
-            sender,
+            tasks: Some(tasks),
             receiver,
+            threads,
             in_flight: 0,
         }
     }
@@ -57,16 +80,12 @@ impl<C: Send + Sync + 'static> Executor<C> for Local<C> {
     }
 
     fn submit(&mut self, task: Task<C>) {
-        let (store, ctx, sender) = (self.store.clone(), self.ctx.clone(), self.sender.clone());
         self.in_flight += 1;
-        self.pool.spawn(move || {
-            let result = execute(&store, &*ctx, &task);
-            // the receiver outlives every task of the run
-            let _ = sender.send(Completion {
-                index: task.index,
-                result,
-            });
-        });
+        self.tasks
+            .as_ref()
+            .expect("open until dropped")
+            .send(task)
+            .expect("task threads run until the executor is dropped");
     }
 
     fn wait(&mut self) -> Vec<Completion> {
@@ -78,5 +97,15 @@ impl<C: Send + Sync + 'static> Executor<C> for Local<C> {
         let mut out = vec![first];
         out.extend(self.ready());
         out
+    }
+}
+
+impl<C> Drop for Local<C> {
+    fn drop(&mut self) {
+        // closing the queue ends every thread once its task is done
+        self.tasks = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

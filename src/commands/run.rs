@@ -37,6 +37,11 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    // `--jobs` bounds both the nodes run at once and the threads of their parallel work
+    // (ignored when the pool already exists).
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build_global();
     let local = Local::new(jobs, store.clone(), Arc::new(RunContext::default()));
     let mut executor: Box<dyn Executor<RunContext>> = match args.executor.as_str() {
         "slurm" => Box::new(
