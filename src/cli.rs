@@ -47,7 +47,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::ranges::positive_count)]
     pub width: usize,
     /// Seed of initialisation, batch order and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -56,19 +56,19 @@ pub struct TrainArgs {
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
     /// Peak learning rate (cosine schedule).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = crate::ranges::learning_rate)]
     pub lr: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = crate::ranges::momentum)]
     pub momentum: f64,
     /// Weight decay.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, value_parser = crate::ranges::weight_decay)]
     pub weight_decay: f64,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::ranges::positive_count)]
     pub batch: usize,
     /// Epochs (may be fractional).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::ranges::epochs)]
     pub epochs: f64,
     /// Checkpoints: steps (`0,50,200`) or epochs with an `e` suffix (`0.25e,1e`); the last step is always saved.
     #[arg(long, value_delimiter = ',', default_value = "0")]
@@ -77,10 +77,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_augment: bool,
     /// Train on the first N training images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::positive_count)]
     pub train_limit: Option<usize>,
     /// Evaluate on the first N test images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::positive_count)]
     pub test_limit: Option<usize>,
     /// The Fashion-MNIST package or folder (default: data/downloads/<package>).
     #[arg(long)]
@@ -97,13 +97,13 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage (torchvision: 64).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::ranges::positive_count)]
     pub width: usize,
     /// Use torchvision's ImageNet stem (7 × 7 stride 2 and max-pool) instead of the small-image stem.
     #[arg(long)]
     pub imagenet_stem: bool,
     /// Output classes of the network.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::ranges::positive_count)]
     pub classes: usize,
     /// Weights: a .safetensors file with torchvision parameter names (a `module.` prefix is stripped).
     #[arg(long)]
@@ -113,10 +113,10 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub stimuli: String,
     /// Image folders: resize the shorter side to this many pixels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::ranges::positive_pixels)]
     pub resize: u32,
     /// Image folders: keep the centre square of this size.
-    #[arg(long, default_value_t = 28)]
+    #[arg(long, default_value_t = 28, value_parser = crate::ranges::positive_pixels)]
     pub crop: u32,
     /// Image folders: keep colour (3 channels) instead of converting to grey.
     #[arg(long)]
@@ -125,7 +125,7 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Use the first N stimuli only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::positive_count)]
     pub limit: Option<usize>,
     /// An out-of-distribution transform, e.g. contrast:0.1, rotation:90, eidolon:4:0.3.
     #[arg(long)]
@@ -134,8 +134,8 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = 0)]
     pub transform_seed: u32,
     /// Normalise inputs as (x − MEAN) / STD, e.g. 0.2860,0.3530 for Fashion-MNIST.
-    #[arg(long, value_delimiter = ',')]
-    pub normalize: Option<Vec<f32>>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::ranges::finite)]
+    pub normalize: Option<Vec<f64>>,
     /// Comma-separated layers (default: every conv and linear layer).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
@@ -143,7 +143,7 @@ pub struct ExtractArgs {
     #[arg(long, default_value = "center-pixel")]
     pub reduce: String,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::ranges::positive_count)]
     pub batch: usize,
     /// Output folder: <layer>.npy, layers.txt, stimuli.txt, labels.txt (a pipeline model folder).
     #[arg(long)]
@@ -174,7 +174,7 @@ pub struct RunArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::positive_count)]
     pub jobs: Option<usize>,
     /// Show what would run, run nothing.
     #[arg(long)]
@@ -193,7 +193,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub slurm_partition: Option<String>,
     /// Slurm: at most N elements of one array run at once (`--array=…%N`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::ranges::positive_count)]
     pub slurm_array_max: Option<usize>,
     /// Slurm: a further `sbatch` argument (repeatable), e.g. `--slurm-arg=--account=lab`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
@@ -334,7 +334,7 @@ pub struct ScoreArgs {
     pub test_zscore: TestZscore,
     /// Comma-separated ridge penalties searched by leave-one-out error (0 = least squares).
     /// Default: 1e-8,1e-7,...,1e8.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::ranges::penalty)]
     pub alphas: Option<Vec<f64>>,
     /// How Procrustes handles layers of different widths.
     #[arg(long, default_value = "zeropad", value_parser = named::<DimMatch>())]

@@ -7,11 +7,14 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod input;
 pub mod matrix_io;
 pub mod models;
 pub mod named_serde;
 pub mod nodes;
 pub mod pipeline;
+pub mod ranges;
+pub mod results_set;
 pub mod report;
 pub mod score_json;
 pub mod stimuli;

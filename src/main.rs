@@ -11,9 +11,15 @@ use repflow::commands;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Rust ignores SIGPIPE, so `repflow plan P | head` would panic in println! once `head`
+    // exits; the default action ends the process quietly, as every Unix filter does.
+    // SAFETY: called first, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Score(args) => commands::score::run(&args).map(|_| 0),
+        Command::Score(args) => commands::score::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Plan(args) => commands::plan::run(&args).map(|_| 0),
         Command::Why(args) => commands::why::run(&args).map(|_| 0),

@@ -7,57 +7,116 @@ use npyz::{DType, NpyFile, Order, TypeChar};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::UserError;
+use crate::input;
 
-/// Reads a 2-D float32 or float64 matrix from `path` (`.npy`, or `.safetensors` with
-/// `key` naming the tensor when the file holds several), as f64, checking every value is finite.
-pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError> {
+/// An N-D float array read from a file, as f64, values row-major (C order).
+pub struct Array {
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// Its values, row-major.
+    pub values: Vec<f64>,
+}
+
+/// Reads a float32 or float64 array of any rank from `path` (`.npy`, or `.safetensors` with
+/// `key` naming the tensor when the file holds several), as f64, checking every value is
+/// finite and that the header's shape is what the file holds.
+pub fn read_array(path: &Path, key: Option<&str>) -> Result<Array, UserError> {
     let shown = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| UserError::input(format!("cannot read `{shown}`: {e}")))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext != "npy" && ext != "safetensors" {
+        return Err(UserError::input(format!(
+            "`{shown}` is neither a .npy nor a .safetensors file"
+        ))
+        .hint("save activations with numpy.save (.npy) or safetensors (.safetensors)"));
+    }
+    let bytes = input::read(path)?;
     let (shape, values) = match ext {
         "npy" => read_npy(&bytes, path)?,
-        "safetensors" => read_safetensors(&bytes, path, key)?,
-        _ => {
-            return Err(UserError::input(format!(
-                "`{shown}` is neither a .npy nor a .safetensors file"
-            ))
-            .hint("save activations with numpy.save (.npy) or safetensors (.safetensors)"))
-        }
+        _ => read_safetensors(&bytes, path, key)?,
     };
+    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+        let at: Vec<usize> = unravel(pos, &shape);
+        return Err(UserError::input(format!(
+            "`{shown}` has a non-finite value ({}) at index {at:?}",
+            values[pos]
+        ))
+        .hint("remove or impute NaN/infinite activations before scoring"));
+    }
+    Ok(Array { shape, values })
+}
+
+/// The multi-index of row-major position `pos` in `shape`.
+fn unravel(mut pos: usize, shape: &[usize]) -> Vec<usize> {
+    let mut at = vec![0; shape.len()];
+    for (a, &d) in at.iter_mut().zip(shape).rev() {
+        *a = pos % d.max(1);
+        pos /= d.max(1);
+    }
+    at
+}
+
+/// Reads a 2-D float32 or float64 matrix (stimuli × units) from `path` ([`read_array`]).
+pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError> {
+    let Array { shape, values } = read_array(path, key)?;
     let (m, n) = match shape.as_slice() {
         [m, n] => (*m, *n),
         other => {
             return Err(UserError::input(format!(
-                "`{shown}` holds a {}-D array of shape {:?}; expected 2-D (stimuli × units)",
+                "`{}` holds a {}-D array of shape {:?}; expected 2-D (stimuli × units)",
+                path.display(),
                 other.len(),
                 other
             ))
             .hint("reshape it to (n_stimuli, n_units), e.g. x.reshape(len(x), -1) in numpy"))
         }
     };
-    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-        return Err(UserError::input(format!(
-            "`{shown}` has a non-finite value ({}) at row {}, column {}",
-            values[pos],
-            pos / n,
-            pos % n
-        ))
-        .hint("remove or impute NaN/infinite activations before scoring"));
-    }
     // values are row-major here
     Ok(Mat::from_fn(m, n, |i, j| values[i * n + j]))
 }
 
-/// Shape and row-major values of a `.npy` array.
-fn read_npy(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f64>), UserError> {
+/// What a `.npy` header says, checked against the file's size.
+pub struct NpyLayout {
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// Bytes per value (4 or 8: float32 or float64).
+    pub item_size: usize,
+    /// Whether the values are column-major (`fortran_order`).
+    pub fortran: bool,
+}
+
+/// Length of the `.npy` preamble and header, from its first bytes (magic, version, length).
+fn npy_header_len(prefix: &[u8]) -> Option<usize> {
+    if prefix.len() < 10 || &prefix[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    match prefix[6] {
+        1 => Some(10 + u16::from_le_bytes([prefix[8], prefix[9]]) as usize),
+        2 | 3 if prefix.len() >= 12 => {
+            Some(12 + u32::from_le_bytes(prefix[8..12].try_into().ok()?) as usize)
+        }
+        _ => None,
+    }
+}
+
+/// Parses the header at the start of `bytes` (which holds at least the whole header) of a
+/// `.npy` file of `file_len` bytes, and checks that the shape's values fill the rest of the
+/// file exactly (overflow-checked), so a header that lies about its shape is refused before
+/// anything is allocated for it.
+fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, UserError> {
     let shown = path.display();
-    let npy = NpyFile::new(bytes)
-        .map_err(|e| UserError::input(format!("`{shown}` is not a valid .npy file: {e}")))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let order = npy.order();
-    let size = match npy.dtype() {
-        DType::Plain(ts) if ts.type_char() == TypeChar::Float => ts.size_field(),
+    let invalid = |why: String| UserError::input(format!("`{shown}` is not a valid .npy file: {why}"));
+    let header_len = npy_header_len(bytes)
+        .ok_or_else(|| invalid("no NUMPY magic and version at the start".into()))?;
+    if header_len as u64 > file_len || header_len > bytes.len() {
+        return Err(invalid(format!(
+            "the header says it is {header_len} bytes long; the file has {file_len}"
+        )));
+    }
+    let npy = NpyFile::new(&bytes[..header_len]).map_err(|e| invalid(e.to_string()))?;
+    let item_size = match npy.dtype() {
+        DType::Plain(ts) if ts.type_char() == TypeChar::Float && matches!(ts.size_field(), 4 | 8) => {
+            ts.size_field() as usize
+        }
         other => {
             return Err(UserError::input(format!(
                 "`{shown}` has dtype {}; expected float32 or float64",
@@ -66,25 +125,75 @@ fn read_npy(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f64>), UserErr
             .hint("convert with x.astype(numpy.float32) before saving"))
         }
     };
+    let shape: Vec<usize> = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("dimension {d} is too large"))))
+        .collect::<Result<_, _>>()?;
+    let data_len = file_len - header_len as u64;
+    let want = shape
+        .iter()
+        .try_fold(item_size as u64, |acc, &d| acc.checked_mul(d as u64));
+    if want != Some(data_len) {
+        return Err(invalid(format!(
+            "its header says shape {shape:?} of {item_size}-byte floats ({}), but the file holds {data_len} bytes of data",
+            match want {
+                Some(w) => format!("{w} bytes"),
+                None => "more bytes than any file can hold".into(),
+            }
+        ))
+        .hint("the file is truncated or its header was altered; save it again with numpy.save"));
+    }
+    Ok(NpyLayout {
+        shape,
+        item_size,
+        fortran: npy.order() == Order::Fortran,
+    })
+}
+
+/// The layout of the `.npy` file at `path` from its header alone (checked against its size).
+pub fn npy_header(path: &Path) -> Result<NpyLayout, UserError> {
+    use std::io::Read;
+    let mut file = input::open(path)?;
+    let cannot = |e: std::io::Error| UserError::input(format!("cannot read `{}`: {e}", path.display()));
+    let file_len = file.metadata().map_err(cannot)?.len();
+    let mut prefix = [0u8; 12];
+    let got = (&mut file).take(12).read(&mut prefix).map_err(cannot)?;
+    let header_len = npy_header_len(&prefix[..got]).unwrap_or(got).min(file_len as usize);
+    let mut head = prefix[..got].to_vec();
+    (&mut file)
+        .take((header_len.saturating_sub(got)) as u64)
+        .read_to_end(&mut head)
+        .map_err(cannot)?;
+    npy_layout(&head, file_len, path)
+}
+
+/// Shape and row-major values of a `.npy` array.
+fn read_npy(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f64>), UserError> {
+    let shown = path.display();
+    let layout = npy_layout(bytes, bytes.len() as u64, path)?;
+    let npy = NpyFile::new(bytes)
+        .map_err(|e| UserError::input(format!("`{shown}` is not a valid .npy file: {e}")))?;
     let read_err =
         |e: std::io::Error| UserError::input(format!("`{shown}`: cannot read data: {e}"));
-    let values: Vec<f64> = match size {
+    let values: Vec<f64> = match layout.item_size {
         4 => npy
             .into_vec::<f32>()
             .map_err(read_err)?
             .into_iter()
             .map(f64::from)
             .collect(),
-        8 => npy.into_vec::<f64>().map_err(read_err)?,
-        _ => {
-            return Err(UserError::input(format!(
-                "`{shown}` has a float{} dtype; expected float32 or float64",
-                size * 8
-            ))
-            .hint("convert with x.astype(numpy.float32) before saving"))
-        }
+        _ => npy.into_vec::<f64>().map_err(read_err)?,
     };
-    if order == Order::Fortran && shape.len() == 2 {
+    let shape = layout.shape;
+    if layout.fortran && shape.len() > 1 {
+        if shape.len() != 2 {
+            return Err(UserError::input(format!(
+                "`{shown}` is a {}-D array in Fortran order; only 2-D ones are read in that order",
+                shape.len()
+            ))
+            .hint("save numpy.ascontiguousarray(x) instead"));
+        }
         let (m, n) = (shape[0], shape[1]);
         let row_major = (0..m * n).map(|p| values[(p % n) * m + p / n]).collect();
         return Ok((shape, row_major));

@@ -25,4 +25,4 @@ mod store;
 pub use bundle::{Bundle, MappedArray, MappedBundle, Slice, Values};
 pub use digest::{Digest, Key, KeyBuilder};
 pub use entry::{Entry, Recipe};
-pub use store::{now, CacheError, GcReport, Store, VerifyReport};
+pub use store::{now, process_alive, temp_path_in, CacheError, GcReport, Store, VerifyReport};

@@ -109,49 +109,110 @@ pub struct GcReport {
 /// An open store. Holds a shared lock on it (an exclusive one for garbage collection).
 pub struct Store {
     root: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
     counter: AtomicU64,
     /// Distinguishes this process's temporary files from those of every other process on
     /// every host sharing the store.
     nonce: String,
 }
 
+/// How a store is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Created if missing, shared with other runs.
+    Shared,
+    /// Created if missing, exclusive (garbage collection).
+    Exclusive,
+    /// Must exist; nothing is created or written (a read-only store can be listed).
+    ReadOnly,
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `dir`, sharing it with other runs.
+    /// Temporary files left by processes of this host that no longer exist are removed.
     pub fn open(dir: &Path) -> Result<Store, CacheError> {
-        Self::open_with(dir, false)
+        let store = Self::open_with(dir, Mode::Shared)?;
+        store.remove_stale_temporaries();
+        Ok(store)
     }
 
     /// Opens the store for exclusive use (garbage collection waits for runs to finish).
     pub fn open_exclusive(dir: &Path) -> Result<Store, CacheError> {
-        Self::open_with(dir, true)
+        Self::open_with(dir, Mode::Exclusive)
     }
 
-    fn open_with(dir: &Path, exclusive: bool) -> Result<Store, CacheError> {
+    /// Opens a store to read it, creating and writing nothing: it may be on a read-only
+    /// filesystem (the shared lock is taken when the lock file can be opened), and one that
+    /// does not exist reads as empty ([`Store::exists`] tells).
+    pub fn open_read_only(dir: &Path) -> Result<Store, CacheError> {
+        Self::open_with(dir, Mode::ReadOnly)
+    }
+
+    fn open_with(dir: &Path, mode: Mode) -> Result<Store, CacheError> {
         let root = dir.join(FORMAT);
-        for sub in ["objects", "entries", "recipes", "tmp"] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io(&p))?;
-        }
         let lock_path = root.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        if exclusive {
-            lock.lock().map_err(io(&lock_path))?;
+        let lock = if mode == Mode::ReadOnly {
+            // A store that does not exist yet reads as empty.
+            let lock = File::open(&lock_path).ok();
+            if let Some(l) = &lock {
+                let _ = l.lock_shared();
+            }
+            lock
         } else {
-            // Advisory: a filesystem without working locks (some NFS mounts) still runs.
-            let _ = lock.lock_shared();
-        }
+            for sub in ["objects", "entries", "recipes", "tmp"] {
+                let p = root.join(sub);
+                fs::create_dir_all(&p).map_err(io(&p))?;
+            }
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io(&lock_path))?;
+            if mode == Mode::Exclusive {
+                lock.lock().map_err(io(&lock_path))?;
+            } else {
+                // Advisory: a filesystem without working locks (some NFS mounts) still runs.
+                let _ = lock.lock_shared();
+            }
+            Some(lock)
+        };
         Ok(Store {
             root,
             _lock: lock,
             counter: AtomicU64::new(0),
             nonce: nonce(),
         })
+    }
+
+    /// Removes temporary files written by processes of this host that are no longer running
+    /// (a full disk or a kill leaves them behind). Files of other hosts are left to `gc`.
+    pub fn remove_stale_temporaries(&self) -> usize {
+        let host = host_name();
+        let mut removed = 0;
+        for p in walk(&self.root.join("tmp")) {
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some((pid, h)) = temp_owner(name) {
+                if h == host && !process_alive(pid) && fs::remove_file(&p).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// A fresh temporary path in the store's `tmp/` folder, named for this host, process and
+    /// write (`<stem>.<pid>@<host>~<nonce>-<n>`), for writing a file to rename into place.
+    pub fn temp_path(&self, stem: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        temp_path_in(&self.root, stem, &format!("{}-{n}", self.nonce))
+    }
+
+    /// Whether the store's folders exist (a read-only open of a missing store reads as empty).
+    pub fn exists(&self) -> bool {
+        self.root.join("entries").is_dir()
     }
 
     /// The versioned folder holding everything.
@@ -168,18 +229,19 @@ impl Store {
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         let parent = dest.parent().expect("store paths have parents");
         fs::create_dir_all(parent).map_err(io(parent))?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.root.join("tmp").join(format!(
-            "{}-{:?}-{n}",
-            self.nonce,
-            std::thread::current().id()
-        ));
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(bytes).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+        let tmp = self.temp_path("w");
+        let written = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .map_err(io(&tmp))
+            .and_then(|_| fs::rename(&tmp, dest).map_err(io(dest)));
+        if let Err(e) = written {
+            // A full disk must not leave a partial temporary file behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, dest).map_err(io(dest))?;
         // Make the rename itself durable.
         if let Ok(d) = File::open(parent) {
             let _ = d.sync_all();
@@ -187,14 +249,13 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `bytes` as an object and returns its digest (a no-op when already present).
+    /// Stores `bytes` as an object and returns its digest. The object is always written
+    /// (atomically, replacing what is there): a computed output is never assumed to be on
+    /// disk already, so a recomputed or forced node repairs a corrupt object of the same size.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
         let digest = Digest::of(bytes);
         let path = self.sharded("objects", &digest);
-        match fs::metadata(&path) {
-            Ok(m) if m.len() == bytes.len() as u64 => Ok(digest),
-            _ => self.write_atomic(&path, bytes).map(|_| digest),
-        }
+        self.write_atomic(&path, bytes).map(|_| digest)
     }
 
     /// Whether the object `digest` is present (not verified).
@@ -456,15 +517,59 @@ impl Store {
             for p in walk(&self.root.join("tmp")) {
                 let _ = fs::remove_file(p);
             }
+            // (temporary digests files of versions that wrote them beside the store's files)
+            if let Ok(rd) = fs::read_dir(&self.root) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().starts_with("file-digests.tmp") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
         }
         report
     }
 }
 
+/// A temporary path in the `tmp/` folder of the store whose versioned folder is `root`
+/// ([`Store::root`]), named `<stem>.<pid>@<host>~<unique>` so that the store can tell when
+/// its writer is gone ([`Store::remove_stale_temporaries`]).
+pub fn temp_path_in(root: &Path, stem: &str, unique: &str) -> PathBuf {
+    root.join("tmp").join(format!(
+        "{stem}.{}@{}~{unique}",
+        std::process::id(),
+        host_name()
+    ))
+}
+
+/// This host's name (as in temporary file names; `@` and `~` replaced).
+fn host_name() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host.trim().replace(['@', '~', '/'], "_")
+}
+
+/// The process id and host of a temporary file's name (`<stem>.<pid>@<host>~<rest>`).
+fn temp_owner(name: &str) -> Option<(i32, &str)> {
+    let (head, rest) = name.split_once('@')?;
+    let pid = head.rsplit('.').next()?.parse().ok()?;
+    let (host, _) = rest.split_once('~')?;
+    Some((pid, host))
+}
+
+/// Whether a process with this id runs on this host (`kill(pid, 0)`; a process of another
+/// user counts as running).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// A name unique to this process on this host at this time: host name, process id and the
 /// clock, hashed.
 fn nonce() -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host_name();
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -14,6 +14,8 @@ use crate::node::{Input, Inputs, Node, NodeError};
 /// Runs `task` against `store` with the per-run context `ctx`; returns its output's digest.
 pub fn execute<C>(store: &Store, ctx: &C, task: &Task<C>) -> Result<Digest, TaskError> {
     let mut items = Vec::with_capacity(task.inputs.len());
+    let (mut corrupt, mut why) = (Vec::new(), Vec::new());
+    // Every input is checked, so that all the corrupt ones are recomputed in one pass.
     for (position, (name, digest)) in task.inputs.iter().enumerate() {
         match store.get(digest) {
             Ok(bundle) => items.push(Input {
@@ -24,13 +26,17 @@ pub fn execute<C>(store: &Store, ctx: &C, task: &Task<C>) -> Result<Digest, Task
             Err(e) => {
                 // Never use a corrupt output: drop it so that the scheduler recomputes it.
                 store.remove_object(digest);
-                return Err(TaskError {
-                    message: format!("input `{name}`: {e}; recomputing it"),
-                    corrupt_input: Some(position),
-                    log: None,
-                });
+                corrupt.push(position);
+                why.push(format!("input `{name}`: {e}"));
             }
         }
+    }
+    if !corrupt.is_empty() {
+        return Err(TaskError {
+            message: format!("{}; recomputing", why.join("; ")),
+            corrupt_inputs: corrupt,
+            log: None,
+        });
     }
     let t = Instant::now();
     let bundle =

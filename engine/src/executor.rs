@@ -33,9 +33,9 @@ pub struct Task<C> {
 pub struct TaskError {
     /// What went wrong, in one line.
     pub message: String,
-    /// The position of an input whose object was corrupt (it has been removed from the
-    /// store; the scheduler recomputes it).
-    pub corrupt_input: Option<usize>,
+    /// The positions of every input whose object was corrupt or missing (they have been
+    /// removed from the store; the scheduler recomputes them all in its next pass).
+    pub corrupt_inputs: Vec<usize>,
     /// Where the task's log is, when it ran elsewhere.
     pub log: Option<PathBuf>,
 }
@@ -45,7 +45,7 @@ impl TaskError {
     pub fn new(message: impl Into<String>) -> Self {
         TaskError {
             message: message.into(),
-            corrupt_input: None,
+            corrupt_inputs: Vec::new(),
             log: None,
         }
     }

@@ -3,12 +3,49 @@
 //! again (so touching a file without changing its bytes changes no key).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Error, ErrorKind};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use repflow_cache::Digest;
 use serde::{Deserialize, Serialize};
+
+/// Opens an input file for reading, refusing anything but a regular file (after following
+/// symlinks): a FIFO would block forever and `/dev/zero` would be read until memory runs out.
+/// The file is opened non-blocking and checked on the open descriptor, so a FIFO does not
+/// block the open either, and a path swapped between a check and the open cannot slip by.
+pub fn open_input(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a pipe, device or socket)"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}; inputs must be regular files"),
+        ));
+    }
+    Ok(file)
+}
+
+/// The bytes of an input file ([`open_input`]'s checks), read to the file's size.
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_input(path)?;
+    let len = file.metadata()?.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Seen {
@@ -55,6 +92,7 @@ impl FileDigests {
                     } else {
                         files.push(p);
                     }
+                    // (non-regular files are refused by `file_digest`)
                 }
             }
             files.sort();
@@ -93,7 +131,7 @@ impl FileDigests {
             }
         }
         let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            read_input(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let digest = Digest::of(&bytes);
         self.seen.lock().expect("lock").insert(
             name,
@@ -114,11 +152,15 @@ impl FileDigests {
         }
         let json =
             serde_json::to_vec(&*self.seen.lock().expect("lock")).expect("digests serialise");
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.path);
+        let root = self.path.parent().unwrap_or(Path::new("."));
+        let unique = format!("{:?}-{}", std::thread::current().id(), repflow_cache::now());
+        let tmp = repflow_cache::temp_path_in(root, "file-digests", &unique);
+        if std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .is_err()
+        {
+            // (a full disk or a read-only store: the digests are recomputed next time)
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 }

@@ -91,8 +91,9 @@ pub fn run<C>(
     let start = Instant::now();
     let files = FileDigests::load(store.root());
     let mut merged: Option<Outcome> = None;
-    // A corrupt input found while executing is removed; the next pass recomputes it.
-    for _ in 0..3 {
+    // Corrupt inputs found while executing are removed; the next pass recomputes them (and
+    // finds any corrupt input of theirs: at most one pass per level of the DAG).
+    for _ in 0..dag.nodes.len().max(1) + 1 {
         let (outcome, retry) = pass(dag, store, Some(&mut *executor), opts, &files);
         merged = Some(match merged {
             None => outcome,
@@ -278,7 +279,7 @@ fn pass<C>(
             match c.result {
                 Ok(digest) => p.finish(dag, i, State::Executed, Some(digest), &bar),
                 Err(e) => {
-                    if let Some(pos) = e.corrupt_input {
+                    for &pos in &e.corrupt_inputs {
                         let j = dag.nodes[i].inputs[pos].1;
                         if let Some(k) = p.out.keys[j] {
                             store.remove_entry(&k);

@@ -12,6 +12,7 @@ use faer::{Mat, MatRef};
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{HsicEstimator, Metric, Setting};
+use crate::KernelError;
 
 /// Squared Frobenius norm.
 fn frob2(a: &Mat<f64>) -> f64 {
@@ -68,17 +69,35 @@ fn unbiased_hsic(
         / (m * (m - 3.0))
 }
 
-fn cka(x: &PreparedLayer, y: &PreparedLayer, cross: &Mat<f64>, estimator: HsicEstimator) -> f64 {
+fn cka(
+    x: &PreparedLayer,
+    y: &PreparedLayer,
+    cross: &Mat<f64>,
+    estimator: HsicEstimator,
+) -> Result<f64, KernelError> {
     let (gx, gy) = (x.gram_total(), y.gram_total());
     match estimator {
-        HsicEstimator::Biased => frob2(cross) / (gx.norm_l2() * gy.norm_l2()),
+        HsicEstimator::Biased => Ok(frob2(cross) / (gx.norm_l2() * gy.norm_l2())),
         HsicEstimator::Unbiased => {
+            let m = x.n_rows();
+            if m < 4 {
+                return Err(KernelError::Invalid(format!(
+                    "the unbiased HSIC estimator needs at least 4 stimuli; there are {m} \
+                     (use the biased estimator, or more stimuli)"
+                )));
+            }
             let (xd, yd) = (x.data(), y.data());
             let (px, py) = (parts(xd), parts(yd));
             let hxy = unbiased_hsic(frob2(cross), xd, &px, yd, &py);
             let hxx = unbiased_hsic(frob2(gx), xd, &px, xd, &px);
             let hyy = unbiased_hsic(frob2(gy), yd, &py, yd, &py);
-            hxy / (hxx * hyy).sqrt()
+            if !(hxx > 0.0 && hyy > 0.0) {
+                return Err(KernelError::Numerical(format!(
+                    "the unbiased HSIC of a layer with itself is not positive ({hxx:e}, {hyy:e}): \
+                     too few stimuli for this estimator"
+                )));
+            }
+            Ok(hxy / (hxx.sqrt() * hyy.sqrt()))
         }
     }
 }
@@ -87,11 +106,11 @@ fn cka(x: &PreparedLayer, y: &PreparedLayer, cross: &Mat<f64>, estimator: HsicEs
 /// The settings CKA reads (its score's key holds exactly these).
 pub const READS: &[Setting] = &[Setting::Hsic];
 
-pub(crate) fn score(pair: &Pair<'_>) -> Score {
+pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let estimator = pair.x().settings().hsic;
-    Score::whole(
+    Ok(Score::whole(
         Metric::Cka,
-        cka(pair.x(), pair.y(), pair.cross_total(), estimator),
+        cka(pair.x(), pair.y(), pair.cross_total(), estimator)?,
         0,
-    )
+    ))
 }

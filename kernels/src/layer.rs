@@ -139,9 +139,14 @@ impl PreparedLayer {
             order.extend_from_slice(folds.test(f));
             bounds.push((start, order.len()));
         }
+        // Every metric is invariant to the matrix's scale, but products of raw values over-
+        // or underflow outside about 1e±150: the data are brought to a largest |value| in
+        // [1, 2) by a power of two, which is exact, so scores are the same at any scale.
+        let [f0, f1] = unit_scale(x);
+        let scaled = |v: f64| v * f0 * f1;
         let mean: Vec<f64> = kept
             .iter()
-            .map(|&j| x.col(j).iter().sum::<f64>() / m as f64)
+            .map(|&j| x.col(j).iter().map(|&v| scaled(v)).sum::<f64>() / m as f64)
             .collect();
         // Centred, rows in fold order, column-major: written once, straight into the buffer.
         let n_units = kept.len();
@@ -151,7 +156,7 @@ impl PreparedLayer {
             .for_each(|(col, (&j, &mu))| {
                 let src = x.col(j);
                 for (v, &i) in col.iter_mut().zip(&order) {
-                    *v = src[i] - mu;
+                    *v = scaled(src[i]) - mu;
                 }
             });
         Ok(Self {
@@ -263,7 +268,8 @@ impl PreparedLayer {
         &self.dropped
     }
 
-    /// Mean of each kept unit over all stimuli (the data are stored minus this mean).
+    /// Mean of each kept unit over all stimuli, in the layer's coordinates (the input times
+    /// [`unit_scale`]'s power of two); the data are stored minus this mean.
     pub fn mean(&self) -> &[f64] {
         &self.mean
     }
@@ -356,6 +362,34 @@ impl PreparedLayer {
     pub fn rdm(&self) -> &Rdm {
         crate::lazy::get_or_compute(&self.rdm, || Rdm::new(self))
     }
+}
+
+/// Two factors whose product is the power of two that brings the largest |value| of `x`
+/// into [1, 2) (one f64 cannot hold every such power: subnormal inputs need up to 2^1074).
+/// Multiplying by them is exact for every value that stays normal. `[1, 1]` for a zero or
+/// non-finite matrix.
+pub fn unit_scale(x: MatRef<'_, f64>) -> [f64; 2] {
+    let mut max = 0.0f64;
+    for j in 0..x.ncols() {
+        for v in x.col(j).iter() {
+            max = max.max(v.abs());
+        }
+    }
+    if max == 0.0 || !max.is_finite() {
+        return [1.0, 1.0];
+    }
+    let e = -(max.log2().floor() as i32);
+    if (-1022..=1023).contains(&e) {
+        [pow2(e), 1.0]
+    } else {
+        [pow2(e / 2), pow2(e - e / 2)]
+    }
+}
+
+/// `2^e` for a normal exponent `e` in [-1022, 1023].
+fn pow2(e: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&e));
+    f64::from_bits(((e + 1023) as u64) << 52)
 }
 
 /// Count, mean, centred sum of squares, minimum and maximum of one column on one block.

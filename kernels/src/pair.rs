@@ -170,7 +170,7 @@ impl<'a> Pair<'a> {
             Metric::Procrustes => procrustes::score(self),
             Metric::Permutation => matching::permutation_score(self),
             Metric::SoftMatching => matching::soft_matching_score(self),
-            Metric::Cka => Ok(cka::score(self)),
+            Metric::Cka => cka::score(self),
             Metric::Rsa => Ok(rsa::score(self)),
         }
     }

@@ -71,7 +71,7 @@ pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
         saa += du * du;
         sbb += dv * dv;
     }
-    Some((sab / (saa * sbb).sqrt()).clamp(-1.0, 1.0))
+    Some((sab / (saa.sqrt() * sbb.sqrt())).clamp(-1.0, 1.0))
 }
 
 /// Correlation (Pearson, or Spearman when `spearman`) between two sequences; undefined is `None`.

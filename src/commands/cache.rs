@@ -38,12 +38,21 @@ fn human(bytes: u64) -> String {
     format!("{v:.1} {}", units[u])
 }
 
+/// Opens the store to read it; says so on stderr when there is none yet.
+fn read_only(dir: &std::path::Path) -> Result<repflow_cache::Store, UserError> {
+    let store = super::open_store_read_only(dir)?;
+    if !store.exists() {
+        eprintln!("note: no store at `{}` yet (nothing is cached)", dir.display());
+    }
+    Ok(store)
+}
+
 /// Runs a cache subcommand.
 pub fn run(args: &CacheArgs) -> Result<(), UserError> {
     let dir = args.store.dir();
     match &args.command {
         CacheCommand::Ls => {
-            let store = super::open_store(&dir)?;
+            let store = read_only(&dir)?;
             for e in store.entries() {
                 println!(
                     "{}  {:<9} {:>10}  {:>8.3} s  {}",
@@ -56,7 +65,7 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
             }
         }
         CacheCommand::Du => {
-            let store = super::open_store(&dir)?;
+            let store = read_only(&dir)?;
             let mut by_kind: BTreeMap<String, (usize, u64)> = BTreeMap::new();
             for e in store.entries() {
                 let s = by_kind.entry(e.kind).or_default();
@@ -75,7 +84,7 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
             );
         }
         CacheCommand::Show { key } => {
-            let store = super::open_store(&dir)?;
+            let store = read_only(&dir)?;
             let e = store.find(key).map_err(UserError::input)?;
             println!(
                 "{}",
@@ -107,15 +116,11 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
             dry_run,
         } => {
             let limit = max_size.as_deref().map(parse_size).transpose()?;
-            let mut kept = HashSet::new();
-            {
-                let store = super::open_store(&dir)?;
-                for p in keep {
-                    let dag = super::load_dag(p)?.dag;
-                    let o = repflow_engine::schedule::plan(&dag, &store);
-                    kept.extend(o.keys.iter().flatten().map(|k| k.hex()));
-                }
-            }
+            // The pipelines are read first (a bad one fails before anything waits)...
+            let dags = keep
+                .iter()
+                .map(|p| super::load_dag(p).map(|d| d.dag))
+                .collect::<Result<Vec<_>, _>>()?;
             if keep.is_empty() && limit.is_none() && !dry_run {
                 return Err(UserError::input(
                     "`cache gc` without --keep or --max-size would remove every entry",
@@ -125,6 +130,13 @@ pub fn run(args: &CacheArgs) -> Result<(), UserError> {
                 ));
             }
             let store = Store::open_exclusive(&dir).map_err(|e| UserError::input(e.to_string()))?;
+            // ...and what they reach is computed under the exclusive lock: a run of one of
+            // them that was going on has finished, and every key it wrote is kept.
+            let mut kept = HashSet::new();
+            for dag in &dags {
+                let o = repflow_engine::schedule::plan(dag, &store);
+                kept.extend(o.keys.iter().flatten().map(|k| k.hex()));
+            }
             let r = store.gc(&kept, limit, *dry_run);
             let verb = if *dry_run { "would remove" } else { "removed" };
             println!(

@@ -36,37 +36,7 @@ fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
             args.crop,
             args.colour,
         )?,
-        path if path.ends_with(".npy") => {
-            let m = crate::matrix_io::read_matrix(Path::new(path), None)?;
-            let (n, len) = m.shape();
-            let side = (len as f64).sqrt() as usize;
-            let (c, h, w) = if side * side == len {
-                (1, side, side)
-            } else if len % 3 == 0
-                && ((len / 3) as f64).sqrt() as usize * ((len / 3) as f64).sqrt() as usize
-                    == len / 3
-            {
-                let s = ((len / 3) as f64).sqrt() as usize;
-                (3, s, s)
-            } else {
-                return Err(UserError::input(format!(
-                    "`{path}` rows have {len} values: not a square grey or colour image"
-                ))
-                .hint("save images as N × H × W or N × C × H × W with square H = W"));
-            };
-            Images {
-                n,
-                c,
-                h,
-                w,
-                data: (0..n)
-                    .flat_map(|i| (0..len).map(move |j| (i, j)))
-                    .map(|(i, j)| m[(i, j)] as f32)
-                    .collect(),
-                labels: vec![0; n],
-                ids: (0..n).map(|i| format!("npy/{i}")).collect(),
-            }
-        }
+        path if path.ends_with(".npy") => npy_images(Path::new(path))?,
         other => return Err(
             UserError::input(format!("unknown stimulus set `{other}`")).hint(
                 "use fashion-mnist-test, fashion-mnist-train, mnist5k, or a path to an .npy array",
@@ -76,6 +46,54 @@ fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
     Ok(match args.limit {
         Some(k) => images.take(k),
         None => images,
+    })
+}
+
+/// Images from an `.npy` array: N × H × W (grey), N × C × H × W (C = 1 or 3), or N × L
+/// with each row a flattened square grey (L = s²) or colour (L = 3s²) image.
+fn npy_images(path: &Path) -> Result<Images, UserError> {
+    let a = crate::matrix_io::read_array(path, None)?;
+    let square = |len: usize| {
+        let s = (len as f64).sqrt().round() as usize;
+        (s > 0 && s * s == len).then_some(s)
+    };
+    let (n, c, h, w) = match a.shape.as_slice() {
+        &[n, h, w] => (n, 1, h, w),
+        &[n, c, h, w] if c == 1 || c == 3 => (n, c, h, w),
+        &[n, len] => match (square(len), (len % 3 == 0).then(|| square(len / 3)).flatten()) {
+            (Some(s), _) => (n, 1, s, s),
+            (None, Some(s)) => (n, 3, s, s),
+            _ => {
+                return Err(UserError::input(format!(
+                    "`{}` rows have {len} values: not a flattened square grey or colour image",
+                    path.display()
+                ))
+                .hint("save images as N × H × W or N × C × H × W (C = 1 or 3)"))
+            }
+        },
+        other => {
+            return Err(UserError::input(format!(
+                "`{}` has shape {other:?}; expected N × H × W, N × C × H × W (C = 1 or 3) or N × H·W",
+                path.display()
+            ))
+            .hint("save images as N × H × W or N × C × H × W (C = 1 or 3)"))
+        }
+    };
+    if n == 0 || h == 0 || w == 0 {
+        return Err(UserError::input(format!(
+            "`{}` has shape {:?}: no images to extract from",
+            path.display(),
+            a.shape
+        )));
+    }
+    Ok(Images {
+        n,
+        c,
+        h,
+        w,
+        data: a.values.iter().map(|&v| v as f32).collect(),
+        labels: vec![0; n],
+        ids: (0..n).map(|i| format!("npy/{i}")).collect(),
     })
 }
 
@@ -96,18 +114,19 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         images = Transform::parse(t)?.apply(&images, args.transform_seed)?;
     }
     if let Some(ns) = &args.normalize {
-        if ns.len() != 2 || ns[1] == 0.0 {
-            return Err(UserError::input("--normalize takes MEAN,STD with STD != 0")
+        if ns.len() != 2 || !(ns[1] > 0.0) {
+            return Err(UserError::input("--normalize takes MEAN,STD with STD > 0")
                 .hint("e.g. --normalize 0.2860,0.3530"));
         }
+        let (mean, std) = (ns[0] as f32, ns[1] as f32);
         images
             .data
             .iter_mut()
-            .for_each(|v| *v = (*v - ns[0]) / ns[1]);
+            .for_each(|v| *v = (*v - mean) / std);
     }
     let dev = Device::Cpu;
     let shown = args.checkpoint.display();
-    let tensors = candle_core::safetensors::load(&args.checkpoint, &dev)
+    let tensors = candle_core::safetensors::load_buffer(&crate::input::read(&args.checkpoint)?, &dev)
         .map_err(|e| {
             UserError::input(format!(
                 "cannot read checkpoint `{shown}`: {}",

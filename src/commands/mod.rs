@@ -36,6 +36,13 @@ pub fn open_store(dir: &Path) -> Result<Store, UserError> {
         .map_err(|e| UserError::input(format!("cannot open the store `{}`: {e}", dir.display())))
 }
 
+/// Opens the store at `dir` to read it only (listing, planning): nothing is created, and a
+/// read-only store works.
+pub fn open_store_read_only(dir: &Path) -> Result<Store, UserError> {
+    Store::open_read_only(dir)
+        .map_err(|e| UserError::input(format!("cannot open the store `{}`: {e}", dir.display())))
+}
+
 /// Where a pipeline's last key parts are kept (for `repflow why` and `plan`'s stale state).
 fn state_path(store: &Store, pipeline: &Path) -> std::path::PathBuf {
     let abs = std::fs::canonicalize(pipeline).unwrap_or_else(|_| pipeline.to_path_buf());

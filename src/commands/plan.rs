@@ -8,7 +8,7 @@ use repflow_engine::schedule::{plan, State};
 /// parameters changed since) or `missing` (never built).
 pub fn run(args: &PlanArgs) -> Result<(), UserError> {
     let dag = super::load_dag(&args.pipeline)?.dag;
-    let store = super::open_store(&args.store.dir())?;
+    let store = super::open_store_read_only(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
     let o = plan(&dag, &store);
     let mut rows = Vec::new();

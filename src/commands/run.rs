@@ -69,14 +69,17 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
             let bundle = store.get(&d).map_err(|e| {
                 UserError::input(format!("table object: {e}; run again to recompute it"))
             })?;
-            Some(table::write_results(bundle.meta(), &results_dir)?)
+            // Scores, model table and report are written as one set: all new or all old.
+            crate::results_set::replace(&results_dir, |stage| {
+                table::write_results(bundle.meta(), stage)?;
+                write_model_table(&plan, &dag, &outcome, &store, stage)?;
+                crate::report::write(stage, &plan.spec.name(), &plan.spec.text())?;
+                Ok(())
+            })?;
+            Some(results_dir.join("scores.csv"))
         }
         None => None,
     };
-    if results.is_some() {
-        write_model_table(&plan, &dag, &outcome, &store, &results_dir)?;
-        crate::report::write(&results_dir, &plan.spec.name(), &plan.spec.text())?;
-    }
     report(&dag, &outcome, results.as_deref(), args.json);
     Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
         1

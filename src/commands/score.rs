@@ -11,8 +11,12 @@ use crate::error::UserError;
 use crate::matrix_io::read_matrix;
 use crate::score_json::to_json;
 
-/// Runs `repflow score` and prints its table or JSON.
-pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
+/// One metric's outcome: its score, or why it could not be computed.
+type Outcome = Result<Score, (Metric, repflow_kernels::KernelError)>;
+
+/// Runs `repflow score` and prints its table or JSON; the exit code is 1 when a metric could
+/// not be computed (every other metric is still printed, the failed one with its reason).
+pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
     let settings = args.settings()?;
     let x = read_matrix(&args.x, args.x_key.as_deref())?;
     let y = read_matrix(&args.y, args.y_key.as_deref())?;
@@ -63,17 +67,23 @@ pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
             .expect("valid progress template"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let mut scores = Vec::with_capacity(metrics.len());
+    let mut scores: Vec<Outcome> = Vec::with_capacity(metrics.len());
     for m in metrics {
         bar.set_message(m.name());
-        scores.push(pair.score(m)?);
+        scores.push(pair.score(m).map_err(|e| (m, e)));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let failed = scores.iter().filter(|s| s.is_err()).count();
     if args.json {
         let objects: Vec<Value> = scores
             .iter()
-            .map(|s| to_json(s, &a, &b, &settings))
+            .map(|s| match s {
+                Ok(s) => to_json(s, &a, &b, &settings),
+                Err((m, e)) => serde_json::json!({
+                    "metric": m.name(), "score": null, "error": e.to_string()
+                }),
+            })
             .collect();
         let out = if args.metric == MetricSelection::All {
             Value::Array(objects)
@@ -90,7 +100,11 @@ pub fn run(args: &ScoreArgs) -> Result<(), UserError> {
     } else {
         print_table(args, &scores, &a, &b, &settings, &notes);
     }
-    Ok(())
+    if failed > 0 {
+        eprintln!("error: {failed} of {} metrics could not be computed (see above)", scores.len());
+        return Ok(crate::error::EXIT_FAILURE);
+    }
+    Ok(0)
 }
 
 fn describe_folds(settings: &Settings) -> String {
@@ -102,7 +116,7 @@ fn describe_folds(settings: &Settings) -> String {
 
 fn print_table(
     args: &ScoreArgs,
-    scores: &[Score],
+    scores: &[Outcome],
     a: &PreparedLayer,
     b: &PreparedLayer,
     settings: &Settings,
@@ -137,6 +151,13 @@ fn print_table(
         None => "-".into(),
     };
     for s in scores {
+        let s = match s {
+            Ok(s) => s,
+            Err((m, e)) => {
+                println!("{:<14} {:>8} error: {e}", m.name(), "NaN");
+                continue;
+            }
+        };
         let std = s
             .std
             .map(|v| format!("{v:.4}"))

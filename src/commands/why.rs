@@ -8,7 +8,7 @@ use repflow_engine::schedule::{plan, State};
 /// Explains why `args.node` will run (or says that it will not).
 pub fn run(args: &WhyArgs) -> Result<(), UserError> {
     let dag = super::load_dag(&args.pipeline)?.dag;
-    let store = super::open_store(&args.store.dir())?;
+    let store = super::open_store_read_only(&args.store.dir())?;
     let previous = super::load_state(&store, &args.pipeline);
     let o = plan(&dag, &store);
     let labels: Vec<&str> = dag.nodes.iter().map(|n| n.label.as_str()).collect();

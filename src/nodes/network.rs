@@ -97,7 +97,7 @@ impl Weights {
     /// Reads the weights.
     pub fn read(&self) -> Result<Bundle, UserError> {
         let tensors: HashMap<String, Tensor> =
-            candle_core::safetensors::load(&self.file, &Device::Cpu)
+            candle_core::safetensors::load_buffer(&crate::input::read(&self.file)?, &Device::Cpu)
                 .map_err(|e| {
                     ce(format!(
                         "cannot read checkpoint `{}`: {e}",

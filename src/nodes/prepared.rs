@@ -51,7 +51,7 @@ fn corrupt(what: &str) -> UserError {
 /// Inputs: `matrix` (a source or extraction output holding the array), `folds`.
 impl Kind<RunContext> for Prepared {
     const KIND: &'static str = "prepared";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     /// Which array of the input (nothing more for a source file's `x`), and the rotation.
     fn key_params(&self) -> serde_json::Value {

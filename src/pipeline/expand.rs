@@ -2,7 +2,6 @@
 //! checked, model pairs and layer pairs listed.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -106,18 +105,41 @@ fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
     out
 }
 
-/// Shape of a 2-D `.npy` file from its header.
+/// Refuses, before anything runs, layers that no metric can score with these settings: no
+/// stimuli or no units, fewer stimuli than folds, or fewer than 4 for unbiased CKA.
+fn check_shapes(spec: &PipelineSpec, settings: &Settings, models: &[Model]) -> Result<(), UserError> {
+    let file = spec.path.display();
+    let k = settings.folds.k;
+    for m in models {
+        for l in &m.layers {
+            let (rows, units) = l.shape;
+            let at = format!("{file}: model `{}` layer `{}`", m.label(), l.name);
+            // (a network's widths are known once it runs: 0 here)
+            if rows == 0 || (units == 0 && m.network.is_none()) {
+                return Err(UserError::input(format!(
+                    "{at} has shape ({rows}, {units}): no stimuli or no units to compare"
+                )));
+            }
+            if rows < k {
+                return Err(UserError::input(format!(
+                    "{at} has {rows} stimuli, fewer than the {k} folds of `options.folds`"
+                ))
+                .hint(format!("set `options.folds` to at most {rows}, or use more stimuli")));
+            }
+            if rows < 4 && settings.hsic == repflow_kernels::HsicEstimator::Unbiased {
+                return Err(UserError::input(format!(
+                    "{at} has {rows} stimuli; `options.hsic = \"unbiased\"` needs at least 4"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shape of a 2-D `.npy` file from its header (checked against the file's size).
 fn npy_shape(path: &Path) -> Result<(usize, usize), UserError> {
-    let file = File::open(path)
-        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| {
-        UserError::input(format!(
-            "`{}` is not a valid .npy file: {e}",
-            path.display()
-        ))
-    })?;
-    match npy.shape() {
-        [m, n] => Ok((*m as usize, *n as usize)),
+    match crate::matrix_io::npy_header(path)?.shape.as_slice() {
+        [m, n] => Ok((*m, *n)),
         s => Err(UserError::input(format!(
             "`{}` holds a {}-D array of shape {s:?}; expected 2-D (stimuli × units)",
             path.display(),
@@ -137,14 +159,22 @@ fn safetensors_layers(path: &Path) -> Result<Vec<NamedShape>, UserError> {
             path.display()
         ))
     };
-    let mut f = File::open(path)
-        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+    let mut f = crate::input::open(path)?;
+    let file_len = f
+        .metadata()
+        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?
+        .len();
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
-    let n = u64::from_le_bytes(len) as usize;
-    if n > 100_000_000 {
-        return Err(bad("header too large".into()));
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 || n > file_len - 8 {
+        return Err(bad(format!(
+            "its header length says {n} bytes; the file has {} after the length",
+            file_len - 8
+        )));
     }
+    let data_len = file_len - 8 - n;
+    let n = n as usize;
     let mut header = vec![0u8; n];
     f.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
     let v: serde_json::Map<String, serde_json::Value> =
@@ -164,6 +194,28 @@ fn safetensors_layers(path: &Path) -> Result<Vec<NamedShape>, UserError> {
             })
             .unwrap_or_default();
         let start = t["data_offsets"][0].as_u64().unwrap_or(0);
+        let end = t["data_offsets"][1].as_u64().unwrap_or(0);
+        let item = match t["dtype"].as_str() {
+            Some("F32") => 4u64,
+            Some("F64") => 8,
+            other => {
+                return Err(UserError::input(format!(
+                    "tensor `{name}` in `{}` has dtype {}; expected F32 or F64",
+                    path.display(),
+                    other.unwrap_or("(none)")
+                ))
+                .hint("convert with tensor.float() before saving"))
+            }
+        };
+        let want = shape
+            .iter()
+            .try_fold(item, |acc, &d| acc.checked_mul(d as u64));
+        if end > data_len || start > end || want != Some(end - start) {
+            return Err(bad(format!(
+                "tensor `{name}`'s shape {shape:?} and data offsets [{start}, {end}] do not fit \
+                 the {data_len} bytes of data"
+            )));
+        }
         if shape.len() != 2 {
             return Err(UserError::input(format!(
                 "tensor `{name}` in `{}` has shape {shape:?}; expected 2-D (stimuli × units)",
@@ -180,8 +232,7 @@ fn read_stimuli(path: &Path) -> Result<Option<(PathBuf, Vec<String>)>, UserError
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UserError::input(format!("cannot read `{}`: {e}", path.display())))?;
+    let text = crate::input::read_to_string(path)?;
     Ok(Some((
         path.to_path_buf(),
         text.lines().map(str::to_string).collect(),
@@ -366,6 +417,7 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     } else {
         (file_models(&spec)?, None)
     };
+    check_shapes(&spec, &settings, &models)?;
     // A name can index several models: a network's name indexes all its checkpoints, and a
     // network shown several stimulus sets is one model per set.
     let mut index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();

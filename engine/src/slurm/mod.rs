@@ -286,7 +286,7 @@ impl<C: Send + Sync + 'static> Slurm<C> {
                             e.attempt + 1,
                             last_line(&e.log)
                         ),
-                        corrupt_input: None,
+                        corrupt_inputs: Vec::new(),
                         log: Some(e.log.clone()),
                     }),
                 }),
