@@ -35,9 +35,12 @@ pub fn read_array(path: &Path, key: Option<&str>) -> Result<Array, UserError> {
         _ => read_safetensors(&bytes, path, key)?,
     };
     if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-        let at: Vec<usize> = unravel(pos, &shape);
+        let at = match unravel(pos, &shape).as_slice() {
+            [r, c] => format!("row {r}, column {c}"),
+            index => format!("index {index:?}"),
+        };
         return Err(UserError::input(format!(
-            "`{shown}` has a non-finite value ({}) at index {at:?}",
+            "`{shown}` has a non-finite value ({}) at {at}",
             values[pos]
         ))
         .hint("remove or impute NaN/infinite activations before scoring"));

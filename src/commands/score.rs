@@ -100,11 +100,17 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
     } else {
         print_table(args, &scores, &a, &b, &settings, &notes);
     }
-    if failed > 0 {
-        eprintln!("error: {failed} of {} metrics could not be computed (see above)", scores.len());
-        return Ok(crate::error::EXIT_FAILURE);
+    // Exit 2 when a metric cannot be computed on this input (too few stimuli for it), 1 for
+    // a numerical failure; each reason goes to stderr as well.
+    let mut code = 0;
+    for (m, e) in scores.iter().filter_map(|s| s.as_ref().err()) {
+        eprintln!("error: {}: {e}", m.name());
+        code = code.max(UserError::from(e.clone()).code);
     }
-    Ok(0)
+    if failed > 1 {
+        eprintln!("error: {failed} of {} metrics could not be computed", scores.len());
+    }
+    Ok(code)
 }
 
 fn describe_folds(settings: &Settings) -> String {
