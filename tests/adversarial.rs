@@ -279,6 +279,11 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
         let p = network_pipeline(t.path(), training, stimuli, model, options);
         refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), needles);
     }
+    // Transform levels of the out-of-distribution battery.
+    for ood in ["low-pass:inf", "low-pass:nan", "rotation:-90", "contrast:nan", "eidolon:inf:0.3", "uniform-noise:1e30"] {
+        let p = network_pipeline(t.path(), "", &format!("ood = [\"{ood}\"]"), "", "");
+        refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), &["transform"]);
+    }
     // `epochs = inf` replaces the pipeline's finite value.
     let p = write_pipeline(
         &t.path().join("inf.toml"),
@@ -595,6 +600,72 @@ fn reading_commands_create_no_store() {
     let o = repflow(&["plan", &s(&p), "--cache", &s(&missing)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!t.path().join("nowhere").exists());
+}
+
+#[test]
+fn a_store_that_cannot_be_written_can_still_be_listed_and_planned() {
+    let t = tempdir();
+    let p = three_models(t.path());
+    let cache = t.path().join("cache");
+    run(&p, &cache, &[]);
+    let listed = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).lines().count();
+    let entries = listed(&repflow(&["cache", "ls", "--cache", &s(&cache)]));
+    assert!(entries > 20);
+    // Read-only to the process: as root, it runs as `nobody` over root's 0755 folders;
+    // otherwise the store's folders lose their write permission.
+    use std::os::unix::fs::PermissionsExt;
+    let root = unsafe { libc::geteuid() } == 0;
+    let walk = |mode: u32| {
+        for e in walkdir(&cache) {
+            if e.is_dir() {
+                std::fs::set_permissions(&e, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    };
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if !root {
+        walk(0o555);
+    }
+    let as_reader = |args: &[&str]| {
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_repflow")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_repflow"))
+        };
+        c.args(args).output().unwrap()
+    };
+    let ls = as_reader(&["cache", "ls", "--cache", &s(&cache)]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert_eq!(listed(&ls), entries, "every entry listed");
+    let du = as_reader(&["cache", "du", "--cache", &s(&cache)]);
+    assert!(du.status.success(), "{}", stderr(&du));
+    let plan = as_reader(&["plan", &s(&p), "--cache", &s(&cache), "--json"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert!(v.to_string().contains("cached"), "{v}");
+    // Writing commands say why they cannot.
+    let run = as_reader(&["run", &s(&p), "--cache", &s(&cache), "--force", "table"]);
+    assert_ne!(run.status.code(), Some(0));
+    assert!(!stderr(&run).contains("panicked"), "{}", stderr(&run));
+    if !root {
+        walk(0o755);
+    }
+}
+
+/// Every folder and file below `dir`, `dir` included.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let more: Vec<PathBuf> = std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()).collect();
+            out.extend(more);
+        }
+        i += 1;
+    }
+    out
 }
 
 #[test]

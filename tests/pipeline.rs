@@ -289,11 +289,12 @@ fn keys_are_pinned() {
     assert_eq!(&node(&before, "folds/m40", "key")[..16], "895798f161586ff2");
     // After a run, a prepared layer's key follows from its inputs' outputs (both exact,
     // platform-independent bytes). Changes with the object format: store layout v2 (typed
-    // f64/f32 arrays) moved it from 53bdc475cbea5f0b.
+    // f64/f32 arrays) moved it from 53bdc475cbea5f0b; prepared layers at unit scale (kind
+    // version 2) from 3a25501c8d06ebce.
     run(&p, &cache, &[]);
     assert_eq!(
         &node(&plan(&p, &cache), "prepared/net_b/layer1", "key")[..16],
-        "3a25501c8d06ebce"
+        "3833e156968b11d1"
     );
 }
 

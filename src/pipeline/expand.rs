@@ -269,7 +269,9 @@ fn discover(
                 })
                 .collect();
             names.sort_by_key(|n| natural_key(n));
-            if let Ok(order) = std::fs::read_to_string(mdir.join("layers.txt")) {
+            let order_file = mdir.join("layers.txt");
+            if order_file.exists() {
+                let order = crate::input::read_to_string(&order_file)?;
                 names = order
                     .lines()
                     .map(str::trim)

@@ -99,21 +99,28 @@ impl Transform {
             parts
                 .get(i)
                 .and_then(|v| v.parse::<f32>().ok())
+                .filter(|v| v.is_finite())
                 .ok_or_else(|| {
                     UserError::input(format!(
-                        "transform `{spec}` needs a numeric level after `{}:`",
+                        "transform `{spec}` needs a finite numeric level after `{}:`",
                         parts[0]
                     ))
                 })
         };
-        Ok(match parts[0] {
+        let t = match parts[0] {
             "contrast" => Transform::Contrast { factor: level(1)? },
             "low-pass" => Transform::LowPass { sigma: level(1)? },
             "high-pass" => Transform::HighPass { sigma: level(1)? },
             "uniform-noise" => Transform::UniformNoise { width: level(1)? },
             "phase-scrambling" => Transform::PhaseScrambling { degrees: level(1)? },
             "power-equalisation" => Transform::PowerEqualisation,
-            "rotation" => Transform::Rotation { degrees: level(1)? as u32 },
+            "rotation" => Transform::Rotation {
+                degrees: parts.get(1).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
+                    UserError::input(format!(
+                        "transform `{spec}` needs 0, 90, 180, 270 or 360 degrees after `rotation:`"
+                    ))
+                })?,
+            },
             "eidolon" => Transform::Eidolon { reach: level(1)?, coherence: level(2)? },
             "edge" => Transform::Edge,
             "silhouette" => Transform::Silhouette,
@@ -126,7 +133,42 @@ impl Transform {
                      rotation:DEG, eidolon:REACH:COHERENCE, edge, silhouette, inversion, greyscale, false-colour",
                 ))
             }
-        })
+        };
+        t.check_levels()?;
+        Ok(t)
+    }
+
+    /// Checks the transform's levels are in range (when it is parsed, so that a pipeline's
+    /// bad level is refused when it is loaded).
+    fn check_levels(&self) -> Result<(), UserError> {
+        let bad = |msg: String| Err(UserError::input(format!("transform {}: {msg}", self.name())));
+        match *self {
+            Transform::Contrast { factor } if !(factor > 0.0 && factor <= 1.0) => {
+                bad(format!("factor {factor} must be in (0, 1]"))
+            }
+            Transform::LowPass { sigma } | Transform::HighPass { sigma }
+                if !(0.0..=1000.0).contains(&sigma) =>
+            {
+                bad(format!("sigma {sigma} must be between 0 and 1000 pixels"))
+            }
+            Transform::UniformNoise { width } if !(0.0..=10.0).contains(&width) => {
+                bad(format!("width {width} must be between 0 and 10"))
+            }
+            Transform::PhaseScrambling { degrees } if !(0.0..=180.0).contains(&degrees) => {
+                bad(format!("{degrees} degrees must be between 0 and 180"))
+            }
+            Transform::Eidolon { reach, coherence }
+                if !(0.0..=1000.0).contains(&reach) || !(0.0..=1.0).contains(&coherence) =>
+            {
+                bad(format!(
+                    "reach {reach} must be between 0 and 1000 pixels and coherence {coherence} between 0 and 1"
+                ))
+            }
+            Transform::Rotation { degrees } if degrees % 90 != 0 || degrees > 360 => {
+                bad(format!("{degrees} is not 0, 90, 180, 270 or 360"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Applies the transform to every image.
@@ -135,17 +177,6 @@ impl Transform {
         let (c, h, w) = (images.c, images.h, images.w);
         let bad = |msg: String| Err(UserError::input(format!("{}: {msg}", self.name())));
         match *self {
-            Transform::Contrast { factor } if !(factor > 0.0 && factor <= 1.0) => {
-                return bad(format!("factor {factor} must be in (0, 1]"))
-            }
-            Transform::LowPass { sigma } | Transform::HighPass { sigma }
-                if sigma.is_nan() || sigma < 0.0 =>
-            {
-                return bad(format!("sigma {sigma} must be >= 0"))
-            }
-            Transform::Rotation { degrees } if degrees % 90 != 0 || degrees > 360 => {
-                return bad(format!("{degrees} is not 0, 90, 180, 270 or 360"))
-            }
             Transform::Rotation { degrees } if h != w && degrees % 180 != 0 => {
                 return bad(format!(
                     "images are {h}x{w}; 90 and 270 degrees need square images"
