@@ -21,6 +21,9 @@ pub fn replace<T>(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<T, UserError>,
 ) -> Result<T, UserError> {
+    // A symlinked results folder is replaced where it points.
+    let resolved = std::fs::canonicalize(dir).ok();
+    let dir = resolved.as_deref().unwrap_or(dir);
     let name = dir
         .file_name()
         .ok_or_else(|| {

@@ -361,7 +361,19 @@ pub fn train_until(
         let (xs, ys) = batch(train_set, idx, cfg, &mut rng, true).map_err(ce)?;
         let logits = net.forward(&xs, true, &mut Taps::off()).map_err(ce)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &ys).map_err(ce)?;
-        loss_sum += loss.to_scalar::<f32>().map_err(ce)? as f64;
+        let value = loss.to_scalar::<f32>().map_err(ce)? as f64;
+        if !value.is_finite() {
+            // Never checkpoint NaN weights as if they were a trained network.
+            return Err(UserError {
+                message: format!(
+                    "training diverged: the loss is {value} at step {step} (lr {}, {:?})",
+                    cfg.lr, cfg.optimizer
+                ),
+                hint: Some("lower the learning rate (--lr, `training.lr` or the model's `lr`)".into()),
+                code: crate::error::EXIT_FAILURE,
+            });
+        }
+        loss_sum += value;
         loss_count += 1;
         let grads = loss.backward().map_err(ce)?;
         let lr =
