@@ -24,7 +24,6 @@ pub fn read(path: &Path) -> Result<Vec<u8>, UserError> {
 
 /// The text of the input file at `path` (UTF-8).
 pub fn read_to_string(path: &Path) -> Result<String, UserError> {
-    String::from_utf8(read(path)?).map_err(|e| {
-        UserError::input(format!("`{}` is not UTF-8 text: {e}", path.display()))
-    })
+    String::from_utf8(read(path)?)
+        .map_err(|e| UserError::input(format!("`{}` is not UTF-8 text: {e}", path.display())))
 }

@@ -14,7 +14,7 @@ pub mod named_serde;
 pub mod nodes;
 pub mod pipeline;
 pub mod ranges;
-pub mod results_set;
 pub mod report;
+pub mod results_set;
 pub mod score_json;
 pub mod stimuli;

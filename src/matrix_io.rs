@@ -107,7 +107,8 @@ fn npy_header_len(prefix: &[u8]) -> Option<usize> {
 /// anything is allocated for it.
 fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, UserError> {
     let shown = path.display();
-    let invalid = |why: String| UserError::input(format!("`{shown}` is not a valid .npy file: {why}"));
+    let invalid =
+        |why: String| UserError::input(format!("`{shown}` is not a valid .npy file: {why}"));
     let header_len = npy_header_len(bytes)
         .ok_or_else(|| invalid("no NUMPY magic and version at the start".into()))?;
     if header_len as u64 > file_len || header_len > bytes.len() {
@@ -117,7 +118,9 @@ fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, Use
     }
     let npy = NpyFile::new(&bytes[..header_len]).map_err(|e| invalid(e.to_string()))?;
     let item_size = match npy.dtype() {
-        DType::Plain(ts) if ts.type_char() == TypeChar::Float && matches!(ts.size_field(), 4 | 8) => {
+        DType::Plain(ts)
+            if ts.type_char() == TypeChar::Float && matches!(ts.size_field(), 4 | 8) =>
+        {
             ts.size_field() as usize
         }
         other => {
@@ -158,11 +161,14 @@ fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, Use
 pub fn npy_header(path: &Path) -> Result<NpyLayout, UserError> {
     use std::io::Read;
     let mut file = input::open(path)?;
-    let cannot = |e: std::io::Error| UserError::input(format!("cannot read `{}`: {e}", path.display()));
+    let cannot =
+        |e: std::io::Error| UserError::input(format!("cannot read `{}`: {e}", path.display()));
     let file_len = file.metadata().map_err(cannot)?.len();
     let mut prefix = [0u8; 12];
     let got = (&mut file).take(12).read(&mut prefix).map_err(cannot)?;
-    let header_len = npy_header_len(&prefix[..got]).unwrap_or(got).min(file_len as usize);
+    let header_len = npy_header_len(&prefix[..got])
+        .unwrap_or(got)
+        .min(file_len as usize);
     let mut head = prefix[..got].to_vec();
     (&mut file)
         .take((header_len.saturating_sub(got)) as u64)

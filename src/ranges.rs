@@ -16,24 +16,63 @@ pub struct Rule {
 }
 
 /// Learning rates: finite, > 0, at most 100.
-pub const LEARNING_RATE: Rule = Rule { min: 0.0, min_open: true, max: 100.0, words: "a finite number > 0 and at most 100" };
+pub const LEARNING_RATE: Rule = Rule {
+    min: 0.0,
+    min_open: true,
+    max: 100.0,
+    words: "a finite number > 0 and at most 100",
+};
 /// SGD momentum: finite, in [0, 1).
-pub const MOMENTUM: Rule = Rule { min: 0.0, min_open: false, max: 1.0 - f64::EPSILON, words: "a finite number in [0, 1)" };
+pub const MOMENTUM: Rule = Rule {
+    min: 0.0,
+    min_open: false,
+    max: 1.0 - f64::EPSILON,
+    words: "a finite number in [0, 1)",
+};
 /// Weight decay: finite, ≥ 0, at most 10.
-pub const WEIGHT_DECAY: Rule = Rule { min: 0.0, min_open: false, max: 10.0, words: "a finite number >= 0 and at most 10" };
+pub const WEIGHT_DECAY: Rule = Rule {
+    min: 0.0,
+    min_open: false,
+    max: 10.0,
+    words: "a finite number >= 0 and at most 10",
+};
 /// Training length in epochs: finite, > 0, at most 100,000.
-pub const EPOCHS: Rule = Rule { min: 0.0, min_open: true, max: 1e5, words: "a finite number > 0 and at most 100000" };
+pub const EPOCHS: Rule = Rule {
+    min: 0.0,
+    min_open: true,
+    max: 1e5,
+    words: "a finite number > 0 and at most 100000",
+};
 /// Ridge penalties: finite, ≥ 0.
-pub const PENALTY: Rule = Rule { min: 0.0, min_open: false, max: f64::MAX, words: "a finite number >= 0" };
+pub const PENALTY: Rule = Rule {
+    min: 0.0,
+    min_open: false,
+    max: f64::MAX,
+    words: "a finite number >= 0",
+};
 /// A normalisation's standard deviation: finite, > 0.
-pub const STD: Rule = Rule { min: 0.0, min_open: true, max: f64::MAX, words: "a finite number > 0" };
+pub const STD: Rule = Rule {
+    min: 0.0,
+    min_open: true,
+    max: f64::MAX,
+    words: "a finite number > 0",
+};
 /// Any finite number (a normalisation's mean).
-pub const FINITE: Rule = Rule { min: f64::MIN, min_open: false, max: f64::MAX, words: "a finite number" };
+pub const FINITE: Rule = Rule {
+    min: f64::MIN,
+    min_open: false,
+    max: f64::MAX,
+    words: "a finite number",
+};
 
 impl Rule {
     /// `v` if it follows the rule; otherwise what is wrong, naming `what`.
     pub fn check(&self, what: &str, v: f64) -> Result<f64, String> {
-        let below = if self.min_open { v <= self.min } else { v < self.min };
+        let below = if self.min_open {
+            v <= self.min
+        } else {
+            v < self.min
+        };
         if !v.is_finite() || below || v > self.max {
             return Err(format!("{what} is {v}; it must be {}", self.words));
         }
@@ -50,7 +89,9 @@ pub fn at_least_one(what: &str, v: usize) -> Result<usize, String> {
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
-    s.trim().parse::<f64>().map_err(|e| format!("`{s}` is not a number: {e}"))
+    s.trim()
+        .parse::<f64>()
+        .map_err(|e| format!("`{s}` is not a number: {e}"))
 }
 
 /// clap parser: a learning rate ([`LEARNING_RATE`]).
@@ -85,13 +126,19 @@ pub fn finite(s: &str) -> Result<f64, String> {
 
 /// clap parser: a whole number of at least one.
 pub fn positive_count(s: &str) -> Result<usize, String> {
-    let v = s.trim().parse::<usize>().map_err(|e| format!("`{s}` is not a whole number: {e}"))?;
+    let v = s
+        .trim()
+        .parse::<usize>()
+        .map_err(|e| format!("`{s}` is not a whole number: {e}"))?;
     at_least_one("the value", v)
 }
 
 /// clap parser: a whole number of pixels of at least one.
 pub fn positive_pixels(s: &str) -> Result<u32, String> {
-    let v = s.trim().parse::<u32>().map_err(|e| format!("`{s}` is not a whole number: {e}"))?;
+    let v = s
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("`{s}` is not a whole number: {e}"))?;
     at_least_one("the value", v as usize).map(|_| v)
 }
 

@@ -69,7 +69,13 @@ fn exchange(new: &Path, dir: &Path, parent: &Path, name: &str) -> Result<(), Use
     let (a, b) = (c(new), c(dir));
     // SAFETY: two valid NUL-terminated paths, relative to the working directory.
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if r == 0 {
         return Ok(());
@@ -154,7 +160,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("res");
         replace(&dir, |s| write(s, "one")).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("figures/b.txt")).unwrap(), "one");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("figures/b.txt")).unwrap(),
+            "one"
+        );
         let err = replace(&dir, |s| {
             std::fs::write(s.join("a.txt"), "two").unwrap();
             Err::<(), _>(UserError::input("disk full"))
@@ -167,7 +176,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["res".to_string()], "no staging or side folder is left");
+        assert_eq!(
+            names,
+            vec!["res".to_string()],
+            "no staging or side folder is left"
+        );
     }
 
     #[test]
@@ -175,10 +188,16 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("res");
         replace(&dir, |s| write(s, "same")).unwrap();
-        let before = std::fs::metadata(dir.join("a.txt")).unwrap().modified().unwrap();
+        let before = std::fs::metadata(dir.join("a.txt"))
+            .unwrap()
+            .modified()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         replace(&dir, |s| write(s, "same")).unwrap();
-        let after = std::fs::metadata(dir.join("a.txt")).unwrap().modified().unwrap();
+        let after = std::fs::metadata(dir.join("a.txt"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(before, after);
     }
 }

@@ -43,10 +43,34 @@ fn repflow_within(args: &[&str], seconds: u64) -> std::process::Output {
         if start.elapsed() > Duration::from_secs(seconds) {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("`repflow {}` hung; stderr: {}", args.join(" "), stderr(&out));
+            panic!(
+                "`repflow {}` hung; stderr: {}",
+                args.join(" "),
+                stderr(&out)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `repflow extract` of the 4-wide ResNet-18 with `checkpoint`, `stimuli` and `out`, and
+/// `extra` flags, with a deadline.
+fn extract(checkpoint: &str, stimuli: &str, out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "extract",
+        "--arch",
+        "resnet18",
+        "--width",
+        "4",
+        "--checkpoint",
+        checkpoint,
+        "--stimuli",
+        stimuli,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    repflow_within(&args, 60)
 }
 
 /// Scores of `repflow score x y --metric all --json extra`, by metric (None: failed).
@@ -61,13 +85,20 @@ fn scores(x: &Path, y: &Path, extra: &[&str]) -> Vec<(String, Option<f64>)> {
         one => vec![one],
     };
     list.iter()
-        .map(|o| (o["metric"].as_str().unwrap().to_string(), o["score"].as_f64()))
+        .map(|o| {
+            (
+                o["metric"].as_str().unwrap().to_string(),
+                o["score"].as_f64(),
+            )
+        })
         .collect()
 }
 
 /// Two related 60 × 8 matrices (equal widths, so permutation is scored too).
 fn pair_values() -> (Vec<f64>, Vec<f64>) {
-    let x: Vec<f64> = (0..60 * 8).map(|p| activation(1, p / 8, p % 8) - 0.2).collect();
+    let x: Vec<f64> = (0..60 * 8)
+        .map(|p| activation(1, p / 8, p % 8) - 0.2)
+        .collect();
     let y: Vec<f64> = (0..60 * 8)
         .map(|p| {
             let (i, j) = (p / 8, p % 8);
@@ -91,7 +122,10 @@ fn every_metric_gives_the_same_score_at_any_representable_scale() {
     for extra in [&[][..], &["--hsic", "unbiased", "--rotate-x", "3"][..]] {
         let base = scores(&xp, &yp, extra);
         assert_eq!(base.len(), 6, "{base:?}");
-        assert!(base.iter().all(|(_, s)| s.is_some_and(f64::is_finite)), "{base:?}");
+        assert!(
+            base.iter().all(|(_, s)| s.is_some_and(f64::is_finite)),
+            "{base:?}"
+        );
         // Powers of two scale exactly: the scores are bit-identical.
         for e in [-1000i32, -600, -300, -100, 100, 300, 600, 1000, 1020] {
             let f = 2f64.powi(e / 2) * 2f64.powi(e - e / 2);
@@ -101,7 +135,10 @@ fn every_metric_gives_the_same_score_at_any_representable_scale() {
             assert_eq!(scores(&p, &yp, extra), base, "x × 2^{e}, {extra:?}");
             // Both matrices scaled (Y at the opposite scale).
             let ys: Vec<f64> = y.iter().map(|v| v / f).collect();
-            if ys.iter().all(|v| v.is_finite() && (*v == 0.0 || v.abs() > f64::MIN_POSITIVE)) {
+            if ys
+                .iter()
+                .all(|v| v.is_finite() && (*v == 0.0 || v.abs() > f64::MIN_POSITIVE))
+            {
                 let q = save(&t.path().join(format!("y2_{e}.npy")), 60, 8, &ys);
                 assert_eq!(scores(&p, &q, extra), base, "x × 2^{e}, y / 2^{e}");
             }
@@ -128,7 +165,10 @@ fn subnormal_inputs_score_like_their_normal_counterparts() {
     let ints: Vec<f64> = x.iter().map(|v| (v * 1000.0).round()).collect();
     let tiny = 2f64.powi(-1074);
     let sub: Vec<f64> = ints.iter().map(|v| v * tiny).collect();
-    assert!(sub.iter().all(|v| *v == 0.0 || !v.is_normal()), "all subnormal");
+    assert!(
+        sub.iter().all(|v| *v == 0.0 || !v.is_normal()),
+        "all subnormal"
+    );
     let yp = save(&t.path().join("y.npy"), 60, 8, &y);
     let a = save(&t.path().join("ints.npy"), 60, 8, &ints);
     let b = save(&t.path().join("sub.npy"), 60, 8, &sub);
@@ -153,17 +193,43 @@ fn a_metric_that_cannot_proceed_fails_alone_and_the_others_still_print() {
     ];
     let out = repflow(&args);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cka = v.as_array().unwrap().iter().find(|o| o["metric"] == "cka").unwrap();
+    let cka = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["metric"] == "cka")
+        .unwrap();
     assert!(cka["score"].is_null());
-    assert!(cka["error"].as_str().unwrap().contains("at least 4 stimuli"), "{cka}");
-    let rest = v.as_array().unwrap().iter().filter(|o| o["metric"] != "cka");
+    assert!(
+        cka["error"]
+            .as_str()
+            .unwrap()
+            .contains("at least 4 stimuli"),
+        "{cka}"
+    );
+    let rest = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metric"] != "cka");
     assert_eq!(rest.clone().count(), 5);
-    assert!(rest.clone().all(|o| o["score"].is_number() || o["error"].is_string()));
+    assert!(rest
+        .clone()
+        .all(|o| o["score"].is_number() || o["error"].is_string()));
     assert_ne!(out.status.code(), Some(0), "a failed metric is not success");
     // The table says so too.
-    let out = repflow(&args[..3].iter().chain(&args[4..]).copied().collect::<Vec<_>>());
+    let out = repflow(
+        &args[..3]
+            .iter()
+            .chain(&args[4..])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("cka") && text.contains("at least 4 stimuli"), "{text}");
+    assert!(
+        text.contains("cka") && text.contains("at least 4 stimuli"),
+        "{text}"
+    );
     assert!(text.contains("procrustes"), "{text}");
     // Alone, it is a usage error naming the problem.
     let out = repflow(&[&args[..], &["--metric", "cka"]].concat());
@@ -186,11 +252,25 @@ fn pipeline_names_that_are_not_identifiers_are_refused_before_anything_is_writte
     let work = t.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let cache = t.path().join("cache");
-    for name in ["../../escaped", "/tmp/abs", "..", "", "a/b", ".hidden", "x\\\\y", "tab\\there"] {
+    for name in [
+        "../../escaped",
+        "/tmp/abs",
+        "..",
+        "",
+        "a/b",
+        ".hidden",
+        "x\\\\y",
+        "tab\\there",
+    ] {
         let p = data_pipeline(t.path(), "p.toml", &format!("name = \"{name}\""), "");
         let out = Command::new(env!("CARGO_BIN_EXE_repflow"))
             .current_dir(&work)
-            .args(["run", p.to_str().unwrap(), "--cache", cache.to_str().unwrap()])
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "--cache",
+                cache.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         refused(&out, &["`name`", "letters, digits"]);
@@ -200,7 +280,10 @@ fn pipeline_names_that_are_not_identifiers_are_refused_before_anything_is_writte
     }
     // Without `name`, a file name that is not an identifier needs one.
     let p = data_pipeline(t.path(), ".odd.toml", "", "");
-    refused(&repflow(&["plan", p.to_str().unwrap()]), &["file name", "set `name"]);
+    refused(
+        &repflow(&["plan", p.to_str().unwrap()]),
+        &["file name", "set `name"],
+    );
 }
 
 #[test]
@@ -229,26 +312,45 @@ fn non_finite_and_out_of_range_numbers_are_refused_naming_the_option() {
     }
     assert!(!t.path().join("o").exists(), "nothing trained");
     let ck = "tests/fixtures/models/resnet18-small.safetensors";
-    for (flag, value) in [("--limit", "0"), ("--batch", "0"), ("--resize", "0"), ("--normalize", "0,nan")] {
+    for (flag, value) in [
+        ("--limit", "0"),
+        ("--batch", "0"),
+        ("--resize", "0"),
+        ("--normalize", "0,nan"),
+    ] {
         let arg = format!("{flag}={value}");
-        let o = repflow(&[
-            "extract", "--arch", "resnet18", "--checkpoint", ck, "--stimuli", "mnist5k", "--out", &out, &arg,
-        ]);
+        let o = extract(ck, "mnist5k", &out, &[&arg]);
         refused(&o, &[flag]);
     }
     let (x, y) = pair_values();
     let xp = s(&save(&t.path().join("x.npy"), 60, 8, &x));
     let yp = s(&save(&t.path().join("y.npy"), 60, 8, &y));
-    for (flag, value) in [("--alphas", "1,nan"), ("--alphas", "-1"), ("--alphas", "inf")] {
-        refused(&repflow(&["score", &xp, &yp, &format!("{flag}={value}")]), &[flag]);
+    for (flag, value) in [
+        ("--alphas", "1,nan"),
+        ("--alphas", "-1"),
+        ("--alphas", "inf"),
+    ] {
+        refused(
+            &repflow(&["score", &xp, &yp, &format!("{flag}={value}")]),
+            &[flag],
+        );
     }
     for (flag, value) in [("--jobs", "0"), ("--slurm-array-max", "0")] {
-        refused(&repflow(&["run", "pipelines/example.toml", &format!("{flag}={value}")]), &[flag]);
+        refused(
+            &repflow(&["run", "pipelines/example.toml", &format!("{flag}={value}")]),
+            &[flag],
+        );
     }
 }
 
 /// A network pipeline (nothing is trained: `plan` only expands it).
-fn network_pipeline(dir: &Path, training: &str, stimuli: &str, model: &str, options: &str) -> PathBuf {
+fn network_pipeline(
+    dir: &Path,
+    training: &str,
+    stimuli: &str,
+    model: &str,
+    options: &str,
+) -> PathBuf {
     write_pipeline(
         &dir.join("net.toml"),
         &format!(
@@ -264,15 +366,33 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
     let cases: [(&str, &str, &str, &str, &[&str]); 12] = [
         ("lr = nan", "", "", "", &["`training.lr`", "finite"]),
         ("lr = inf", "", "", "", &["`training.lr`"]),
-        ("momentum = 1.0", "", "", "", &["`training.momentum`", "[0, 1)"]),
-        ("weight_decay = -1.0", "", "", "", &["`training.weight_decay`"]),
+        (
+            "momentum = 1.0",
+            "",
+            "",
+            "",
+            &["`training.momentum`", "[0, 1)"],
+        ),
+        (
+            "weight_decay = -1.0",
+            "",
+            "",
+            "",
+            &["`training.weight_decay`"],
+        ),
         ("batch = 0", "", "", "", &["`training.batch`", "at least 1"]),
         ("train_limit = 0", "", "", "", &["`training.train_limit`"]),
         ("", "", "width = 0", "", &["width", "at least 1"]),
         ("", "", "lr = -1e-3", "", &["model[0].lr"]),
         ("", "", "classes = 0", "", &["classes"]),
         ("", "resize = 0", "", "", &["`stimuli.resize`"]),
-        ("", "", "", "folds = 100000", &["`options.folds`", "100 stimuli"]),
+        (
+            "",
+            "",
+            "",
+            "folds = 100000",
+            &["`options.folds`", "100 stimuli"],
+        ),
         ("", "", "", "alphas = [1.0, nan]", &["`options.alphas`"]),
     ];
     for (training, stimuli, model, options, needles) in cases {
@@ -280,24 +400,48 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
         refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), needles);
     }
     // Transform levels of the out-of-distribution battery.
-    for ood in ["low-pass:inf", "low-pass:nan", "rotation:-90", "contrast:nan", "eidolon:inf:0.3", "uniform-noise:1e30"] {
+    for ood in [
+        "low-pass:inf",
+        "low-pass:nan",
+        "rotation:-90",
+        "contrast:nan",
+        "eidolon:inf:0.3",
+        "uniform-noise:1e30",
+    ] {
         let p = network_pipeline(t.path(), "", &format!("ood = [\"{ood}\"]"), "", "");
-        refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), &["transform"]);
+        refused(
+            &repflow_within(&["plan", p.to_str().unwrap()], 60),
+            &["transform"],
+        );
     }
     // `epochs = inf` replaces the pipeline's finite value.
     let p = write_pipeline(
         &t.path().join("inf.toml"),
         "name = \"net\"\nmetrics = [\"cka\"]\n[[model]]\nname = \"r\"\narch = \"resnet18\"\nseed = 0\n[stimuli]\ncount = 10\n[training]\nepochs = inf\n",
     );
-    refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), &["`training.epochs`"]);
+    refused(
+        &repflow_within(&["plan", p.to_str().unwrap()], 60),
+        &["`training.epochs`"],
+    );
     let p = write_pipeline(
         &t.path().join("zero.toml"),
         "name = \"net\"\nmetrics = [\"cka\"]\n[[model]]\nname = \"r\"\narch = \"resnet18\"\nseed = 0\n[stimuli]\ncount = 0\n",
     );
-    refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), &["`stimuli.count`"]);
+    refused(
+        &repflow_within(&["plan", p.to_str().unwrap()], 60),
+        &["`stimuli.count`"],
+    );
     // Files with fewer stimuli than folds are refused at plan time too.
-    let p = data_pipeline(t.path(), "few.toml", "name = \"few\"", "[options]\nfolds = 41");
-    refused(&repflow(&["plan", p.to_str().unwrap()]), &["40 stimuli", "`options.folds`"]);
+    let p = data_pipeline(
+        t.path(),
+        "few.toml",
+        "name = \"few\"",
+        "[options]\nfolds = 41",
+    );
+    refused(
+        &repflow(&["plan", p.to_str().unwrap()]),
+        &["40 stimuli", "`options.folds`"],
+    );
 }
 
 /// A `.npy` header claiming `shape` of f64 over `data_bytes` bytes of data.
@@ -331,7 +475,10 @@ fn npy_headers_that_lie_about_their_shape_are_refused_before_allocating() {
     .enumerate()
     {
         let x = lying_npy(&t.path().join(format!("lie{i}.npy")), shape, data);
-        refused(&repflow_within(&["score", &x, &yp], 30), &[&format!("lie{i}.npy")]);
+        refused(
+            &repflow_within(&["score", &x, &yp], 30),
+            &[&format!("lie{i}.npy")],
+        );
     }
     // In a pipeline the header alone is read (at plan time): the lie is caught there.
     let dir = t.path().join("data");
@@ -342,7 +489,10 @@ fn npy_headers_that_lie_about_their_shape_are_refused_before_allocating() {
         &t.path().join("p.toml"),
         "name = \"p\"\nmodels = [\"a\", \"b\"]\nmetrics = [\"cka\"]\n[source]\ndir = \"data\"\n",
     );
-    refused(&repflow_within(&["plan", &s(&p)], 30), &["layer1.npy", "header says shape"]);
+    refused(
+        &repflow_within(&["plan", &s(&p)], 30),
+        &["layer1.npy", "header says shape"],
+    );
 }
 
 #[test]
@@ -351,7 +501,11 @@ fn special_files_as_inputs_are_refused_instead_of_blocking_or_filling_memory() {
     let (_, y) = pair_values();
     let yp = s(&save(&t.path().join("y.npy"), 60, 8, &y));
     let fifo = t.path().join("fifo.npy");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let zero = t.path().join("zero.npy");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let urandom = t.path().join("urandom.safetensors");
@@ -364,31 +518,42 @@ fn special_files_as_inputs_are_refused_instead_of_blocking_or_filling_memory() {
     }
     // A FIFO as the pipeline file, and as a layer file of a pipeline.
     let pipe_toml = t.path().join("p.toml");
-    assert!(Command::new("mkfifo").arg(&pipe_toml).status().unwrap().success());
-    refused(&repflow_within(&["plan", &s(&pipe_toml)], 30), &["regular file"]);
-    refused(&repflow_within(&["run", &s(&pipe_toml)], 30), &["regular file"]);
+    assert!(Command::new("mkfifo")
+        .arg(&pipe_toml)
+        .status()
+        .unwrap()
+        .success());
+    refused(
+        &repflow_within(&["plan", &s(&pipe_toml)], 30),
+        &["regular file"],
+    );
+    refused(
+        &repflow_within(&["run", &s(&pipe_toml)], 30),
+        &["regular file"],
+    );
     let dir = t.path().join("data");
     write_model(&dir, "a", 1, 40, &[5]);
     write_model(&dir, "b", 2, 40, &[5]);
     std::fs::remove_file(dir.join("b/layer1.npy")).unwrap();
-    assert!(Command::new("mkfifo").arg(dir.join("b/layer1.npy")).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(dir.join("b/layer1.npy"))
+        .status()
+        .unwrap()
+        .success());
     let p = write_pipeline(
         &t.path().join("q.toml"),
         "name = \"q\"\nmodels = [\"a\", \"b\"]\nmetrics = [\"cka\"]\n[source]\ndir = \"data\"\n",
     );
-    refused(&repflow_within(&["plan", &s(&p)], 30), &["layer1.npy", "regular file"]);
+    refused(
+        &repflow_within(&["plan", &s(&p)], 30),
+        &["layer1.npy", "regular file"],
+    );
     // ... and as extraction stimuli and checkpoint.
     let ck = "tests/fixtures/models/resnet18-small.safetensors";
     let out = s(&t.path().join("out"));
-    let o = repflow_within(
-        &["extract", "--arch", "resnet18", "--width", "4", "--checkpoint", ck, "--stimuli", &s(&fifo), "--out", &out],
-        30,
-    );
+    let o = extract(ck, &s(&fifo), &out, &[]);
     refused(&o, &["regular file"]);
-    let o = repflow_within(
-        &["extract", "--arch", "resnet18", "--width", "4", "--checkpoint", &s(&zero), "--stimuli", "mnist5k", "--out", &out],
-        30,
-    );
+    let o = extract(&s(&zero), "mnist5k", &out, &[]);
     refused(&o, &["regular file"]);
 }
 
@@ -422,11 +587,21 @@ fn a_closed_pipe_ends_listing_commands_quietly() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(!line.is_empty());
         let out = child.wait_with_output().unwrap();
-        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
-        assert!(out.status.code().is_none_or(|c| c == 0), "{args:?}: {:?}", out.status);
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.status.code().is_none_or(|c| c == 0),
+            "{args:?}: {:?}",
+            out.status
+        );
     }
 }
 
@@ -437,9 +612,7 @@ fn empty_inputs_are_refused_instead_of_writing_empty_results() {
     let out = t.path().join("out");
     let empty = t.path().join("empty.npy");
     lying_npy(&empty, "(0, 28, 28)", 0);
-    let o = repflow(&[
-        "extract", "--arch", "resnet18", "--width", "4", "--checkpoint", ck, "--stimuli", &s(&empty), "--out", &s(&out),
-    ]);
+    let o = extract(ck, &s(&empty), &s(&out), &[]);
     refused(&o, &["no images"]);
     assert!(!out.exists());
     let (_, y) = pair_values();
@@ -473,22 +646,23 @@ fn extraction_reads_image_arrays_of_every_documented_shape() {
         path
     };
     let mut results = Vec::new();
-    for (name, shape) in [("nhw.npy", "(6, 28, 28)"), ("nchw.npy", "(6, 1, 28, 28)"), ("flat.npy", "(6, 784)")] {
+    for (name, shape) in [
+        ("nhw.npy", "(6, 28, 28)"),
+        ("nchw.npy", "(6, 1, 28, 28)"),
+        ("flat.npy", "(6, 784)"),
+    ] {
         let x = write(name, shape);
         let out = t.path().join(format!("out-{name}"));
-        let o = repflow(&[
-            "extract", "--arch", "resnet18", "--width", "4", "--checkpoint", ck, "--stimuli", &s(&x), "--layers", "fc",
-            "--out", &s(&out),
-        ]);
+        let o = extract(ck, &s(&x), &s(&out), &["--layers", "fc"]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         results.push(std::fs::read(out.join("fc.npy")).unwrap());
     }
-    assert!(results.windows(2).all(|w| w[0] == w[1]), "same images, same activations");
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "same images, same activations"
+    );
     let bad = write("bad.npy", "(6, 2, 28, 14)");
-    let o = repflow(&[
-        "extract", "--arch", "resnet18", "--width", "4", "--checkpoint", ck, "--stimuli", &s(&bad), "--out",
-        &s(&t.path().join("o")),
-    ]);
+    let o = extract(ck, &s(&bad), &s(&t.path().join("o")), &[]);
     refused(&o, &["N × C × H × W"]);
 }
 
@@ -546,7 +720,11 @@ fn corrupt_objects_are_all_repaired_in_one_run() {
     let forced = run(&p, &cache, &["--force", "source/"]);
     assert_eq!(forced["failed"], 0, "{forced}");
     let v = repflow(&["cache", "verify", "--cache", &s(&cache)]);
-    assert!(String::from_utf8_lossy(&v.stdout).contains(" 0 corrupt objects"), "{}", String::from_utf8_lossy(&v.stdout));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains(" 0 corrupt objects"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
     // Every input of the score nodes corrupt at once (6 prepared layers, 2 per score node):
     // one run recomputes them all.
     let prepared = objects_of(&cache, "prepared");
@@ -579,11 +757,21 @@ fn temporary_files_of_processes_that_are_gone_are_removed() {
     let old_style = cache.join("v2/file-digests.tmp12345");
     std::fs::write(&old_style, b"{").unwrap();
     run(&p, &cache, &[]);
-    assert!(!stale.exists(), "a dead process's temporary file goes at the start of a run");
-    assert!(live.exists() && other_host.exists(), "a live or another host's one stays");
+    assert!(
+        !stale.exists(),
+        "a dead process's temporary file goes at the start of a run"
+    );
+    assert!(
+        live.exists() && other_host.exists(),
+        "a live or another host's one stays"
+    );
     let gc = repflow(&["cache", "gc", "--keep", &s(&p), "--cache", &s(&cache)]);
     assert!(gc.status.success(), "{}", stderr(&gc));
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "gc clears tmp/");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "gc clears tmp/"
+    );
     assert!(!old_style.exists());
 }
 
@@ -629,7 +817,12 @@ fn a_store_that_cannot_be_written_can_still_be_listed_and_planned() {
     let as_reader = |args: &[&str]| {
         let mut c = if root {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_repflow")]);
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_repflow"),
+            ]);
             c
         } else {
             Command::new(env!("CARGO_BIN_EXE_repflow"))
@@ -660,7 +853,10 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     let mut i = 0;
     while i < out.len() {
         if out[i].is_dir() {
-            let more: Vec<PathBuf> = std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()).collect();
+            let more: Vec<PathBuf> = std::fs::read_dir(&out[i])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             out.extend(more);
         }
         i += 1;
@@ -702,6 +898,9 @@ fn gc_keeping_a_pipeline_while_it_runs_keeps_everything_the_run_writes() {
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(summary["failed"], 0);
         let after = run(&p, &cache, &[]);
-        assert_eq!(after["executed"], 0, "gc removed entries of the run it kept: {after}");
+        assert_eq!(
+            after["executed"], 0,
+            "gc removed entries of the run it kept: {after}"
+        );
     }
 }

@@ -15,7 +15,9 @@ fn npy_bytes(rows: usize, cols: usize, f32: bool) -> (Vec<u8>, Vec<f64>) {
     let p = t.path().join("a.npy");
     let value = |i: usize, j: usize| (i * 31 + j * 7) as f64 / 8.0 - 3.0;
     common::write_npy(&p, rows, cols, f32, value);
-    let values = (0..rows * cols).map(|k| value(k / cols, k % cols)).collect();
+    let values = (0..rows * cols)
+        .map(|k| value(k / cols, k % cols))
+        .collect();
     (std::fs::read(&p).unwrap(), values)
 }
 
@@ -24,8 +26,9 @@ fn safetensors_bytes(rows: usize, cols: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..rows * cols)
         .flat_map(|k| (k as f32 * 0.25).to_le_bytes())
         .collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &data)
-        .unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &data)
+            .unwrap();
     safetensors::serialize([("x", view)], None).unwrap()
 }
 
@@ -151,12 +154,26 @@ proptest! {
             "name = \"p\"\nmodels = [\"a\", \"b\"]\nlayers = \"all\"\nmetrics = [\"cka\", \"linear:rotated\"]\n\
              [source]\ndir = \"data\"\n[options]\n{key} = {value}\n"
         );
+        let valid = match key {
+            "folds" => value.parse::<usize>().is_ok_and(|k| (2..=20).contains(&k)),
+            // (a TOML integer is an i64)
+            "alphas" => {
+                let inner = value.trim_matches(['[', ']']);
+                (inner.parse::<i64>().is_ok() || inner.contains('e'))
+                    && inner.parse::<f64>().is_ok_and(|a| a.is_finite() && a >= 0.0)
+            }
+            _ => value.parse::<u32>().is_ok(),
+        };
+        let original = text.clone().into_bytes();
         let bytes = mutate(text.into_bytes(), &edits, cut, &[]);
         let p = t.path().join("p.toml");
         std::fs::write(&p, &bytes).unwrap();
         match repflow::pipeline::load(&p).and_then(repflow::pipeline::expand) {
             Ok(plan) => prop_assert!(plan.settings.folds.k >= 2 && plan.settings.folds.k <= 20),
-            Err(e) => prop_assert_eq!(e.code, 2, "{}", e.message),
+            Err(e) => {
+                prop_assert_eq!(e.code, 2, "{}", e.message);
+                prop_assert!(!(bytes == original && valid), "a valid pipeline was refused: {}", e.message);
+            }
         }
     }
 }

@@ -520,7 +520,10 @@ impl Store {
             // (temporary digests files of versions that wrote them beside the store's files)
             if let Ok(rd) = fs::read_dir(&self.root) {
                 for e in rd.flatten() {
-                    if e.file_name().to_string_lossy().starts_with("file-digests.tmp") {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with("file-digests.tmp")
+                    {
                         let _ = fs::remove_file(e.path());
                     }
                 }

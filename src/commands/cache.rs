@@ -42,7 +42,10 @@ fn human(bytes: u64) -> String {
 fn read_only(dir: &std::path::Path) -> Result<repflow_cache::Store, UserError> {
     let store = super::open_store_read_only(dir)?;
     if !store.exists() {
-        eprintln!("note: no store at `{}` yet (nothing is cached)", dir.display());
+        eprintln!(
+            "note: no store at `{}` yet (nothing is cached)",
+            dir.display()
+        );
     }
     Ok(store)
 }

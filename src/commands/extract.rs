@@ -60,7 +60,10 @@ fn npy_images(path: &Path) -> Result<Images, UserError> {
     let (n, c, h, w) = match a.shape.as_slice() {
         &[n, h, w] => (n, 1, h, w),
         &[n, c, h, w] if c == 1 || c == 3 => (n, c, h, w),
-        &[n, len] => match (square(len), (len % 3 == 0).then(|| square(len / 3)).flatten()) {
+        &[n, len] => match (
+            square(len),
+            (len % 3 == 0).then(|| square(len / 3)).flatten(),
+        ) {
             (Some(s), _) => (n, 1, s, s),
             (None, Some(s)) => (n, 3, s, s),
             _ => {
@@ -73,9 +76,9 @@ fn npy_images(path: &Path) -> Result<Images, UserError> {
         },
         other => {
             return Err(UserError::input(format!(
-                "`{}` has shape {other:?}; expected N × H × W, N × C × H × W (C = 1 or 3) or N × H·W",
-                path.display()
-            ))
+            "`{}` has shape {other:?}; expected N × H × W, N × C × H × W (C = 1 or 3) or N × H·W",
+            path.display()
+        ))
             .hint("save images as N × H × W or N × C × H × W (C = 1 or 3)"))
         }
     };
@@ -114,33 +117,31 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         images = Transform::parse(t)?.apply(&images, args.transform_seed)?;
     }
     if let Some(ns) = &args.normalize {
-        if ns.len() != 2 || !(ns[1] > 0.0) {
+        if ns.len() != 2 || ns[1] <= 0.0 {
             return Err(UserError::input("--normalize takes MEAN,STD with STD > 0")
                 .hint("e.g. --normalize 0.2860,0.3530"));
         }
         let (mean, std) = (ns[0] as f32, ns[1] as f32);
-        images
-            .data
-            .iter_mut()
-            .for_each(|v| *v = (*v - mean) / std);
+        images.data.iter_mut().for_each(|v| *v = (*v - mean) / std);
     }
     let dev = Device::Cpu;
     let shown = args.checkpoint.display();
-    let tensors = candle_core::safetensors::load_buffer(&crate::input::read(&args.checkpoint)?, &dev)
-        .map_err(|e| {
-            UserError::input(format!(
-                "cannot read checkpoint `{shown}`: {}",
-                e.to_string().lines().next().unwrap_or_default()
-            ))
-        })?
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                v,
-            )
-        })
-        .collect();
+    let tensors =
+        candle_core::safetensors::load_buffer(&crate::input::read(&args.checkpoint)?, &dev)
+            .map_err(|e| {
+                UserError::input(format!(
+                    "cannot read checkpoint `{shown}`: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ))
+            })?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                    v,
+                )
+            })
+            .collect();
     let cfg = ModelConfig {
         arch: Arch::from_name(&args.arch)?,
         width: args.width,

@@ -108,7 +108,10 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
         code = code.max(UserError::from(e.clone()).code);
     }
     if failed > 1 {
-        eprintln!("error: {failed} of {} metrics could not be computed", scores.len());
+        eprintln!(
+            "error: {failed} of {} metrics could not be computed",
+            scores.len()
+        );
     }
     Ok(code)
 }

@@ -369,7 +369,9 @@ pub fn train_until(
                     "training diverged: the loss is {value} at step {step} (lr {}, {:?})",
                     cfg.lr, cfg.optimizer
                 ),
-                hint: Some("lower the learning rate (--lr, `training.lr` or the model's `lr`)".into()),
+                hint: Some(
+                    "lower the learning rate (--lr, `training.lr` or the model's `lr`)".into(),
+                ),
                 code: crate::error::EXIT_FAILURE,
             });
         }

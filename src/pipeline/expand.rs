@@ -107,7 +107,11 @@ fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
 
 /// Refuses, before anything runs, layers that no metric can score with these settings: no
 /// stimuli or no units, fewer stimuli than folds, or fewer than 4 for unbiased CKA.
-fn check_shapes(spec: &PipelineSpec, settings: &Settings, models: &[Model]) -> Result<(), UserError> {
+fn check_shapes(
+    spec: &PipelineSpec,
+    settings: &Settings,
+    models: &[Model],
+) -> Result<(), UserError> {
     let file = spec.path.display();
     let k = settings.folds.k;
     for m in models {
@@ -124,7 +128,9 @@ fn check_shapes(spec: &PipelineSpec, settings: &Settings, models: &[Model]) -> R
                 return Err(UserError::input(format!(
                     "{at} has {rows} stimuli, fewer than the {k} folds of `options.folds`"
                 ))
-                .hint(format!("set `options.folds` to at most {rows}, or use more stimuli")));
+                .hint(format!(
+                    "set `options.folds` to at most {rows}, or use more stimuli"
+                )));
             }
             if rows < 4 && settings.hsic == repflow_kernels::HsicEstimator::Unbiased {
                 return Err(UserError::input(format!(

@@ -392,20 +392,29 @@ impl PipelineSpec {
         let count = |key: &str, v: usize| at_least_one(&format!("`{key}`"), v).map_err(bad);
         match &self.name {
             Some(n) if !is_identifier(n) => {
-                return Err(bad(format!("`name` is `{n}`, which cannot name a results folder"))
-                    .hint(IDENTIFIER_WORDS))
+                return Err(bad(format!(
+                    "`name` is `{n}`, which cannot name a results folder"
+                ))
+                .hint(IDENTIFIER_WORDS))
             }
             None if !is_identifier(&self.name()) => {
                 return Err(bad(format!(
                     "the pipeline's file name `{}` cannot name a results folder",
                     self.name()
                 ))
-                .hint(format!("set `name = \"...\"` in the file: {IDENTIFIER_WORDS}")))
+                .hint(format!(
+                    "set `name = \"...\"` in the file: {IDENTIFIER_WORDS}"
+                )))
             }
             _ => {}
         }
-        if self.results.as_ref().is_some_and(|r| r.as_os_str().is_empty()) {
-            return Err(bad("`results` is empty".into()).hint("name a folder, or leave it out for results/<name>"));
+        if self
+            .results
+            .as_ref()
+            .is_some_and(|r| r.as_os_str().is_empty())
+        {
+            return Err(bad("`results` is empty".into())
+                .hint("name a folder, or leave it out for results/<name>"));
         }
         for (i, m) in self.model.iter().enumerate() {
             let key = |k: &str| format!("model[{i}].{k} (`{}`)", m.name);
@@ -621,7 +630,8 @@ fn resolve(path: &Path, depth: usize) -> Result<(toml::Table, Vec<PathBuf>), Use
 fn read(path: &Path) -> Result<String, UserError> {
     repflow_engine::files::read_input(path)
         .and_then(|b| {
-            String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            String::from_utf8(b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })
         .map_err(|e| {
             UserError::input(format!("cannot read pipeline `{}`: {e}", path.display()))

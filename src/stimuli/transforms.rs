@@ -141,7 +141,12 @@ impl Transform {
     /// Checks the transform's levels are in range (when it is parsed, so that a pipeline's
     /// bad level is refused when it is loaded).
     fn check_levels(&self) -> Result<(), UserError> {
-        let bad = |msg: String| Err(UserError::input(format!("transform {}: {msg}", self.name())));
+        let bad = |msg: String| {
+            Err(UserError::input(format!(
+                "transform {}: {msg}",
+                self.name()
+            )))
+        };
         match *self {
             Transform::Contrast { factor } if !(factor > 0.0 && factor <= 1.0) => {
                 bad(format!("factor {factor} must be in (0, 1]"))
