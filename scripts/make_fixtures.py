@@ -115,6 +115,27 @@ def main():
                 folds.append(dict(m=m, k=k, seed=seed, test=tests))
     (OUT / "folds.json").write_text(json.dumps(folds))
 
+    # Statistics: the first draws of the null, the bootstrap and the rotation null.
+    x, y = latent_pair(40, 4, 4, seed=11)
+    d = OUT / "inference"
+    d.mkdir(exist_ok=True)
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+    folds = ref.kfold(40, 5, 42)
+    scorers = {
+        "linear": lambda a, b, f: ref.linear(a, b, f),
+        "procrustes": lambda a, b, f: ref.procrustes(a, b, f),
+        "permutation": lambda a, b, f: ref.permutation(a, b, f),
+        "cka": lambda a, b, f: ref.cka(a, b),
+    }
+    inference = dict(x="inference/x.npy", y="inference/y.npy", null_seed=3, bootstrap_seed=5,
+                     rotation_seed=9, null={}, bootstrap={}, rotation={})
+    for name, f in scorers.items():
+        inference["null"][name] = ref.null_draws(f, x, y, folds, 3, 3)
+        inference["bootstrap"][name] = ref.bootstrap_draws(f, x, y, folds, 2, 5)
+    inference["rotation"]["permutation"] = ref.rotation_draws(scorers["permutation"], x, y, folds, 3, 9)
+    (OUT / "inference.json").write_text(json.dumps(inference, indent=1))
+
     rotations = []
     for n, seed in [(1, 0), (2, 5), (8, 3), (33, 123)]:
         rotations.append(dict(n=n, seed=seed, q=ref.haar_rotation(n, seed).tolist()))

@@ -217,3 +217,37 @@ def rsa(x, y, compare="spearman"):
     dy = np.nan_to_num(scipy.spatial.distance.pdist(y, "correlation"), nan=1.0)
     f = scipy.stats.spearmanr if compare == "spearman" else scipy.stats.pearsonr
     return dict(score=float(f(dx, dy).statistic), nan_units=0)
+
+
+# ---- Inference (repflow score --null / --bootstrap / --rotations) ----
+
+def null_draws(score, x, y, folds, n, seed):
+    """The stimulus-permutation null: RandomState(seed), then one permutation(m) per draw;
+    Y's rows permuted relative to X's, folds unchanged, the whole score recomputed."""
+    rs = np.random.RandomState(seed)
+    return [score(x, y[rs.permutation(len(y))], folds)["score"] for _ in range(n)]
+
+
+def bootstrap_draws(score, x, y, folds, b, seed):
+    """Fold-stratified stimulus bootstrap: RandomState(seed), then per draw and fold
+    randint(0, len(test), len(test)) into that fold's test rows; the copies stay in their
+    fold, the score is refitted."""
+    rs = np.random.RandomState(seed)
+    out = []
+    for _ in range(b):
+        idx, new_folds, start = [], [], 0
+        for _, te in folds:
+            pick = te[rs.randint(0, len(te), len(te))]
+            idx.extend(pick)
+            new_folds.append(np.arange(start, start + len(te)))
+            start += len(te)
+        idx = np.array(idx)
+        every = np.arange(len(idx))
+        folds_b = [(np.setdiff1d(every, te), te) for te in new_folds]
+        out.append(score(x[idx], y[idx], folds_b)["score"])
+    return out
+
+
+def rotation_draws(score, x, y, folds, r, seed):
+    """The rotation null: X rotated by haar_rotation(n, seed + k), k = 0..r, scored against Y."""
+    return [score(x @ haar_rotation(x.shape[1], seed + k), y, folds)["score"] for k in range(r)]

@@ -348,6 +348,29 @@ pub struct ScoreArgs {
     /// Rotate X by a Haar-random rotation drawn from this seed before anything else.
     #[arg(long, value_name = "SEED")]
     pub rotate_x: Option<u32>,
+    /// Stimulus-permutation null: score X against Y with its rows permuted, N times; adds
+    /// `null` (mean, std, quantiles, p-value) and `chance_corrected` to each metric.
+    #[arg(long, value_name = "N", value_parser = crate::ranges::positive_count)]
+    pub null: Option<usize>,
+    /// Seed of the null's permutations (numpy `RandomState(S).permutation(m)`, one per draw).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub null_seed: u32,
+    /// Fold-stratified stimulus bootstrap with B draws: a confidence interval per metric.
+    #[arg(long, value_name = "B", value_parser = crate::ranges::positive_count)]
+    pub bootstrap: Option<usize>,
+    /// Confidence level of the bootstrap interval.
+    #[arg(long, value_name = "LEVEL", default_value_t = 0.95, value_parser = crate::ranges::confidence)]
+    pub ci: f64,
+    /// Seed of the bootstrap's resampling.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub bootstrap_seed: u32,
+    /// Rotation null of the privileged-basis test: R Haar rotations of X, scored with the
+    /// permutation and soft-matching metrics; adds `rotation_null` to those.
+    #[arg(long, value_name = "R", value_parser = crate::ranges::positive_count)]
+    pub rotations: Option<usize>,
+    /// Seed of the first rotation (rotation k uses seed S + k).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub rotation_seed: u32,
     /// Tensor name in X when it is a .safetensors file with several tensors.
     #[arg(long)]
     pub x_key: Option<String>,

@@ -80,6 +80,19 @@ impl Rule {
     }
 }
 
+/// A confidence level: strictly between 0 and 1.
+pub const CONFIDENCE: Rule = Rule {
+    min: 0.0,
+    min_open: true,
+    max: 1.0 - f64::EPSILON,
+    words: "a number strictly between 0 and 1",
+};
+
+/// clap parser: a confidence level ([`CONFIDENCE`]).
+pub fn confidence(s: &str) -> Result<f64, String> {
+    CONFIDENCE.check("the value", parse_f64(s)?)
+}
+
 /// A whole number of at least one (widths, batch sizes, counts, limits), or what is wrong.
 pub fn at_least_one(what: &str, v: usize) -> Result<usize, String> {
     if v == 0 {

@@ -46,3 +46,25 @@ pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Setti
     }
     obj
 }
+
+/// A null distribution's JSON object: `{n, seed, mean, std, quantiles, p_value}`.
+pub fn draws_json(d: &repflow_kernels::inference::Draws) -> Value {
+    let quantiles: serde_json::Map<String, Value> = d
+        .quantiles
+        .iter()
+        .map(|(p, q)| (p.to_string(), json!(q)))
+        .collect();
+    json!({
+        "n": d.n, "seed": d.seed, "mean": d.mean, "std": d.std,
+        "quantiles": quantiles, "p_value": d.p_value,
+    })
+}
+
+/// A bootstrap interval's JSON object: `{b, seed, level, low, high, mean, std, method}`.
+pub fn interval_json(i: &repflow_kernels::inference::Interval) -> Value {
+    json!({
+        "b": i.draws.n, "seed": i.draws.seed, "level": i.level, "low": i.low, "high": i.high,
+        "mean": i.draws.mean, "std": i.draws.std,
+        "method": "fold-stratified stimulus bootstrap (resampled within each fold's test rows, refitted), percentile interval",
+    })
+}

@@ -283,3 +283,70 @@ fn a_grid_with_zero_on_nearly_square_data_still_scores() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["score"].as_f64().unwrap().is_finite());
 }
+
+#[test]
+fn statistics_add_their_fields_and_a_p_value_column() {
+    let (x, y) = (path("inference/x.npy"), path("inference/y.npy"));
+    let out = repflow(&[
+        "score",
+        &x,
+        &y,
+        "--json",
+        "--null",
+        "19",
+        "--null-seed",
+        "3",
+        "--bootstrap",
+        "10",
+        "--rotations",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for o in v.as_array().unwrap() {
+        let metric = o["metric"].as_str().unwrap();
+        let null = &o["null"];
+        assert_eq!(null["n"], 19, "{metric}");
+        assert_eq!(null["seed"], 3);
+        let p = null["p_value"].as_f64().unwrap();
+        assert!((0.05..=1.0).contains(&p), "{metric}: p {p}");
+        for q in ["0.5", "0.95", "0.99"] {
+            assert!(null["quantiles"][q].is_number(), "{metric}: quantile {q}");
+        }
+        let corrected = o["chance_corrected"].as_f64().unwrap();
+        let want = o["score"].as_f64().unwrap() - null["mean"].as_f64().unwrap();
+        assert!((corrected - want).abs() < 1e-15);
+        if metric == "rsa" {
+            assert!(o["bootstrap"]["error"].as_str().unwrap().contains("rsa"));
+        } else {
+            let b = &o["bootstrap"];
+            assert!(
+                b["low"].as_f64().unwrap() <= b["high"].as_f64().unwrap(),
+                "{metric}: {b}"
+            );
+            assert_eq!(b["level"], 0.95);
+        }
+        let has_rotation_null = o["rotation_null"]["p_value"].is_number();
+        assert_eq!(
+            has_rotation_null,
+            ["permutation", "soft-matching"].contains(&metric),
+            "{metric}"
+        );
+    }
+    let table = repflow(&["score", &x, &y, "--null", "9", "--metric", "cka"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains(" p ") && text.contains("0.10000"), "{text}");
+    refused(
+        &["score", &x, &y, "--metric", "cka", "--rotations", "5"],
+        &["--rotations", "permutation"],
+    );
+    refused(&["score", &x, &y, "--null", "0"], &["--null"]);
+    refused(
+        &["score", &x, &y, "--bootstrap", "5", "--ci", "1.5"],
+        &["--ci"],
+    );
+}

@@ -226,3 +226,45 @@ fn every_npy_layout_and_safetensors_read_the_same_matrix() {
         }
     }
 }
+
+#[test]
+fn null_bootstrap_and_rotation_draws_match_the_python_reference() {
+    use repflow_kernels::inference::{bootstrap, permutation_null, rotation_null};
+    let f = load("inference.json");
+    let settings = Settings::default();
+    let read = |k: &str| read_matrix(&fixtures().join(f[k].as_str().unwrap()), None).unwrap();
+    let (x, y) = (read("x"), read("y"));
+    let a = PreparedLayer::new(x.as_ref(), &settings).unwrap();
+    let b = PreparedLayer::new(y.as_ref(), &settings).unwrap();
+    let seed = |k: &str| f[k].as_u64().unwrap() as u32;
+    let want = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let near = |what: &str, got: &[f64], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-10, "{what}: {g} vs {w}");
+        }
+    };
+    for (name, expected) in f["null"].as_object().unwrap() {
+        let metric = Metric::from_name(name).unwrap();
+        let got = permutation_null(&a, &b, metric, 3, seed("null_seed")).unwrap();
+        near(&format!("{name} null"), &got, &want(expected));
+        let boot = bootstrap(&a, &b, metric, 2, seed("bootstrap_seed"), 0.95).unwrap();
+        near(
+            &format!("{name} bootstrap"),
+            &boot.draws.values,
+            &want(&f["bootstrap"][name]),
+        );
+    }
+    let got = rotation_null(&a, &b, Metric::Permutation, 3, seed("rotation_seed")).unwrap();
+    near(
+        "permutation rotation null",
+        &got,
+        &want(&f["rotation"]["permutation"]),
+    );
+}

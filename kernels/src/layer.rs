@@ -274,6 +274,23 @@ impl PreparedLayer {
         &self.mean
     }
 
+    /// The kept units with their means restored, rows in the input's order (in the layer's
+    /// coordinates: the input times [`unit_scale`]'s power of two). Preparing it again with
+    /// the same folds gives the same layer; the statistics in [`crate::inference`] permute or
+    /// resample these rows.
+    pub fn input_rows(&self) -> Mat<f64> {
+        let x = self.x();
+        // data row `pos` is input row `row`: the folds' test rows, concatenated
+        let mut at = vec![0; self.n_rows];
+        let rows = (0..self.k()).flat_map(|f| self.folds.test(f).iter());
+        for (pos, &row) in rows.enumerate() {
+            at[row] = pos;
+        }
+        Mat::from_fn(self.n_rows, self.n_units, |i, j| {
+            x[(at[i], j)] + self.mean[j]
+        })
+    }
+
     /// The centred data, rows in fold order (fold 0's test rows first).
     pub fn data(&self) -> MatRef<'_, f64> {
         self.x()

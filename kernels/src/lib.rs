@@ -24,6 +24,7 @@
 
 pub mod cka;
 pub mod folds;
+pub mod inference;
 pub mod layer;
 pub mod lazy;
 pub mod linear;

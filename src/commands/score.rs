@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::cli::{MetricSelection, ScoreArgs};
 use crate::error::UserError;
 use crate::matrix_io::read_matrix;
-use crate::score_json::to_json;
+use crate::score_json::{draws_json, interval_json, to_json};
+use repflow_kernels::inference::{self, Draws, Interval};
 
 /// One metric's outcome: its score, or why it could not be computed.
 type Outcome = Result<Score, (Metric, repflow_kernels::KernelError)>;
@@ -73,13 +74,19 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
         scores.push(pair.score(m).map_err(|e| (m, e)));
         bar.inc(1);
     }
+    let inference = infer(args, &scores, &a, &b, &bar)?;
     bar.finish_and_clear();
     let failed = scores.iter().filter(|s| s.is_err()).count();
     if args.json {
         let objects: Vec<Value> = scores
             .iter()
-            .map(|s| match s {
-                Ok(s) => to_json(s, &a, &b, &settings),
+            .zip(&inference)
+            .map(|(s, inf)| match s {
+                Ok(s) => {
+                    let mut o = to_json(s, &a, &b, &settings);
+                    inf.extend_json(s.score, &mut o);
+                    o
+                }
                 Err((m, e)) => serde_json::json!({
                     "metric": m.name(), "score": null, "error": e.to_string()
                 }),
@@ -98,7 +105,7 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
             eprintln!("note: {n}");
         }
     } else {
-        print_table(args, &scores, &a, &b, &settings, &notes);
+        print_table(args, &scores, &inference, &a, &b, &settings, &notes);
     }
     // Exit 2 when a metric cannot be computed on this input (too few stimuli for it), 1 for
     // a numerical failure; each reason goes to stderr as well.
@@ -116,6 +123,88 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
     Ok(code)
 }
 
+/// What `--null`, `--bootstrap` and `--rotations` found for one metric.
+#[derive(Default)]
+struct Inference {
+    null: Option<Draws>,
+    interval: Option<Interval>,
+    rotation: Option<Draws>,
+    /// Why a requested statistic could not be computed for this metric.
+    notes: Vec<(&'static str, String)>,
+}
+
+impl Inference {
+    /// Adds `null`, `chance_corrected`, `bootstrap` and `rotation_null` to a score's object.
+    fn extend_json(&self, score: f64, o: &mut Value) {
+        if let Some(d) = &self.null {
+            o["null"] = draws_json(d);
+            o["chance_corrected"] = (score - d.mean).into();
+        }
+        if let Some(i) = &self.interval {
+            o["bootstrap"] = interval_json(i);
+        }
+        if let Some(d) = &self.rotation {
+            o["rotation_null"] = draws_json(d);
+        }
+        for (field, why) in &self.notes {
+            o[*field] = serde_json::json!({ "error": why });
+        }
+    }
+}
+
+/// Computes the requested statistics of every scored metric.
+fn infer(
+    args: &ScoreArgs,
+    scores: &[Outcome],
+    a: &PreparedLayer,
+    b: &PreparedLayer,
+    bar: &ProgressBar,
+) -> Result<Vec<Inference>, UserError> {
+    let basis_metrics = [Metric::Permutation, Metric::SoftMatching];
+    if args.rotations.is_some()
+        && !scores
+            .iter()
+            .any(|s| s.as_ref().is_ok_and(|s| basis_metrics.contains(&s.metric)))
+    {
+        return Err(UserError::input(
+            "--rotations tests for a privileged basis with the permutation or soft-matching metric; neither is scored",
+        )
+        .hint("add --metric permutation (equal widths) or --metric soft-matching"));
+    }
+    let mut out = Vec::with_capacity(scores.len());
+    for s in scores {
+        let mut inf = Inference::default();
+        let Ok(s) = s else {
+            out.push(inf);
+            continue;
+        };
+        let m = s.metric;
+        if let Some(n) = args.null {
+            bar.set_message(format!("{}: null, {n} permutations", m.name()));
+            match inference::permutation_null(a, b, m, n, args.null_seed) {
+                Ok(v) => inf.null = Some(Draws::new(s.score, v, args.null_seed)),
+                Err(e) => inf.notes.push(("null", e.to_string())),
+            }
+        }
+        if let Some(n) = args.bootstrap {
+            bar.set_message(format!("{}: bootstrap, {n} draws", m.name()));
+            match inference::bootstrap(a, b, m, n, args.bootstrap_seed, args.ci) {
+                Ok(i) => inf.interval = Some(i),
+                Err(e) => inf.notes.push(("bootstrap", e.to_string())),
+            }
+        }
+        if let (Some(r), true) = (args.rotations, basis_metrics.contains(&m)) {
+            bar.set_message(format!("{}: rotation null, {r} rotations", m.name()));
+            match inference::rotation_null(a, b, m, r, args.rotation_seed) {
+                Ok(v) => inf.rotation = Some(Draws::new(s.score, v, args.rotation_seed)),
+                Err(e) => inf.notes.push(("rotation_null", e.to_string())),
+            }
+        }
+        out.push(inf);
+    }
+    Ok(out)
+}
+
 fn describe_folds(settings: &Settings) -> String {
     match settings.folds.shuffle_seed {
         Some(seed) => format!("{}-fold, shuffled with seed {seed}", settings.folds.k),
@@ -126,6 +215,7 @@ fn describe_folds(settings: &Settings) -> String {
 fn print_table(
     args: &ScoreArgs,
     scores: &[Outcome],
+    inference: &[Inference],
     a: &PreparedLayer,
     b: &PreparedLayer,
     settings: &Settings,
@@ -151,15 +241,26 @@ fn print_table(
         settings.corr.name()
     );
     println!();
-    println!(
+    let with_p = inference
+        .iter()
+        .any(|i| i.null.is_some() || i.rotation.is_some());
+    let with_ci = inference.iter().any(|i| i.interval.is_some());
+    print!(
         "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "metric", "score", "std", "X->Y", "Y->X", "nan_units"
     );
+    if with_p {
+        print!(" {:>8} {:>9} {:>8}", "null", "p", "rot_p");
+    }
+    if with_ci {
+        print!(" {:>19}", "CI");
+    }
+    println!();
     let dir = |f: &Option<Vec<f64>>| match f {
         Some(v) => format!("{:.4}", repflow_kernels::stats::mean(v)),
         None => "-".into(),
     };
-    for s in scores {
+    for (s, inf) in scores.iter().zip(inference) {
         let s = match s {
             Ok(s) => s,
             Err((m, e)) => {
@@ -171,7 +272,7 @@ fn print_table(
             .std
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        print!(
             "{:<14} {:>8.4} {:>8} {:>8} {:>8} {:>9}",
             s.metric.name(),
             s.score,
@@ -180,6 +281,25 @@ fn print_table(
             dir(&s.y_to_x),
             s.nan_units
         );
+        let cell =
+            |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+        if with_p {
+            print!(
+                " {:>8} {:>9} {:>8}",
+                cell(inf.null.as_ref().map(|d| d.mean), 4),
+                cell(inf.null.as_ref().map(|d| d.p_value), 5),
+                cell(inf.rotation.as_ref().map(|d| d.p_value), 4),
+            );
+        }
+        if with_ci {
+            let ci = inf
+                .interval
+                .as_ref()
+                .map(|i| format!("[{:.4}, {:.4}]", i.low, i.high))
+                .unwrap_or_else(|| "-".into());
+            print!(" {ci:>19}");
+        }
+        println!();
         if let Some(ang) = &s.angular_distance {
             println!(
                 "{:<14} {:>8.4} rad (netrep angular distance, mean over folds)",
