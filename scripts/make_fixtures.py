@@ -132,7 +132,7 @@ def main():
                      rotation_seed=9, null={}, bootstrap={}, rotation={})
     for name, f in scorers.items():
         inference["null"][name] = ref.null_draws(f, x, y, folds, 3, 3)
-        inference["bootstrap"][name] = ref.bootstrap_draws(f, x, y, folds, 2, 5)
+        inference["bootstrap"][name] = ref.bootstrap_draws(f, x, y, folds, 2, 5, name != "cka")
     inference["rotation"]["permutation"] = ref.rotation_draws(scorers["permutation"], x, y, folds, 3, 9)
     (OUT / "inference.json").write_text(json.dumps(inference, indent=1))
 

@@ -228,23 +228,25 @@ def null_draws(score, x, y, folds, n, seed):
     return [score(x, y[rs.permutation(len(y))], folds)["score"] for _ in range(n)]
 
 
-def bootstrap_draws(score, x, y, folds, b, seed):
-    """Fold-stratified stimulus bootstrap: RandomState(seed), then per draw and fold
-    randint(0, len(test), len(test)) into that fold's test rows; the copies stay in their
-    fold, the score is refitted."""
+def bootstrap_draws(score, x, y, folds, b, seed, cross_validated=True):
+    """Stimulus bootstrap: RandomState(seed), then per draw and fold randint(0, len(test),
+    len(test)) into that fold's test rows. A cross-validated metric fits each fold on its own
+    train rows and is evaluated on the resampled test rows (the draw: the mean of those fold
+    scores); CKA is the score of the resampled stimuli."""
     rs = np.random.RandomState(seed)
     out = []
     for _ in range(b):
-        idx, new_folds, start = [], [], 0
-        for _, te in folds:
-            pick = te[rs.randint(0, len(te), len(te))]
-            idx.extend(pick)
-            new_folds.append(np.arange(start, start + len(te)))
-            start += len(te)
-        idx = np.array(idx)
-        every = np.arange(len(idx))
-        folds_b = [(np.setdiff1d(every, te), te) for te in new_folds]
-        out.append(score(x[idx], y[idx], folds_b)["score"])
+        picks = [te[rs.randint(0, len(te), len(te))] for _, te in folds]
+        if not cross_validated:
+            idx = np.concatenate(picks)
+            out.append(score(x[idx], y[idx], None)["score"])
+            continue
+        fold_scores = []
+        for (tr, _), pick in zip(folds, picks):
+            idx = np.concatenate([tr, pick])
+            split = [(np.arange(len(tr)), np.arange(len(tr), len(idx)))]
+            fold_scores.append(score(x[idx], y[idx], split)["score"])
+        out.append(float(np.mean(fold_scores)))
     return out
 
 

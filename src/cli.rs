@@ -355,7 +355,8 @@ pub struct ScoreArgs {
     /// Seed of the null's permutations (numpy `RandomState(S).permutation(m)`, one per draw).
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub null_seed: u32,
-    /// Fold-stratified stimulus bootstrap with B draws: a confidence interval per metric.
+    /// Stimulus bootstrap with B draws (each fold fitted on its train rows, evaluated on its
+    /// resampled test rows): a confidence interval per metric.
     #[arg(long, value_name = "B", value_parser = crate::ranges::positive_count)]
     pub bootstrap: Option<usize>,
     /// Confidence level of the bootstrap interval.

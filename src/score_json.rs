@@ -65,6 +65,6 @@ pub fn interval_json(i: &repflow_kernels::inference::Interval) -> Value {
     json!({
         "b": i.draws.n, "seed": i.draws.seed, "level": i.level, "low": i.low, "high": i.high,
         "mean": i.draws.mean, "std": i.draws.std,
-        "method": "fold-stratified stimulus bootstrap (resampled within each fold's test rows, refitted), percentile interval",
+        "method": "stimulus bootstrap of the held-out evaluation (each fold fitted on its train rows, its test rows resampled), percentile interval",
     })
 }

@@ -94,6 +94,11 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Whether the metric is scored on held-out folds (CKA and RSA use all stimuli).
+    pub fn cross_validated(self) -> bool {
+        !matches!(self, Metric::Cka | Metric::Rsa)
+    }
+
     /// Every metric, in report order.
     pub const ALL: [Metric; 6] = [
         Metric::Linear,

@@ -13,6 +13,7 @@ pub mod network;
 pub mod prepared;
 pub mod score;
 pub mod source;
+pub mod statistic;
 pub mod table;
 
 pub use context::RunContext;
@@ -25,6 +26,7 @@ pub fn registry() -> Registry<RunContext> {
         .with::<folds::FoldsNode>()
         .with::<prepared::Prepared>()
         .with::<score::ScoreNode>()
+        .with::<statistic::StatisticNode>()
         .with::<table::Table>()
         .with::<images::ImageSet>()
         .with::<images::TransformNode>()

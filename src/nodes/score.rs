@@ -33,19 +33,7 @@ impl Kind<RunContext> for ScoreNode {
     /// The metric, the settings it declares it reads (so changing one metric's option
     /// reruns that metric only), and the fold split.
     fn key_params(&self) -> serde_json::Value {
-        let mut p = serde_json::json!({ "metric": self.metric.name() });
-        for s in self.metric.reads() {
-            p[s.name()] = match s.value(&self.settings) {
-                SettingValue::Name(n) => n.into(),
-                SettingValue::Bits(bits) => bits
-                    .iter()
-                    .map(|b| format!("{b:016x}"))
-                    .collect::<Vec<_>>()
-                    .into(),
-            };
-        }
-        p["folds"] = fold_params(&self.settings.folds);
-        p
+        metric_params(self.metric, &self.settings)
     }
 
     /// Scores the pair: metadata is `repflow score --json`'s object.
@@ -65,9 +53,27 @@ impl Kind<RunContext> for ScoreNode {
     }
 }
 
+/// The key parameters of `metric` under `settings`: its name, the settings it declares it
+/// reads, and the fold split (shared by the score and statistic nodes).
+pub fn metric_params(metric: Metric, settings: &Settings) -> serde_json::Value {
+    let mut p = serde_json::json!({ "metric": metric.name() });
+    for s in metric.reads() {
+        p[s.name()] = match s.value(settings) {
+            SettingValue::Name(n) => n.into(),
+            SettingValue::Bits(bits) => bits
+                .iter()
+                .map(|b| format!("{b:016x}"))
+                .collect::<Vec<_>>()
+                .into(),
+        };
+    }
+    p["folds"] = fold_params(&settings.folds);
+    p
+}
+
 /// Settings as the same JSON a pipeline's `[options]` holds; a name this build does not
 /// know is an error, never a default.
-mod settings_serde {
+pub(crate) mod settings_serde {
     use repflow_kernels::{FoldSpec, Named, Settings};
     use serde::de::Error;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -36,16 +36,19 @@ pub struct Table {
     pub pipeline: String,
     /// One label per input score node, in input order.
     pub rows: Vec<RowLabel>,
+    /// For each `statistic` input, in input order, the row it tests.
+    #[serde(default)]
+    pub statistics: Vec<usize>,
 }
 
-/// Inputs: one `score` per row, in row order.
+/// Inputs: one `score` per row, in row order, then one `statistic` per test.
 impl Kind<RunContext> for Table {
     const KIND: &'static str = "table";
     const VERSION: u32 = 1;
 
     /// The row labels.
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({ "pipeline": self.pipeline, "rows": self.rows })
+        serde_json::json!({ "pipeline": self.pipeline, "rows": self.rows, "statistics": self.statistics })
     }
 
     /// The table is read after every run: a corrupt one is recomputed, not trusted.
@@ -76,6 +79,29 @@ impl Kind<RunContext> for Table {
                 "stimuli": if label.stimuli.is_empty() { "base" } else { label.stimuli.as_str() },
             }));
         }
+        let tests: Vec<_> = inputs.all("statistic").collect();
+        if tests.len() != self.statistics.len() {
+            return Err(NodeError::new(format!(
+                "the table lists {} statistics but has {} statistic inputs",
+                self.statistics.len(),
+                tests.len()
+            )));
+        }
+        for (&row, t) in self.statistics.iter().zip(tests) {
+            let v: serde_json::Value = serde_json::from_str(t.bundle.meta())
+                .map_err(|e| UserError::input(format!("corrupt statistic object: {e}")))?;
+            let r = rows
+                .get_mut(row)
+                .ok_or_else(|| NodeError::new("a statistic of no row"))?;
+            for field in ["null", "bootstrap", "rotation_null"] {
+                if !v[field].is_null() {
+                    r[field] = v[field].clone();
+                }
+            }
+            if let Some(mean) = v["null"]["mean"].as_f64() {
+                r["chance_corrected"] = (r["score"].as_f64().unwrap_or(f64::NAN) - mean).into();
+            }
+        }
         Ok(Bundle::meta(
             serde_json::json!({ "pipeline": self.pipeline, "rows": rows }).to_string(),
         ))
@@ -97,7 +123,28 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
     for f in 0..k {
         csv.push_str(&format!(",fold_{}", f + 1));
     }
-    csv.push_str(",n_units_a,n_units_b,nan_units,stimuli\n");
+    csv.push_str(",n_units_a,n_units_b,nan_units,stimuli");
+    // Statistics' columns, when `[statistics]` ran any: (column, field, key).
+    let stat_columns: Vec<(&str, &str, &str)> = [
+        ("null_mean", "null", "mean"),
+        ("null_q95", "null", "quantiles"),
+        ("p_value", "null", "p_value"),
+        ("ci_low", "bootstrap", "low"),
+        ("ci_high", "bootstrap", "high"),
+        ("rotation_null_mean", "rotation_null", "mean"),
+        ("rotation_p_value", "rotation_null", "p_value"),
+    ]
+    .into_iter()
+    .filter(|(_, f, _)| rows.iter().any(|r| r[*f].is_object()))
+    .collect();
+    let with_null = stat_columns.iter().any(|c| c.1 == "null");
+    for (c, _, _) in &stat_columns {
+        csv.push_str(&format!(",{c}"));
+    }
+    if with_null {
+        csv.push_str(",chance_corrected");
+    }
+    csv.push('\n');
     let field = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -120,6 +167,17 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
         }
         for c in ["n_units_a", "n_units_b", "nan_units", "stimuli"] {
             line.push(field(&r[c]));
+        }
+        for (_, f, key) in &stat_columns {
+            let v = if *key == "quantiles" {
+                &r[*f][*key]["0.95"]
+            } else {
+                &r[*f][*key]
+            };
+            line.push(field(v));
+        }
+        if with_null {
+            line.push(field(&r["chance_corrected"]));
         }
         csv.push_str(&line.join(","));
         csv.push('\n');

@@ -1,5 +1,6 @@
 //! A pipeline's DAG: the expanded [`Plan`] turned into engine nodes — source (or images →
-//! training → extraction) → prepared (with folds) → score → table.
+//! training → extraction) → prepared (with folds) → score (and its `[statistics]` tests) →
+//! table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +14,13 @@ use crate::nodes::network::{Extract, Train, Weights};
 use crate::nodes::prepared::Prepared;
 use crate::nodes::score::ScoreNode;
 use crate::nodes::source::Source;
+use crate::nodes::statistic::{StatisticNode, Test};
 use crate::nodes::table::{RowLabel, Table};
 use crate::nodes::RunContext;
 use crate::pipeline::networks::Origin;
-use crate::pipeline::Plan;
+use crate::pipeline::spec::MetricChoice;
+use crate::pipeline::{LayerPair, Plan};
+use repflow_kernels::Metric;
 
 /// A pipeline's DAG and the index of its table node.
 pub struct PipelineDag {
@@ -40,6 +44,8 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
     };
     let mut scores = Vec::new();
     let mut rows = Vec::new();
+    let mut stats = Vec::new();
+    let tests = tests_of(plan)?;
     for p in &plan.pairs {
         let (ma, mb) = (&plan.models[p.model_a], &plan.models[p.model_b]);
         let (la, lb) = (&ma.layers[p.layer_a], &mb.layers[p.layer_b]);
@@ -60,6 +66,31 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
                 a: (ma.name.clone(), la.name.clone()),
                 b: (mb.name.clone(), lb.name.clone()),
             };
+            let row = rows.len();
+            if tested(plan, p, metric) {
+                for &(test, n, seed, level) in &tests {
+                    let basis = matches!(metric.metric, Metric::Permutation | Metric::SoftMatching);
+                    let applies = match test {
+                        Test::Null => true,
+                        Test::Bootstrap => metric.metric != Metric::Rsa,
+                        Test::Rotation => basis && !metric.rotated,
+                    };
+                    if !applies {
+                        continue;
+                    }
+                    let node = StatisticNode {
+                        metric: metric.metric,
+                        settings: plan.settings.clone(),
+                        test,
+                        n,
+                        seed,
+                        level,
+                    };
+                    let stat_label =
+                        format!("statistic/{}{}", test.field(), &label["score".len()..]);
+                    stats.push((row, b.push(stat_label, node, &[("x", x), ("y", y)])));
+                }
+            }
             scores.push(b.push(label, node, &[("x", x), ("y", y)]));
             rows.push(RowLabel {
                 model_a: ma.name.clone(),
@@ -73,17 +104,83 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
             });
         }
     }
-    let inputs: Vec<(&str, usize)> = scores.iter().map(|&s| ("score", s)).collect();
+    let mut inputs: Vec<(&str, usize)> = scores.iter().map(|&s| ("score", s)).collect();
+    inputs.extend(stats.iter().map(|&(_, s)| ("statistic", s)));
     let table = b.push(
         format!("table/{}", plan.spec.name()),
         Table {
             pipeline: plan.spec.name(),
             rows,
+            statistics: stats.iter().map(|&(row, _)| row).collect(),
         },
         &inputs,
     );
     let dag = Dag::new(b.nodes).map_err(|e| UserError::input(e.0))?;
     Ok(PipelineDag { dag, table })
+}
+
+/// The tests `[statistics]` asks for: (test, draws, seed, level).
+fn tests_of(plan: &Plan) -> Result<Vec<(Test, usize, u32, Option<f64>)>, UserError> {
+    let st = &plan.spec.statistics;
+    let mut out = Vec::new();
+    if st.null > 0 {
+        out.push((Test::Null, st.null, st.null_seed, None));
+    }
+    if st.bootstrap > 0 {
+        out.push((
+            Test::Bootstrap,
+            st.bootstrap,
+            st.bootstrap_seed,
+            Some(st.ci),
+        ));
+    }
+    if st.rotations > 0 {
+        if (st.rotation_seed as u64) + (st.rotations as u64) > u32::MAX as u64 + 1 {
+            return Err(UserError::input(format!(
+                "{}: `statistics.rotation_seed` + `statistics.rotations` passes 2^32",
+                plan.spec.path.display()
+            )));
+        }
+        out.push((Test::Rotation, st.rotations, st.rotation_seed, None));
+    }
+    Ok(out)
+}
+
+/// Whether `[statistics]` tests the score of `metric` on pair `p`: a listed metric (all when
+/// none are listed), on the base set unless `sets = "all"`, between final checkpoints unless
+/// `checkpoints = "all"`.
+fn tested(plan: &Plan, p: &LayerPair, metric: &MetricChoice) -> bool {
+    let st = &plan.spec.statistics;
+    if !st.metrics.is_empty() && !st.metrics.iter().any(|m| m == metric.metric.name()) {
+        return false;
+    }
+    let models = [&plan.models[p.model_a], &plan.models[p.model_b]];
+    if st.sets == "base" && models.iter().any(|m| m.condition.is_some()) {
+        return false;
+    }
+    if st.checkpoints == "last" {
+        let last = |name: &str| {
+            plan.models
+                .iter()
+                .filter_map(|m| m.network.as_ref())
+                .filter(|n| n.name == name)
+                .filter_map(|n| match n.origin {
+                    Origin::Trained { step, .. } => Some(step),
+                    Origin::Imported(_) => None,
+                })
+                .max()
+        };
+        for m in models {
+            if let Some(net) = &m.network {
+                if let Origin::Trained { step, .. } = net.origin {
+                    if Some(step) != last(&net.name) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Creates each shared node once while the DAG of a plan is built.

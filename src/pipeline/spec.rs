@@ -45,6 +45,9 @@ pub struct PipelineSpec {
     pub options: Options,
     /// How `--executor slurm` submits this pipeline's nodes.
     pub slurm: Option<SlurmSpec>,
+    /// Statistical tests of the scores (`[statistics]`).
+    #[serde(default)]
+    pub statistics: StatisticsSpec,
     /// The file this was read from (set by [`load`]).
     #[serde(skip)]
     pub path: PathBuf,
@@ -297,6 +300,50 @@ impl MetricChoice {
     }
 }
 
+/// `[statistics]`: which statistical tests run on which scores (each test of each score is
+/// one cache node, keyed by its number of draws and seed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatisticsSpec {
+    /// Draws of the stimulus-permutation null per score (0: none).
+    pub null: usize,
+    /// Seed of the null's permutations.
+    pub null_seed: u32,
+    /// Draws of the stimulus bootstrap per score (0: none; not for rsa).
+    pub bootstrap: usize,
+    /// The bootstrap interval's confidence level.
+    pub ci: f64,
+    /// Seed of the bootstrap.
+    pub bootstrap_seed: u32,
+    /// Haar rotations of the rotation null per permutation / soft-matching score (0: none).
+    pub rotations: usize,
+    /// Seed of the first rotation.
+    pub rotation_seed: u32,
+    /// The metrics tested (empty: every metric of the pipeline).
+    pub metrics: Vec<String>,
+    /// `last`: only pairs of final checkpoints (and imported or file models); `all`: every pair.
+    pub checkpoints: String,
+    /// `base`: only pairs on the base stimulus set; `all`: out-of-distribution sets too.
+    pub sets: String,
+}
+
+impl Default for StatisticsSpec {
+    fn default() -> Self {
+        StatisticsSpec {
+            null: 0,
+            null_seed: 0,
+            bootstrap: 0,
+            ci: 0.95,
+            bootstrap_seed: 0,
+            rotations: 0,
+            rotation_seed: 0,
+            metrics: Vec::new(),
+            checkpoints: "last".into(),
+            sets: "base".into(),
+        }
+    }
+}
+
 /// The metric engine's options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +495,27 @@ impl PipelineSpec {
             }
             if let Some(l) = t.test_limit {
                 count("training.test_limit", l)?;
+            }
+        }
+        let st = &self.statistics;
+        real("statistics.ci", crate::ranges::CONFIDENCE, st.ci)?;
+        for (key, v, allowed) in [
+            ("statistics.checkpoints", &st.checkpoints, ["last", "all"]),
+            ("statistics.sets", &st.sets, ["base", "all"]),
+        ] {
+            if !allowed.contains(&v.as_str()) {
+                return Err(bad(format!(
+                    "`{key}` is `{v}`; expected `{}` or `{}`",
+                    allowed[0], allowed[1]
+                )));
+            }
+        }
+        for m in &st.metrics {
+            if Metric::from_name(m).is_none() {
+                return Err(bad(format!(
+                    "`statistics.metrics` names `{m}`; expected one of {}",
+                    Metric::names().join(", ")
+                )));
             }
         }
         if let Some(sl) = &self.slurm {
