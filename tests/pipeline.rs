@@ -536,3 +536,59 @@ fn rotated_metrics_test_for_a_privileged_basis() {
         score("procrustes:rotated")
     );
 }
+
+#[test]
+fn statistics_are_cache_nodes_joined_into_the_table() {
+    let t = tempdir();
+    setup(t.path());
+    let cache = t.path().join("cache");
+    let stats = |null: usize| {
+        format!(
+            "\n[statistics]\nnull = {null}\nbootstrap = 5\nrotations = 4\nmetrics = [\"linear\", \"cka\"]\n"
+        )
+    };
+    let p = two_model_pipeline(t.path(), "\"net_a\", \"net_b\"", &stats(9));
+    let first = run(&p, &cache, &[]);
+    // 2 layer pairs × 2 metrics: a null and a bootstrap each (no rotation null: neither
+    // metric depends on the basis) = 8 statistic nodes on top of the 14 of the plain run.
+    assert_eq!(n(&first, "executed"), 14 + 8, "{first}");
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("results/scores.json")).unwrap())
+            .unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["null"]["n"], 9, "{r}");
+        let p = r["null"]["p_value"].as_f64().unwrap();
+        assert!(p == 0.1, "related layers beat every draw: {r}");
+        assert!(r["bootstrap"]["low"].as_f64().unwrap() <= r["score"].as_f64().unwrap() + 0.05);
+        assert!(r["rotation_null"].is_null());
+        assert!(r["chance_corrected"].is_number());
+    }
+    let csv = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("null_mean,null_q95,p_value,ci_low,ci_high,chance_corrected"),
+        "{csv}"
+    );
+    // More null draws: only the null nodes (4) and the table run again.
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("null = 9", "null = 19"),
+    )
+    .unwrap();
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 4 + 1);
+    // Unknown names are refused at load.
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"cka\"]", "\"cca\"]"),
+    )
+    .unwrap();
+    let out = repflow(&["plan", &s(&p)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("statistics.metrics"));
+}

@@ -119,8 +119,11 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
     Ok(PipelineDag { dag, table })
 }
 
-/// The tests `[statistics]` asks for: (test, draws, seed, level).
-fn tests_of(plan: &Plan) -> Result<Vec<(Test, usize, u32, Option<f64>)>, UserError> {
+/// A test `[statistics]` asks for: (test, draws, seed, confidence level).
+type PlannedTest = (Test, usize, u32, Option<f64>);
+
+/// The tests `[statistics]` asks for.
+fn tests_of(plan: &Plan) -> Result<Vec<PlannedTest>, UserError> {
     let st = &plan.spec.statistics;
     let mut out = Vec::new();
     if st.null > 0 {

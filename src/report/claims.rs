@@ -86,7 +86,65 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         first_epoch(r, &archs, &metric),
         ood_late(r, &archs, last, &metric),
         ood_accuracy_trend(r, &archs, last, &metric),
+        above_chance(r),
     ]
+}
+
+/// Holm's step-down adjustment of `p` (same order as given).
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; p.len()];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((p.len() - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// Significance level of the above-chance claim, after Holm's correction over layers.
+pub const ABOVE_CHANCE_ALPHA: f64 = 0.01;
+
+/// "Alignment is above chance at every layer": the stimulus-permutation null's p-values of
+/// the base-set scores of one metric (permutation, else soft-matching, else the first with a
+/// null), Holm-corrected over those scores.
+fn above_chance(r: &Results) -> Claim {
+    const ID: &str = "above_chance";
+    const FINDING: &str = "Alignment between networks is above chance at every layer (stimulus-permutation null, Holm-corrected over layers, p < 0.01)";
+    let with_null = |m: &str| {
+        r.scores
+            .iter()
+            .filter(|s| s.metric == m && s.stimuli == "base")
+            .filter_map(|s| s.null_p)
+            .collect::<Vec<f64>>()
+    };
+    let metric = ["permutation", "soft-matching"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(r.scores.iter().map(|s| s.metric.clone()))
+        .find(|m| !with_null(m).is_empty());
+    let Some(metric) = metric else {
+        return not_measured(ID, FINDING, "no score has a null (set `[statistics] null`)");
+    };
+    let p = with_null(&metric);
+    let adjusted = holm(&p);
+    let above = adjusted.iter().filter(|&&a| a < ABOVE_CHANCE_ALPHA).count();
+    let smallest = p.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut values = BTreeMap::new();
+    values.insert("scores".into(), p.len() as f64);
+    values.insert("above_chance".into(), above as f64);
+    values.insert("smallest_p".into(), smallest);
+    Claim {
+        id: ID,
+        finding: FINDING,
+        holds: Some(above == p.len()),
+        measured: format!(
+            "{metric}: {above} of {} layer pairs above chance after Holm's correction (smallest raw p {smallest:.4}; with N null draws no p is below 1/(N+1))",
+            p.len()
+        ),
+        values,
+    }
 }
 
 fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
@@ -428,5 +486,20 @@ fn ood_accuracy_trend(r: &Results, archs: &[String], last: Option<u64>, metric: 
         holds: all_hold(&verdicts),
         measured: text.join("; "),
         values,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holm_matches_statsmodels() {
+        // statsmodels.stats.multitest.multipletests([0.01, 0.04, 0.03, 0.005], method="holm")
+        let a = holm(&[0.01, 0.04, 0.03, 0.005]);
+        let want = [0.03, 0.06, 0.06, 0.02];
+        for (g, w) in a.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{a:?}");
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct ScoreRow {
     pub std: f64,
     /// `base` or an out-of-distribution set.
     pub stimuli: String,
+    /// The stimulus-permutation null's p-value, when `[statistics]` ran it.
+    pub null_p: Option<f64>,
 }
 
 /// One extracted network on one stimulus set (a row of `models.csv`).
@@ -90,6 +92,7 @@ impl Results {
                 score: num(&r["score"]),
                 std: num(&r["std"]),
                 stimuli: r["stimuli"].as_str().unwrap_or("base").to_string(),
+                null_p: r["null"]["p_value"].as_f64(),
             })
             .collect();
         let models = match std::fs::read_to_string(dir.join("models.csv")) {
