@@ -154,7 +154,7 @@ fn tests_of(plan: &Plan) -> Result<Vec<PlannedTest>, UserError> {
 /// `checkpoints = "all"`.
 fn tested(plan: &Plan, p: &LayerPair, metric: &MetricChoice) -> bool {
     let st = &plan.spec.statistics;
-    if !st.metrics.is_empty() && !st.metrics.iter().any(|m| m == metric.metric.name()) {
+    if !st.metrics.is_empty() && !st.metrics.iter().any(|m| *m == metric.name()) {
         return false;
     }
     let models = [&plan.models[p.model_a], &plan.models[p.model_b]];

@@ -319,7 +319,8 @@ pub struct StatisticsSpec {
     pub rotations: usize,
     /// Seed of the first rotation.
     pub rotation_seed: u32,
-    /// The metrics tested (empty: every metric of the pipeline).
+    /// The metrics tested, as `metrics` names them (`permutation`, `permutation:rotated`, …;
+    /// empty: every metric of the pipeline).
     pub metrics: Vec<String>,
     /// `last`: only pairs of final checkpoints (and imported or file models); `all`: every pair.
     pub checkpoints: String,
@@ -511,9 +512,9 @@ impl PipelineSpec {
             }
         }
         for m in &st.metrics {
-            if Metric::from_name(m).is_none() {
+            if Metric::from_name(m.strip_suffix(":rotated").unwrap_or(m)).is_none() {
                 return Err(bad(format!(
-                    "`statistics.metrics` names `{m}`; expected one of {}",
+                    "`statistics.metrics` names `{m}`; expected one of {} (or one with `:rotated`)",
                     Metric::names().join(", ")
                 )));
             }

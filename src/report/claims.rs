@@ -110,7 +110,7 @@ pub const ABOVE_CHANCE_ALPHA: f64 = 0.01;
 /// the base-set scores of one metric (permutation, else soft-matching, else the first with a
 /// null), Holm-corrected over those scores.
 fn above_chance(r: &Results) -> Claim {
-    const ID: &str = "above_chance";
+    const ID: &str = "above-chance";
     const FINDING: &str = "Alignment between networks is above chance at every layer (stimulus-permutation null, Holm-corrected over layers, p < 0.01)";
     let with_null = |m: &str| {
         r.scores
@@ -128,6 +128,26 @@ fn above_chance(r: &Results) -> Claim {
         return not_measured(ID, FINDING, "no score has a null (set `[statistics] null`)");
     };
     let p = with_null(&metric);
+    let draws = r
+        .scores
+        .iter()
+        .filter(|s| s.metric == metric && s.stimuli == "base")
+        .filter_map(|s| s.null_n)
+        .min()
+        .unwrap_or(0);
+    // With N draws no p-value is below 1/(N+1), so Holm over L scores can reject all of them
+    // only when L/(N+1) < α.
+    let needed = (p.len() as f64 / ABOVE_CHANCE_ALPHA).ceil() as usize;
+    if draws < needed {
+        return not_measured(
+            ID,
+            FINDING,
+            &format!(
+                "{metric}: {} layer pairs with {draws} null draws each; Holm's correction at p < {ABOVE_CHANCE_ALPHA} needs at least {needed} draws",
+                p.len()
+            ),
+        );
+    }
     let adjusted = holm(&p);
     let above = adjusted.iter().filter(|&&a| a < ABOVE_CHANCE_ALPHA).count();
     let smallest = p.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -140,7 +160,7 @@ fn above_chance(r: &Results) -> Claim {
         finding: FINDING,
         holds: Some(above == p.len()),
         measured: format!(
-            "{metric}: {above} of {} layer pairs above chance after Holm's correction (smallest raw p {smallest:.4}; with N null draws no p is below 1/(N+1))",
+            "{metric}: {above} of {} layer pairs above chance after Holm's correction ({draws} null draws each; smallest raw p {smallest:.5})",
             p.len()
         ),
         values,

@@ -31,6 +31,12 @@ pub struct ScoreRow {
     pub stimuli: String,
     /// The stimulus-permutation null's p-value, when `[statistics]` ran it.
     pub null_p: Option<f64>,
+    /// Its number of draws.
+    pub null_n: Option<usize>,
+    /// Its 95% quantile.
+    pub null_q95: Option<f64>,
+    /// The rotation null's 95% quantile, when `[statistics]` ran it.
+    pub rotation_q95: Option<f64>,
 }
 
 /// One extracted network on one stimulus set (a row of `models.csv`).
@@ -93,6 +99,9 @@ impl Results {
                 std: num(&r["std"]),
                 stimuli: r["stimuli"].as_str().unwrap_or("base").to_string(),
                 null_p: r["null"]["p_value"].as_f64(),
+                null_n: r["null"]["n"].as_u64().map(|n| n as usize),
+                null_q95: r["null"]["quantiles"]["0.95"].as_f64(),
+                rotation_q95: r["rotation_null"]["quantiles"]["0.95"].as_f64(),
             })
             .collect();
         let models = match std::fs::read_to_string(dir.join("models.csv")) {
@@ -212,12 +221,23 @@ impl Results {
 
 /// Mean per layer depth of `rows`: (depth, mean score, mean fold std), by depth.
 pub fn by_depth(rows: &[&ScoreRow]) -> Vec<(f64, f64, f64)> {
+    by_depth_of(rows, |r| Some(r.score), |r| r.std)
+}
+
+/// Like [`by_depth`] for another value of each row (rows without it are skipped); `None`
+/// when no row has it.
+pub fn by_depth_of(
+    rows: &[&ScoreRow],
+    value: impl Fn(&ScoreRow) -> Option<f64>,
+    err: impl Fn(&ScoreRow) -> f64,
+) -> Vec<(f64, f64, f64)> {
     let mut by: BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for r in rows {
         let key = (r.depth_a * 1e6).round() as i64;
+        let Some(v) = value(r) else { continue };
         let e = by.entry(key).or_insert((r.depth_a, Vec::new(), Vec::new()));
-        e.1.push(r.score);
-        e.2.push(r.std);
+        e.1.push(v);
+        e.2.push(err(r));
     }
     by.into_values()
         .map(|(d, s, e)| (d, mean(&s), mean(&e)))

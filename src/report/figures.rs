@@ -74,6 +74,23 @@ fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
     (a - 0.02, b + 0.02)
 }
 
+/// The light line of a null's 95% quantile over depth (`None` when no row has one).
+fn null_series(
+    label: String,
+    colour: plotters::style::RGBColor,
+    rows: &[&ScoreRow],
+    q95: fn(&ScoreRow) -> Option<f64>,
+) -> Option<Series> {
+    let points = super::data::by_depth_of(rows, q95, |_| 0.0);
+    (!points.is_empty()).then_some(Series {
+        label,
+        colour,
+        light: true,
+        points,
+        scatter: false,
+    })
+}
+
 fn depth_series(
     label: String,
     colour: plotters::style::RGBColor,
@@ -148,6 +165,12 @@ fn depth_figure(
                 false,
                 &rows,
             ));
+            series.extend(null_series(
+                format!("{m}: chance (null 95%)"),
+                colour_of(m),
+                &rows,
+                |r| r.null_q95,
+            ));
             if let Some(s0) = untrained {
                 let rows = r.within(a, Some(s0), "base", m);
                 series.push(depth_series(
@@ -175,6 +198,7 @@ fn depth_figure(
         0.0,
         1.0,
     );
+    let with_null = r.scores.iter().any(|s| s.null_q95.is_some());
     let chart = Lines {
         x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
         y_desc: "alignment score (fold mean)".into(),
@@ -188,7 +212,14 @@ fn depth_figure(
     Ok(Some(figure(
         &format!("fig1_depth{suffix}"),
         &titled("Alignment versus depth", suffix),
-        "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: standard deviation over folds.".into(),
+        format!(
+            "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: standard deviation over folds.{}",
+            if with_null {
+                " Light lines marked \"chance\": the 95% quantile of the stimulus-permutation null (Y's rows permuted), mean over pairs."
+            } else {
+                ""
+            }
+        ),
         &chart,
         panel_size(n),
     )?))
@@ -223,7 +254,15 @@ fn rotation_figure(
                     false,
                     &rotated,
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(null_series(
+                "rotation null 95% (Haar rotations)".into(),
+                COLOURS[3],
+                &native,
+                |r| r.rotation_q95,
+            ))
+            .collect(),
         });
     }
     if panels.is_empty() {
@@ -249,7 +288,14 @@ fn rotation_figure(
     Ok(Some(figure(
         &format!("fig3_rotation{suffix}"),
         &titled("Privileged basis: native versus rotated", suffix),
-        "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: standard deviation over folds.".into(),
+        format!(
+            "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: standard deviation over folds.{}",
+            if r.scores.iter().any(|s| s.rotation_q95.is_some()) {
+                " Light line: the 95% quantile of the rotation null (the native score against many Haar rotations), mean over pairs."
+            } else {
+                ""
+            }
+        ),
         &chart,
         panel_size(n),
     )?))
