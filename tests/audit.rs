@@ -106,7 +106,9 @@ fn the_reduced_default_audit_reports_complete_consistent_claims() {
     // quick.toml's [statistics]: the final checkpoints' permutation scores on the base set
     // carry a null and a rotation null, nothing else does.
     for r in &scores {
-        let tested = r["metric"] == "permutation" && r["stimuli"] == "base" && r["model_a"].ends_with("@step4");
+        let tested = r["metric"] == "permutation"
+            && r["stimuli"] == "base"
+            && r["model_a"].ends_with("@step4");
         assert_eq!(!r["p_value"].is_empty(), tested, "{r:?}");
         assert_eq!(!r["rotation_p_value"].is_empty(), tested, "{r:?}");
         if tested {

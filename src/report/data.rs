@@ -37,6 +37,8 @@ pub struct ScoreRow {
     pub null_q95: Option<f64>,
     /// The rotation null's 95% quantile, when `[statistics]` ran it.
     pub rotation_q95: Option<f64>,
+    /// Half the width of the bootstrap interval, when `[statistics]` ran it.
+    pub ci_half_width: Option<f64>,
 }
 
 /// One extracted network on one stimulus set (a row of `models.csv`).
@@ -102,6 +104,13 @@ impl Results {
                 null_n: r["null"]["n"].as_u64().map(|n| n as usize),
                 null_q95: r["null"]["quantiles"]["0.95"].as_f64(),
                 rotation_q95: r["rotation_null"]["quantiles"]["0.95"].as_f64(),
+                ci_half_width: match (
+                    r["bootstrap"]["low"].as_f64(),
+                    r["bootstrap"]["high"].as_f64(),
+                ) {
+                    (Some(lo), Some(hi)) => Some((hi - lo) / 2.0),
+                    _ => None,
+                },
             })
             .collect();
         let models = match std::fs::read_to_string(dir.join("models.csv")) {
@@ -220,8 +229,14 @@ impl Results {
 }
 
 /// Mean per layer depth of `rows`: (depth, mean score, mean fold std), by depth.
+/// Error bars are the fold standard deviation, or half the bootstrap interval where the
+/// row has one.
 pub fn by_depth(rows: &[&ScoreRow]) -> Vec<(f64, f64, f64)> {
-    by_depth_of(rows, |r| Some(r.score), |r| r.std)
+    by_depth_of(
+        rows,
+        |r| Some(r.score),
+        |r| r.ci_half_width.unwrap_or(r.std),
+    )
 }
 
 /// Like [`by_depth`] for another value of each row (rows without it are skipped); `None`

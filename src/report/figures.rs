@@ -74,6 +74,15 @@ fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
     (a - 0.02, b + 0.02)
 }
 
+/// What the error bars of a depth curve are (see `data::by_depth`), for captions.
+fn bars(r: &Results) -> &'static str {
+    if r.scores.iter().any(|s| s.ci_half_width.is_some()) {
+        "half the bootstrap confidence interval where `[statistics]` computed one (mean over pairs), standard deviation over folds elsewhere"
+    } else {
+        "standard deviation over folds"
+    }
+}
+
 /// The light line of a null's 95% quantile over depth (`None` when no row has one).
 fn null_series(
     label: String,
@@ -213,7 +222,8 @@ fn depth_figure(
         &format!("fig1_depth{suffix}"),
         &titled("Alignment versus depth", suffix),
         format!(
-            "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: standard deviation over folds.{}",
+            "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: {}.{}",
+            bars(r),
             if with_null {
                 " Light lines marked \"chance\": the 95% quantile of the stimulus-permutation null (Y's rows permuted), mean over pairs."
             } else {
@@ -289,7 +299,8 @@ fn rotation_figure(
         &format!("fig3_rotation{suffix}"),
         &titled("Privileged basis: native versus rotated", suffix),
         format!(
-            "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: standard deviation over folds.{}",
+            "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: {}.{}",
+            bars(r),
             if r.scores.iter().any(|s| s.rotation_q95.is_some()) {
                 " Light line: the 95% quantile of the rotation null (the native score against many Haar rotations), mean over pairs."
             } else {
