@@ -109,7 +109,15 @@ pub const READS: &[Setting] = &[Setting::RsaCompare];
 pub(crate) fn score(pair: &Pair<'_>) -> Score {
     match (&pair.x().rdm().z, &pair.y().rdm().z) {
         (Some(a), Some(b)) => {
-            let r: f64 = a.par_iter().zip(b.par_iter()).map(|(u, v)| u * v).sum();
+            // Fixed chunks summed in order: rayon's `sum` groups by work stealing, which
+            // made the last bit of RSA differ between runs.
+            const CHUNK: usize = 1 << 14;
+            let partial: Vec<f64> = a
+                .par_chunks(CHUNK)
+                .zip(b.par_chunks(CHUNK))
+                .map(|(u, v)| u.iter().zip(v).map(|(p, q)| p * q).sum::<f64>())
+                .collect();
+            let r: f64 = partial.iter().sum();
             Score::whole(Metric::Rsa, r.clamp(-1.0, 1.0), 0)
         }
         _ => Score::whole(Metric::Rsa, 0.0, 1),
