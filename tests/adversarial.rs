@@ -17,6 +17,14 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts `repflow plan PIPELINE` is refused (exit 2, within a minute) with every needle.
+fn plan_refused(pipeline: &Path, needles: &[&str]) {
+    refused(
+        &repflow_within(&["plan", pipeline.to_str().unwrap()], 60),
+        needles,
+    );
+}
+
 /// Asserts exit 2 with every needle in stderr, and no panic.
 fn refused(o: &std::process::Output, needles: &[&str]) {
     let err = stderr(o);
@@ -397,7 +405,7 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
     ];
     for (training, stimuli, model, options, needles) in cases {
         let p = network_pipeline(t.path(), training, stimuli, model, options);
-        refused(&repflow_within(&["plan", p.to_str().unwrap()], 60), needles);
+        plan_refused(&p, needles);
     }
     // Transform levels of the out-of-distribution battery.
     for ood in [
@@ -409,28 +417,19 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
         "uniform-noise:1e30",
     ] {
         let p = network_pipeline(t.path(), "", &format!("ood = [\"{ood}\"]"), "", "");
-        refused(
-            &repflow_within(&["plan", p.to_str().unwrap()], 60),
-            &["transform"],
-        );
+        plan_refused(&p, &["transform"]);
     }
     // `epochs = inf` replaces the pipeline's finite value.
     let p = write_pipeline(
         &t.path().join("inf.toml"),
         "name = \"net\"\nmetrics = [\"cka\"]\n[[model]]\nname = \"r\"\narch = \"resnet18\"\nseed = 0\n[stimuli]\ncount = 10\n[training]\nepochs = inf\n",
     );
-    refused(
-        &repflow_within(&["plan", p.to_str().unwrap()], 60),
-        &["`training.epochs`"],
-    );
+    plan_refused(&p, &["`training.epochs`"]);
     let p = write_pipeline(
         &t.path().join("zero.toml"),
         "name = \"net\"\nmetrics = [\"cka\"]\n[[model]]\nname = \"r\"\narch = \"resnet18\"\nseed = 0\n[stimuli]\ncount = 0\n",
     );
-    refused(
-        &repflow_within(&["plan", p.to_str().unwrap()], 60),
-        &["`stimuli.count`"],
-    );
+    plan_refused(&p, &["`stimuli.count`"]);
     // Files with fewer stimuli than folds are refused at plan time too.
     let p = data_pipeline(
         t.path(),
@@ -446,13 +445,7 @@ fn bad_pipeline_numbers_are_refused_when_it_is_loaded_naming_the_key() {
 
 /// A `.npy` header claiming `shape` of f64 over `data_bytes` bytes of data.
 fn lying_npy(path: &Path, shape: &str, data_bytes: usize) -> String {
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = npy_header("<f8", shape);
     bytes.extend(std::iter::repeat_n(0x3f, data_bytes));
     std::fs::write(path, bytes).unwrap();
     s(path)
@@ -630,13 +623,7 @@ fn extraction_reads_image_arrays_of_every_documented_shape() {
     let pixel = |i: usize, p: usize| ((i * 7 + p * 13) % 255) as f64 / 255.0;
     let write = |name: &str, shape: &str| {
         let path = t.path().join(name);
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        let total = 10 + header.len() + 1;
-        header.push_str(&" ".repeat((64 - total % 64) % 64));
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
+        let mut bytes = npy_header("<f4", shape);
         for i in 0..6 {
             for p in 0..784 {
                 bytes.extend_from_slice(&(pixel(i, p) as f32).to_le_bytes());

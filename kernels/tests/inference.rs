@@ -14,6 +14,14 @@ fn gaussian(m: usize, n: usize, seed: u32) -> Mat<f64> {
     Mat::from_fn(m, n, |i, j| v[i * n + j])
 }
 
+fn score(a: &PreparedLayer, b: &PreparedLayer, metric: Metric) -> f64 {
+    repflow_kernels::Pair::new(a, b)
+        .unwrap()
+        .score(metric)
+        .unwrap()
+        .score
+}
+
 fn prepare(x: &Mat<f64>) -> PreparedLayer {
     PreparedLayer::new(x.as_ref(), &Settings::default()).unwrap()
 }
@@ -79,11 +87,7 @@ fn null_p_values_of_independent_noise_are_uniform() {
             .map(|d| {
                 let (x, y) = (gaussian(30, 3, 500 + d), gaussian(30, 3, 900 + d));
                 let (a, b) = (prepare_lstsq(&x), prepare_lstsq(&y));
-                let observed = repflow_kernels::Pair::new(&a, &b)
-                    .unwrap()
-                    .score(metric)
-                    .unwrap()
-                    .score;
+                let observed = score(&a, &b, metric);
                 Draws::new(observed, permutation_null(&a, &b, metric, n, d).unwrap(), d).p_value
             })
             .collect();
@@ -100,11 +104,7 @@ fn a_rotated_copy_beats_every_null_draw_under_procrustes() {
     let q = repflow_kernels::rotation::haar_rotation(5, 4).unwrap();
     let y = &x * &q;
     let (a, b) = (prepare(&x), prepare(&y));
-    let observed = repflow_kernels::Pair::new(&a, &b)
-        .unwrap()
-        .score(Metric::Procrustes)
-        .unwrap()
-        .score;
+    let observed = score(&a, &b, Metric::Procrustes);
     let n = 49;
     let d = Draws::new(
         observed,
@@ -124,11 +124,7 @@ fn the_rotation_null_finds_a_privileged_basis_in_a_permuted_copy_only() {
     let perm = [3, 0, 5, 1, 4, 2];
     let y = Mat::from_fn(120, 6, |i, j| x[(i, perm[j])] + 0.1 * noise[(i, j)]);
     let (a, b) = (prepare(&x), prepare(&y));
-    let native = repflow_kernels::Pair::new(&a, &b)
-        .unwrap()
-        .score(Metric::Permutation)
-        .unwrap()
-        .score;
+    let native = score(&a, &b, Metric::Permutation);
     let d = Draws::new(
         native,
         rotation_null(&a, &b, Metric::Permutation, r, 0).unwrap(),
@@ -148,11 +144,7 @@ fn the_rotation_null_finds_a_privileged_basis_in_a_permuted_copy_only() {
             let q = repflow_kernels::rotation::haar_rotation(6, 77 + s).unwrap();
             let y = &x * &q;
             let (a, b) = (prepare(&x), prepare(&y));
-            let native = repflow_kernels::Pair::new(&a, &b)
-                .unwrap()
-                .score(Metric::Permutation)
-                .unwrap()
-                .score;
+            let native = score(&a, &b, Metric::Permutation);
             Draws::new(
                 native,
                 rotation_null(&a, &b, Metric::Permutation, r, 100 * s).unwrap(),

@@ -38,11 +38,7 @@ impl Kind<RunContext> for ScoreNode {
 
     /// Scores the pair: metadata is `repflow score --json`'s object.
     fn run(&self, ctx: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
-        let layer = |name: &str| -> Result<_, NodeError> {
-            let input = inputs.get(name)?;
-            Ok(ctx.prepared(&input.digest, &input.bundle, &self.settings)?)
-        };
-        let (x, y) = (layer("x")?, layer("y")?);
+        let (x, y) = pair_inputs(ctx, inputs, &self.settings)?;
         let s = Pair::new(&x, &y)
             .map_err(UserError::from)?
             .score(self.metric)
@@ -51,6 +47,26 @@ impl Kind<RunContext> for ScoreNode {
             to_json(&s, &x, &y, &self.settings).to_string(),
         ))
     }
+}
+
+/// The prepared layers `x` and `y` of a pair node's inputs, loaded once per run with
+/// `settings` (shared by the score and statistic nodes).
+pub fn pair_inputs(
+    ctx: &RunContext,
+    inputs: &Inputs,
+    settings: &Settings,
+) -> Result<
+    (
+        std::sync::Arc<repflow_kernels::PreparedLayer>,
+        std::sync::Arc<repflow_kernels::PreparedLayer>,
+    ),
+    NodeError,
+> {
+    let layer = |name: &str| -> Result<_, NodeError> {
+        let input = inputs.get(name)?;
+        Ok(ctx.prepared(&input.digest, &input.bundle, settings)?)
+    };
+    Ok((layer("x")?, layer("y")?))
 }
 
 /// The key parameters of `metric` under `settings`: its name, the settings it declares it

@@ -6,7 +6,7 @@ use repflow_engine::{Inputs, Kind, NodeError};
 use repflow_kernels::{inference, Metric, Pair, Settings};
 use serde::{Deserialize, Serialize};
 
-use super::score::metric_params;
+use super::score::{metric_params, pair_inputs};
 use super::RunContext;
 use crate::error::UserError;
 use crate::score_json::{draws_json, interval_json};
@@ -73,11 +73,7 @@ impl Kind<RunContext> for StatisticNode {
 
     /// Runs the test: metadata `{"<field>": {...}}` as in `repflow score --json`.
     fn run(&self, ctx: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
-        let layer = |name: &str| -> Result<_, NodeError> {
-            let input = inputs.get(name)?;
-            Ok(ctx.prepared(&input.digest, &input.bundle, &self.settings)?)
-        };
-        let (x, y) = (layer("x")?, layer("y")?);
+        let (x, y) = pair_inputs(ctx, inputs, &self.settings)?;
         let observed = Pair::new(&x, &y)
             .and_then(|p| p.score(self.metric))
             .map_err(UserError::from)?

@@ -15,14 +15,7 @@ pub fn write_npy(
     value: impl Fn(usize, usize) -> f64,
 ) {
     let descr = if f32 { "<f4" } else { "<f8" };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = npy_header(descr, &format!("({rows}, {cols})"));
     for i in 0..rows {
         for j in 0..cols {
             let v = value(i, j);
@@ -35,6 +28,19 @@ pub fn write_npy(
     }
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A version-1 `.npy` preamble and header for dtype `descr` (`<f4`, `<f8`) and a shape
+/// written as numpy writes it (`(3, 4)`), padded to 64 bytes; the data follow.
+pub fn npy_header(descr: &str, shape: &str) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes
 }
 
 /// A deterministic pseudo-random activation value of model `seed`, layer width `n`.
