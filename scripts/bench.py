@@ -152,12 +152,59 @@ def engine_cases(quick):
             ("store read 10,000 x 1,024 f64", "engine", read["seconds"], read["seconds"])]
 
 
+def statistics_cases(quick):
+    """What a null draw costs: `repflow score` run as a user runs it (whole process) with and
+    without `--null N` / `--rotations N` on one pair; the cost of one draw is the difference
+    over N, shown against a fresh score and against one draw of the Python reference null
+    (reference.null_draws / rotation_draws on arrays in memory)."""
+    m, n, draws = (500, 50, 10) if quick else (1000, 100, 20)
+    x, y = layer_pair(m, n, n, 7)
+    px, py = DATA / "null_x.npy", DATA / "null_y.npy"
+    np.save(px, x)
+    np.save(py, y)
+    folds = ref.kfold(m)
+    exe = str(ROOT / "target" / "release" / "repflow")
+
+    def cli(metric, *extra):
+        t = time.perf_counter()
+        subprocess.run([exe, "score", str(px), str(py), "--metric", metric, "--json", *extra],
+                       check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    scorers = {"linear": ref.linear, "procrustes": ref.procrustes, "permutation": ref.permutation,
+               "soft-matching": ref.soft_matching}
+    xk, yk = ref.drop_dead(x)[0], ref.drop_dead(y)[0]
+    rows = []
+    for metric, test in [("linear", "--null"), ("procrustes", "--null"), ("permutation", "--null"),
+                         ("soft-matching", "--null"), ("cka", "--null"), ("permutation", "--rotations")]:
+        fresh = min(cli(metric) for _ in range(3))
+        with_null = cli(metric, test, str(draws))
+        per_draw = max(with_null - fresh, 1e-9) / draws
+        if metric == "cka":
+            score = lambda a, b, f: cka_features(a, b)
+        else:
+            score = lambda a, b, f, s=scorers[metric]: s(a, b, f)
+        k = 3
+        if test == "--null":
+            t_ref, _ = timed(ref.null_draws, score, xk, yk, folds, k, 0)
+        else:
+            t_ref, _ = timed(ref.rotation_draws, score, xk, yk, folds, k, 0)
+        ref_per_draw = t_ref / k
+        name = f"{test[2:]} draw, m={m} n={n}"
+        print(f"  {name:<22} {metric:<14} fresh score {fresh:6.3f} s   one draw {per_draw:7.4f} s"
+              f" ({per_draw / fresh:.2f}x a fresh score)   reference draw {ref_per_draw:7.4f} s"
+              f"   {ref_per_draw / per_draw:6.1f}x", flush=True)
+        rows.append((name, metric, fresh, per_draw, ref_per_draw))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small matrices, for a smoke run")
     ap.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metrics of the single-pair cases")
     ap.add_argument("--skip-all-pairs", action="store_true", help="leave out the all-pairs case")
     ap.add_argument("--engine-only", action="store_true", help="only the pipeline-engine figures")
+    ap.add_argument("--stats-only", action="store_true", help="engine figures and null-draw costs only")
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     m = 2000 if args.quick else 10000
@@ -169,6 +216,13 @@ def main():
     for name, _, wall, inner in engine:
         print(f"| {name} | {wall:.3f} | {inner:.3f} |")
     if args.engine_only:
+        return
+    stats = statistics_cases(args.quick)
+    print("| null draw (whole command) | metric | fresh score (s) | one draw (s) | draw / fresh | reference draw (s) | speed-up |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, metric, fresh, draw, ref_draw in stats:
+        print(f"| {name} | {metric} | {fresh:.3f} | {draw:.4f} | {draw / fresh:.2f} | {ref_draw:.4f} | {ref_draw / draw:.1f}x |")
+    if args.stats_only:
         return
     metrics = [x for x in METRICS if x in args.metrics.split(",")]
     rows += pair_case("n=256", m, 256, 256, metrics, 1)

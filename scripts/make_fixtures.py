@@ -62,6 +62,30 @@ def case(name, x, y, metrics, k=5, seed=42, corr="pearson", test_zscore="train",
 ALL = ["linear", "procrustes", "permutation", "soft-matching", "cka", "rsa"]
 
 
+def write_summaries():
+    """Means over seed pairs and correlation tests (the report's summaries)."""
+    rng = np.random.default_rng(21)
+    seeds4 = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    pair_sets = [[(0, 1), (0, 2), (1, 2)], seeds4, [(0, 1), (1, 2)], [(0, 1), (0, 2), (0, 3)],
+                 [(0, 1), (2, 3)], [(0, 1)]]
+    pair_means = []
+    for pairs in pair_sets:
+        values = [(a, b, float(rng.uniform(0.3, 0.9))) for a, b in pairs]
+        mean, se = ref.pair_mean(values)
+        pair_means.append(dict(values=values, mean=mean, se=se))
+    correlations = []
+    for n, n_random, seed in [(3, 0, 0), (5, 0, 0), (6, 0, 0), (8, 0, 0), (9, 999, 3), (20, 199, 8)]:
+        x = rng.normal(size=n)
+        y = 0.6 * x + rng.normal(size=n)
+        r, p = ref.correlation_test(x, y, n_random, seed)
+        correlations.append(dict(x=x.tolist(), y=y.tolist(), n_random=n_random, seed=seed, r=r, p=p))
+    # ties: a pairing equal to r up to rounding counts as at least r
+    x, y = [1.0, 2.0, 2.0, 3.0, 4.0, 4.0], [0.1, 0.2, 0.2, 0.3, 0.5, 0.5]
+    r, p = ref.correlation_test(x, y, 0, 0)
+    correlations.append(dict(x=x, y=y, n_random=0, seed=0, r=r, p=p))
+    (OUT / "summaries.json").write_text(json.dumps(dict(pair_means=pair_means, correlations=correlations), indent=1))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -135,6 +159,8 @@ def main():
         inference["bootstrap"][name] = ref.bootstrap_draws(f, x, y, folds, 2, 5, name != "cka")
     inference["rotation"]["permutation"] = ref.rotation_draws(scorers["permutation"], x, y, folds, 3, 9)
     (OUT / "inference.json").write_text(json.dumps(inference, indent=1))
+
+    write_summaries()
 
     rotations = []
     for n, seed in [(1, 0), (2, 5), (8, 3), (33, 123)]:

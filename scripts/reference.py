@@ -253,3 +253,37 @@ def bootstrap_draws(score, x, y, folds, b, seed, cross_validated=True):
 def rotation_draws(score, x, y, folds, r, seed):
     """The rotation null: X rotated by haar_rotation(n, seed + k), k = 0..r, scored against Y."""
     return [score(x @ haar_rotation(x.shape[1], seed + k), y, folds)["score"] for k in range(r)]
+
+
+# ---- Summaries of many scores (the report's claims and error bars) ----
+
+def pair_mean(values):
+    """Mean over seed pairs [(a, b, v)] and its delete-one-network jackknife standard error
+    (None with fewer than three networks or two pairs)."""
+    values = [v for v in values if np.isfinite(v[2])]
+    nets = sorted({n for a, b, _ in values for n in (a, b)})
+    mean = float(np.mean([v for _, _, v in values]))
+    if len(nets) < 3 or len(values) < 2:
+        return mean, None
+    loo = [np.mean([v for a, b, v in values if k not in (a, b)])
+           for k in nets if any(k not in (a, b) for a, b, _ in values)]
+    k = len(loo)
+    return mean, float(np.sqrt((k - 1) / k * np.sum((np.array(loo) - np.mean(loo)) ** 2)))
+
+
+def correlation_test(x, y, n_random, seed):
+    """Pearson r with its one-sided permutation p-value: scipy's exact pairings test up to
+    8 values, otherwise RandomState(seed).permutation(n) drawn n_random times,
+    p = (1 + #{r_perm >= r - 100 eps |r|}) / (1 + n_random)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    r = scipy.stats.pearsonr(x, y)[0]
+    if len(x) <= 8:
+        # one sample: scipy permutes its order against the fixed y (n! pairings)
+        res = scipy.stats.permutation_test(
+            (x,), lambda a: scipy.stats.pearsonr(a, y)[0], permutation_type="pairings",
+            alternative="greater", n_resamples=np.inf)
+        return float(r), float(res.pvalue)
+    rs = np.random.RandomState(seed)
+    null = np.array([scipy.stats.pearsonr(x, y[rs.permutation(len(y))])[0] for _ in range(n_random)])
+    gamma = abs(100 * np.finfo(float).eps * r)
+    return float(r), float((1 + np.sum(null >= r - gamma)) / (1 + n_random))

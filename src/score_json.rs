@@ -47,7 +47,8 @@ pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Setti
     obj
 }
 
-/// A null distribution's JSON object: `{n, seed, mean, std, quantiles, p_value}`.
+/// A null distribution's JSON object: `{n, seed, mean, std, quantiles, p_value, draws}`
+/// (`draws` in order, so a summary over many scores can pool them draw by draw).
 pub fn draws_json(d: &repflow_kernels::inference::Draws) -> Value {
     let quantiles: serde_json::Map<String, Value> = d
         .quantiles
@@ -56,7 +57,7 @@ pub fn draws_json(d: &repflow_kernels::inference::Draws) -> Value {
         .collect();
     json!({
         "n": d.n, "seed": d.seed, "mean": d.mean, "std": d.std,
-        "quantiles": quantiles, "p_value": d.p_value,
+        "quantiles": quantiles, "p_value": d.p_value, "draws": d.values,
     })
 }
 

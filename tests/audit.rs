@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// quick.toml with smaller numbers: 512 training images (4 steps of 128), 100 stimuli, three
+/// quick.toml with smaller numbers: 512 training images (4 steps of 128), 100 stimuli, four
 /// OOD sets, checkpoints at steps 0, 2 and 4.
 fn reduced(dir: &Path, extra: &str, ood: &str) -> PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -35,7 +35,7 @@ checkpoints = ["0", "2", "end"]
     )
 }
 
-const OOD: &str = r#""contrast:0.1", "rotation:90", "mnist5k""#;
+const OOD: &str = r#""contrast:0.1", "rotation:90", "uniform-noise:0.35", "mnist5k""#;
 
 fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -75,6 +75,7 @@ fn the_reduced_default_audit_reports_complete_consistent_claims() {
             "rotation-vit",
             "first-epoch",
             "ood-late",
+            "ood-accuracy",
             "ood-accuracy-trend",
             "above-chance"
         ]
@@ -104,8 +105,13 @@ fn the_reduced_default_audit_reports_complete_consistent_claims() {
         .map(|m| (m["model"].as_str(), m["arch"].as_str()))
         .collect();
     // quick.toml's [statistics]: the final checkpoints' permutation scores on the base set
-    // carry a null and a rotation null, nothing else does.
+    // carry a null and a rotation null, nothing else does; OOD sets are scored at the final
+    // checkpoints only.
     for r in &scores {
+        assert!(
+            r["stimuli"] == "base" || r["model_a"].ends_with("@step4"),
+            "{r:?}"
+        );
         let tested = r["metric"] == "permutation"
             && r["stimuli"] == "base"
             && r["model_a"].ends_with("@step4");
@@ -140,6 +146,174 @@ fn the_reduced_default_audit_reports_complete_consistent_claims() {
             let got = order[format!("{a}.{metric}")].as_f64().unwrap();
             assert!((want - got).abs() < 1e-9, "{a} {metric}: {want} vs {got}");
         }
+    }
+
+    // Three seeds per architecture: each mean carries its standard error over seed pairs,
+    // the delete-one-network jackknife, recomputed here from each pair's mean over layers.
+    for a in ["resnet18", "vgg16-bn"] {
+        for metric in ["linear", "procrustes", "permutation"] {
+            let mut per_pair: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+            for r in scores.iter().filter(|r| {
+                r["metric"] == metric
+                    && r["stimuli"] == "base"
+                    && r["model_a"].ends_with("@step4")
+                    && arch[r["model_a"].as_str()] == a
+            }) {
+                per_pair
+                    .entry((r["model_a"].clone(), r["model_b"].clone()))
+                    .or_default()
+                    .push(r["score"].parse().unwrap());
+            }
+            assert_eq!(per_pair.len(), 3, "{a}: three seed pairs");
+            let pair_means: Vec<((String, String), f64)> = per_pair
+                .into_iter()
+                .map(|(k, v)| (k, v.iter().sum::<f64>() / v.len() as f64))
+                .collect();
+            let networks: std::collections::BTreeSet<&String> =
+                pair_means.iter().flat_map(|((x, y), _)| [x, y]).collect();
+            let leave_out: Vec<f64> = networks
+                .iter()
+                .map(|n| {
+                    let rest: Vec<f64> = pair_means
+                        .iter()
+                        .filter(|((x, y), _)| x != *n && y != *n)
+                        .map(|p| p.1)
+                        .collect();
+                    rest.iter().sum::<f64>() / rest.len() as f64
+                })
+                .collect();
+            let k = leave_out.len() as f64;
+            let centre = leave_out.iter().sum::<f64>() / k;
+            let want = ((k - 1.0) / k
+                * leave_out.iter().map(|t| (t - centre).powi(2)).sum::<f64>())
+            .sqrt();
+            let got = order[format!("{a}.{metric}_se")].as_f64().unwrap();
+            assert!(
+                (want - got).abs() < 1e-9,
+                "{a} {metric} se: {want} vs {got}"
+            );
+        }
+    }
+
+    // The rotation claim tests the layer mean against the rotation null pooled draw by draw,
+    // recomputed here from scores.json's draws.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(results.join("scores.json")).unwrap()).unwrap();
+    let rotation = claims.iter().find(|c| c["id"] == "rotation-cnn").unwrap();
+    for a in ["resnet18", "vgg16-bn"] {
+        let tested: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["metric"] == "permutation"
+                    && r["stimuli"] == "base"
+                    && r["model_a"].as_str().unwrap().ends_with("@step4")
+                    && arch[r["model_a"].as_str().unwrap()] == a
+            })
+            .collect();
+        let draws: Vec<Vec<f64>> = tested
+            .iter()
+            .map(|r| {
+                r["rotation_null"]["draws"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let n = draws[0].len();
+        assert_eq!(n, 99);
+        let observed = tested
+            .iter()
+            .map(|r| r["score"].as_f64().unwrap())
+            .sum::<f64>()
+            / tested.len() as f64;
+        let above = (0..n)
+            .filter(|&k| draws.iter().map(|d| d[k]).sum::<f64>() / draws.len() as f64 >= observed)
+            .count();
+        let want = (1 + above) as f64 / (1 + n) as f64;
+        let got = rotation["values"][format!("{a}.rotation_p")]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (want - got).abs() < 1e-12,
+            "{a} rotation p: {want} vs {got}"
+        );
+    }
+
+    // The OOD-accuracy claim: r over the OOD sets between late-layer alignment (mean over
+    // seed pairs) and the networks' mean accuracy, recomputed from scores.csv and models.csv;
+    // mnist5k has no accuracy (its labels are not Fashion-MNIST's), so three sets remain and
+    // every one of the 3! pairings is in the exact null.
+    let ood = claims.iter().find(|c| c["id"] == "ood-accuracy").unwrap();
+    let text = ood["measured"].as_str().unwrap();
+    assert!(
+        text.contains("all 6 pairings") && text.contains("mnist5k left out"),
+        "{ood}"
+    );
+    let accuracy = |model: &str, set: &str| -> f64 {
+        models
+            .iter()
+            .find(|m| m["model"] == model && m["stimuli"] == set)
+            .unwrap()["accuracy_on_stimuli"]
+            .parse()
+            .unwrap()
+    };
+    for a in ["resnet18", "vgg16-bn"] {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for set in ["contrast-0.1", "rotation-90", "uniform-noise-0.35"] {
+            let rows: Vec<&BTreeMap<String, String>> = scores
+                .iter()
+                .filter(|r| {
+                    r["metric"] == "procrustes"
+                        && r["stimuli"] == set
+                        && r["model_a"].ends_with("@step4")
+                        && arch[r["model_a"].as_str()] == a
+                        && r["depth_a"].parse::<f64>().unwrap() >= 2.0 / 3.0
+                })
+                .collect();
+            assert!(!rows.is_empty(), "{a} {set}");
+            let mut per_pair: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+            for r in &rows {
+                per_pair
+                    .entry((&r["model_a"], &r["model_b"]))
+                    .or_default()
+                    .push(r["score"].parse().unwrap());
+            }
+            let means: Vec<f64> = per_pair
+                .values()
+                .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                .collect();
+            xs.push(means.iter().sum::<f64>() / means.len() as f64);
+            let mut nets: Vec<&str> = per_pair.keys().flat_map(|(x, y)| [*x, *y]).collect();
+            nets.sort_unstable();
+            nets.dedup();
+            ys.push(nets.iter().map(|m| accuracy(m, set)).sum::<f64>() / nets.len() as f64);
+        }
+        let (mx, my) = (xs.iter().sum::<f64>() / 3.0, ys.iter().sum::<f64>() / 3.0);
+        let cov: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+        let sx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum::<f64>().sqrt();
+        let sy: f64 = ys.iter().map(|y| (y - my).powi(2)).sum::<f64>().sqrt();
+        let constant = |v: &[f64]| v.iter().all(|&a| a == v[0]);
+        if constant(&xs) || constant(&ys) {
+            // four training steps can leave a network answering one class on every set: no
+            // correlation, and the claim says so instead of a number
+            assert!(text.contains(&format!("{a}: not measured")), "{ood}");
+            assert!(ood["values"].get(format!("{a}.r")).is_none(), "{ood}");
+            continue;
+        }
+        let got = ood["values"][format!("{a}.r")]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{a}: {ood}"));
+        assert!(
+            (cov / (sx * sy) - got).abs() < 1e-9,
+            "{a} r: {} vs {got}",
+            cov / (sx * sy)
+        );
+        let p = ood["values"][format!("{a}.p")].as_f64().unwrap();
+        assert!([1.0 / 6.0, 2.0 / 6.0, 0.5, 4.0 / 6.0, 5.0 / 6.0, 1.0]
+            .iter()
+            .any(|q| (q - p).abs() < 1e-12));
     }
 
     // Every figure the audit supports, as SVG and PNG, inline in the report.
@@ -185,19 +359,27 @@ fn a_third_seed_or_a_new_ood_set_runs_only_what_is_new() {
     let p = reduced(t.path(), "", OOD);
     assert_eq!(run(&p, &cache, &[])["failed"], 0);
 
-    // A third ResNet seed, paired with the first: its training chain, its extractions and the
-    // new pairs' nodes, and the table; nothing of the other four networks.
-    let seed = "\n[[model]]\nname = \"resnet18_s2\"\narch = \"resnet18\"\nwidth = 8\nseed = 2\n";
+    // A fourth ResNet seed, paired with the first: its training chain, its extractions and
+    // the new pair's nodes, and the table; nothing of the other six networks.
+    let seed = "\n[[model]]\nname = \"resnet18_s3\"\narch = \"resnet18\"\nwidth = 8\nseed = 3\n";
     let p = reduced(t.path(), seed, OOD);
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("name = \"quick_ci\"", "name = \"quick_ci\"\npairs = [[\"resnet18_s0\", \"resnet18_s1\"], [\"vgg16_s0\", \"vgg16_s1\"], [\"resnet18_s0\", \"resnet18_s2\"]]");
+    let mut pairs: Vec<[String; 2]> = Vec::new();
+    for arch in ["resnet18", "vgg16"] {
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            pairs.push([format!("{arch}_s{a}"), format!("{arch}_s{b}")]);
+        }
+    }
+    pairs.push(["resnet18_s0".into(), "resnet18_s3".into()]);
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "name = \"quick_ci\"",
+        &format!("name = \"quick_ci\"\npairs = {pairs:?}"),
+    );
     std::fs::write(&p, text).unwrap();
     let planned = would_run(&p, &cache);
     assert!(!planned.is_empty());
     for label in &planned {
         assert!(
-            label.contains("resnet18_s2") || label.starts_with("table/"),
+            label.contains("resnet18_s3") || label.starts_with("table/"),
             "{label} would run"
         );
     }
@@ -230,6 +412,42 @@ fn a_third_seed_or_a_new_ood_set_runs_only_what_is_new() {
         out["executed"].as_u64().unwrap(),
         planned.len() as u64,
         "{out}"
+    );
+}
+
+#[test]
+fn ood_sets_are_shown_to_final_checkpoints_unless_asked_for_all() {
+    let t = tempdir();
+    let cache = t.path().join("cache");
+    let p = reduced(t.path(), "", OOD);
+    let early_ood = |labels: &[String]| {
+        labels
+            .iter()
+            .filter(|l| l.contains("contrast-0.1") && l.contains("@step0"))
+            .count()
+    };
+    let last = would_run(&p, &cache);
+    assert_eq!(early_ood(&last), 0);
+    assert!(last
+        .iter()
+        .any(|l| l.contains("contrast-0.1") && l.contains("@step4")));
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("count = 100", "count = 100\nood_checkpoints = \"all\"");
+    std::fs::write(&p, text).unwrap();
+    let all = would_run(&p, &cache);
+    // one extraction per network, its prepared layers and the scores of its pairs
+    assert!(early_ood(&all) > 6, "{}", early_ood(&all));
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("ood_checkpoints = \"all\"", "ood_checkpoints = \"every\"");
+    std::fs::write(&p, text).unwrap();
+    let out = repflow(&["plan", &s(&p), "--cache", &s(&cache)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stimuli.ood_checkpoints") && err.contains("every"),
+        "{err}"
     );
 }
 

@@ -268,3 +268,51 @@ fn null_bootstrap_and_rotation_draws_match_the_python_reference() {
         &want(&f["rotation"]["permutation"]),
     );
 }
+
+#[test]
+fn seed_pair_means_and_correlation_tests_match_the_python_reference() {
+    use repflow_kernels::across_scores::{correlation_test, pair_mean};
+    let f = load("summaries.json");
+    let floats = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    for case in f["pair_means"].as_array().unwrap() {
+        let values: Vec<(u64, u64, f64)> = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v[0].as_u64().unwrap(),
+                    v[1].as_u64().unwrap(),
+                    v[2].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let got = pair_mean(&values);
+        assert!((got.mean - case["mean"].as_f64().unwrap()).abs() < 1e-14);
+        match case["se"].as_f64() {
+            Some(se) => assert!((got.se.unwrap() - se).abs() < 1e-14, "{case}: {got:?}"),
+            None => assert_eq!(got.se, None, "{case}"),
+        }
+    }
+    for case in f["correlations"].as_array().unwrap() {
+        let (x, y) = (floats(&case["x"]), floats(&case["y"]));
+        let t = correlation_test(
+            &x,
+            &y,
+            case["n_random"].as_u64().unwrap() as usize,
+            case["seed"].as_u64().unwrap() as u32,
+        )
+        .unwrap();
+        assert!((t.r - case["r"].as_f64().unwrap()).abs() < 1e-12, "{case}");
+        assert!(
+            (t.p_value - case["p"].as_f64().unwrap()).abs() < 1e-12,
+            "{case}: {t:?}"
+        );
+    }
+}

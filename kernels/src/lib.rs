@@ -22,6 +22,7 @@
 //! assert!((score.score - 1.0).abs() < 1e-12);
 //! ```
 
+pub mod across_scores;
 pub mod cka;
 pub mod folds;
 pub mod inference;

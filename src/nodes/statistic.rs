@@ -56,7 +56,8 @@ pub struct StatisticNode {
 /// Inputs: the prepared layers `x` and `y` (the score's).
 impl Kind<RunContext> for StatisticNode {
     const KIND: &'static str = "statistic";
-    const VERSION: u32 = 1;
+    /// 2: null objects carry their draws.
+    const VERSION: u32 = 2;
 
     /// The score's parameters, the test, its number of draws, seed and level: raising N is
     /// a new node, never a reuse of fewer draws.

@@ -318,8 +318,11 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
                 return Err(UserError::input(format!("{file}: model `{}` needs exactly one of `seed` (train it) or `checkpoint` (import it)", m.name)))
             }
         };
+        let last_step = steps.last().copied();
         for (name, origin) in origins {
-            for set in &sets {
+            let all_sets = st.ood_checkpoints == "all"
+                || !matches!(origin, Origin::Trained { step, .. } if Some(step) != last_step);
+            for set in sets.iter().filter(|s| all_sets || s.name.is_none()) {
                 let mut layers = layers.clone();
                 for l in &mut layers {
                     l.shape.0 = set.rows;

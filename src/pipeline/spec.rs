@@ -181,6 +181,10 @@ pub struct StimuliSpec {
     /// Every network is extracted and scored on each; accuracy is recorded per set.
     #[serde(default)]
     pub ood: Vec<String>,
+    /// Which checkpoints of a trained network are shown the out-of-distribution sets:
+    /// `last` (the default: the OOD audit reads final networks only) or `all`.
+    #[serde(default = "default_ood_checkpoints")]
+    pub ood_checkpoints: String,
     /// `center-pixel`, `mean-pool`, `max-pool` or `flatten`.
     #[serde(default = "default_reduce")]
     pub reduce: String,
@@ -203,6 +207,10 @@ fn default_resize() -> u32 {
 
 fn default_crop() -> u32 {
     28
+}
+
+fn default_ood_checkpoints() -> String {
+    "last".into()
 }
 
 fn default_dataset() -> String {
@@ -503,7 +511,15 @@ impl PipelineSpec {
         for (key, v, allowed) in [
             ("statistics.checkpoints", &st.checkpoints, ["last", "all"]),
             ("statistics.sets", &st.sets, ["base", "all"]),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.stimuli.as_ref().map(|s| {
+            (
+                "stimuli.ood_checkpoints",
+                &s.ood_checkpoints,
+                ["last", "all"],
+            )
+        })) {
             if !allowed.contains(&v.as_str()) {
                 return Err(bad(format!(
                     "`{key}` is `{v}`; expected `{}` or `{}`",

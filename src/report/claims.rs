@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::data::{bucket, by_depth, mean, pearson, Results};
+use repflow_kernels::across_scores::{correlation_test, pooled_null, PairMean};
+use repflow_kernels::stats;
+
+use super::data::{bucket, mean, over_pairs, plus_minus, Results, ScoreRow};
 
 /// One finding and what this pipeline's numbers say about it.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +53,8 @@ pub fn main_metric(r: &Results) -> Option<String> {
         .map(|s| s.metric.clone())
 }
 
-/// Mean score of `arch`'s seed pairs over layers (optionally one depth bucket).
+/// Mean score of `arch`'s seed pairs over layers (optionally one depth bucket): each pair's
+/// mean over its layers, then the mean over pairs with its standard error.
 fn layer_mean(
     r: &Results,
     arch: &str,
@@ -58,14 +62,21 @@ fn layer_mean(
     set: &str,
     metric: &str,
     b: Option<usize>,
-) -> f64 {
-    let rows = r.within(arch, step, set, metric);
-    let v: Vec<f64> = by_depth(&rows)
+) -> PairMean {
+    let rows: Vec<&ScoreRow> = r
+        .within(arch, step, set, metric)
         .into_iter()
-        .filter(|(d, _, _)| b.is_none_or(|b| bucket(*d) == b))
-        .map(|(_, s, _)| s)
+        .filter(|row| b.is_none_or(|b| bucket(row.depth_a) == b))
         .collect();
-    mean(&v)
+    over_pairs(&rows, |row| Some(row.score))
+}
+
+/// Records a mean and, when there is one, its standard error as `<name>` and `<name>_se`.
+fn record(values: &mut BTreeMap<String, f64>, name: String, m: &PairMean) {
+    if let Some(se) = m.se {
+        values.insert(format!("{name}_se"), se);
+    }
+    values.insert(name, m.mean);
 }
 
 fn all_hold(per_arch: &[(String, bool)]) -> Option<bool> {
@@ -85,6 +96,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         rotation(r, &archs, last, false),
         first_epoch(r, &archs, &metric),
         ood_late(r, &archs, last, &metric),
+        ood_accuracy(r, &archs, last, &metric),
         ood_accuracy_trend(r, &archs, last, &metric),
         above_chance(r),
     ]
@@ -187,15 +199,20 @@ fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
     let mut text = Vec::new();
     let mut verdicts = Vec::new();
     for a in archs {
-        let m: Vec<f64> = ["linear", "procrustes", "permutation"]
+        let m: Vec<PairMean> = ["linear", "procrustes", "permutation"]
             .iter()
             .map(|metric| layer_mean(r, a, last, "base", metric, None))
             .collect();
         for (name, v) in ["linear", "procrustes", "permutation"].iter().zip(&m) {
-            values.insert(format!("{a}.{name}"), *v);
+            record(&mut values, format!("{a}.{name}"), v);
         }
-        text.push(format!("{a}: {:.3} / {:.3} / {:.3}", m[0], m[1], m[2]));
-        verdicts.push((a.clone(), m[0] >= m[1] && m[1] >= m[2]));
+        text.push(format!(
+            "{a}: {} / {} / {}",
+            plus_minus(&m[0]),
+            plus_minus(&m[1]),
+            plus_minus(&m[2])
+        ));
+        verdicts.push((a.clone(), m[0].mean >= m[1].mean && m[1].mean >= m[2].mean));
     }
     Claim {
         id,
@@ -221,10 +238,14 @@ fn early_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) ->
             layer_mean(r, a, last, "base", metric, Some(0)),
             layer_mean(r, a, last, "base", metric, Some(2)),
         );
-        values.insert(format!("{a}.early"), e);
-        values.insert(format!("{a}.late"), l);
-        text.push(format!("{a} ({metric}): early {e:.3}, late {l:.3}"));
-        verdicts.push((a.clone(), e > l));
+        record(&mut values, format!("{a}.early"), &e);
+        record(&mut values, format!("{a}.late"), &l);
+        text.push(format!(
+            "{a} ({metric}): early {}, late {}",
+            plus_minus(&e),
+            plus_minus(&l)
+        ));
+        verdicts.push((a.clone(), e.mean > l.mean));
     }
     Claim {
         id,
@@ -255,12 +276,14 @@ fn trained_untrained(r: &Results, archs: &[String], last: Option<u64>, metric: &
             layer_mean(r, a, last, "base", metric, Some(2)),
             layer_mean(r, a, Some(0), "base", metric, Some(2)),
         );
-        values.insert(format!("{a}.trained"), t);
-        values.insert(format!("{a}.untrained"), u);
+        record(&mut values, format!("{a}.trained"), &t);
+        record(&mut values, format!("{a}.untrained"), &u);
         text.push(format!(
-            "{a} ({metric}, late layers): trained {t:.3}, untrained {u:.3}"
+            "{a} ({metric}, late layers): trained {}, untrained {}",
+            plus_minus(&t),
+            plus_minus(&u)
         ));
-        verdicts.push((a.clone(), t > u));
+        verdicts.push((a.clone(), t.mean > u.mean));
     }
     Claim {
         id,
@@ -271,49 +294,110 @@ fn trained_untrained(r: &Results, archs: &[String], last: Option<u64>, metric: &
     }
 }
 
+/// Significance level of the rotation and OOD-correlation claims.
+pub const CLAIM_ALPHA: f64 = 0.05;
+
+/// "A rotation lowers the permutation score in CNNs / not in ViTs". With a rotation null
+/// (`[statistics] rotations`), the test is the mean native permutation score over the
+/// architecture's layer pairs and seed pairs against the same mean of the rotation null's
+/// draws taken draw by draw ([`pooled_null`]): lowered when p < 0.05, not lowered (native and
+/// rotated statistically indistinguishable) otherwise. Without one, the verdict falls back to
+/// the effect of the single rotation of `permutation:rotated` (> 0.02), and says so.
 fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Claim {
     let (id, finding) = if cnn {
         (
             "rotation-cnn",
-            "a random rotation lowers the permutation score in CNNs (by > 0.02)",
+            "a random rotation lowers the permutation score in CNNs (rotation null, p < 0.05)",
         )
     } else {
         (
             "rotation-vit",
-            "a random rotation does not lower the permutation score in ViTs (by > 0.02)",
+            "a random rotation does not lower the permutation score in ViTs (rotation null, p ≥ 0.05)",
         )
     };
     let chosen: Vec<&String> = archs
         .iter()
         .filter(|a| (a.as_str() == "vit") != cnn)
         .collect();
-    if !has_metric(r, "permutation:rotated") || chosen.is_empty() {
+    let has_null = |a: &str| {
+        r.within(a, last, "base", "permutation")
+            .iter()
+            .any(|row| row.rotation_draws.is_some())
+    };
+    let measurable = |a: &&String| has_null(a) || has_metric(r, "permutation:rotated");
+    if chosen.is_empty() || !chosen.iter().any(measurable) {
         let what = if cnn { "CNN" } else { "ViT" };
         return not_measured(
             id,
             finding,
-            &format!("needs permutation and permutation:rotated scores of {what} seed pairs"),
+            &format!("needs permutation scores of {what} seed pairs with a rotation null (`[statistics] rotations`) or permutation:rotated scores"),
         );
     }
     let mut values = BTreeMap::new();
     let (mut text, mut verdicts) = (Vec::new(), Vec::new());
-    for a in chosen {
+    for a in chosen.into_iter().filter(measurable) {
         let native = layer_mean(r, a, last, "base", "permutation", None);
+        record(&mut values, format!("{a}.native"), &native);
+        let mut line = format!("{a}: native {}", plus_minus(&native));
         let rotated = layer_mean(r, a, last, "base", "permutation:rotated", None);
-        let drop = native - rotated;
-        values.insert(format!("{a}.native"), native);
-        values.insert(format!("{a}.rotated"), rotated);
-        text.push(format!(
-            "{a}: native {native:.3}, rotated {rotated:.3} (drop {drop:.3})"
-        ));
-        verdicts.push((
-            a.clone(),
-            if cnn {
-                drop > ROTATION_EFFECT
-            } else {
-                drop <= ROTATION_EFFECT
-            },
-        ));
+        if rotated.pairs > 0 {
+            record(&mut values, format!("{a}.rotated"), &rotated);
+            line.push_str(&format!(
+                ", one rotation {} (drop {:.3})",
+                plus_minus(&rotated),
+                native.mean - rotated.mean
+            ));
+        }
+        let tested: Vec<&ScoreRow> = r
+            .within(a, last, "base", "permutation")
+            .into_iter()
+            .filter(|row| row.rotation_draws.is_some())
+            .collect();
+        let observed: Vec<f64> = tested.iter().map(|row| row.score).collect();
+        let draws: Vec<&[f64]> = tested
+            .iter()
+            .filter_map(|row| row.rotation_draws.as_deref())
+            .collect();
+        if tested.is_empty() && rotated.pairs > 0 {
+            let drop = native.mean - rotated.mean;
+            line.push_str(&format!(
+                " — no rotation null (set `[statistics] rotations`): verdict by the effect size alone (> {ROTATION_EFFECT})"
+            ));
+            verdicts.push((
+                a.clone(),
+                if cnn {
+                    drop > ROTATION_EFFECT
+                } else {
+                    drop <= ROTATION_EFFECT
+                },
+            ));
+        } else if !tested.is_empty() {
+            match pooled_null(&observed, &draws, 0) {
+                Ok(null) => {
+                    let per_layer = tested
+                        .iter()
+                        .zip(&draws)
+                        .filter(|(row, d)| {
+                            let above = d.iter().filter(|&&v| v >= row.score).count();
+                            ((1 + above) as f64 / (1 + d.len()) as f64) < CLAIM_ALPHA
+                        })
+                        .count();
+                    values.insert(format!("{a}.rotation_null_mean"), null.mean);
+                    values.insert(format!("{a}.rotation_p"), null.p_value);
+                    line.push_str(&format!(
+                        "; rotation null ({} Haar rotations of each of {} layer pairs): mean {:.3}, p = {:.3} for the mean over layers; p < {CLAIM_ALPHA} at {per_layer} of {} layer pairs (uncorrected)",
+                        null.n,
+                        tested.len(),
+                        null.mean,
+                        null.p_value,
+                        tested.len()
+                    ));
+                    verdicts.push((a.clone(), (null.p_value < CLAIM_ALPHA) == cnn));
+                }
+                Err(e) => line.push_str(&format!("; rotation null not usable: {e}")),
+            }
+        }
+        text.push(line);
     }
     Claim {
         id,
@@ -328,7 +412,7 @@ fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Clai
 pub fn alignment_by_step(r: &Results, arch: &str, metric: &str) -> Vec<(u64, f64)> {
     r.steps()
         .into_iter()
-        .map(|s| (s, layer_mean(r, arch, Some(s), "base", metric, None)))
+        .map(|s| (s, layer_mean(r, arch, Some(s), "base", metric, None).mean))
         .filter(|(_, v)| v.is_finite())
         .collect()
 }
@@ -415,16 +499,17 @@ fn ood_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> C
         let id_late = layer_mean(r, a, last, "base", metric, Some(2));
         let ood: Vec<f64> = sets
             .iter()
-            .map(|s| layer_mean(r, a, last, s, metric, Some(2)))
+            .map(|s| layer_mean(r, a, last, s, metric, Some(2)).mean)
             .collect();
         let ood_late = mean(&ood);
-        values.insert(format!("{a}.id_late"), id_late);
+        record(&mut values, format!("{a}.id_late"), &id_late);
         values.insert(format!("{a}.ood_late"), ood_late);
         text.push(format!(
-            "{a} ({metric}, late layers): in-distribution {id_late:.3}, OOD mean {ood_late:.3} over {} sets",
+            "{a} ({metric}, late layers): in-distribution {}, OOD mean {ood_late:.3} over {} sets",
+            plus_minus(&id_late),
             sets.len()
         ));
-        verdicts.push((a.clone(), ood_late < id_late));
+        verdicts.push((a.clone(), ood_late < id_late.mean));
     }
     Claim {
         id,
@@ -462,9 +547,88 @@ pub fn ood_accuracy_correlation(
         }
     }
     by.into_values()
-        .map(|(d, s, a)| (d, pearson(&s, &a)))
+        .map(|(d, s, a)| (d, stats::pearson(&s, &a).unwrap_or(f64::NAN)))
         .filter(|(_, c)| c.is_finite())
         .collect()
+}
+
+/// Random pairings of the OOD-correlation test when there are too many sets to enumerate.
+pub const CORRELATION_PERMUTATIONS: usize = 9999;
+
+/// "OOD alignment correlates with OOD accuracy": per architecture, over the OOD sets, the
+/// Pearson correlation between a set's late-layer alignment (mean over the seed pairs) and
+/// the networks' mean accuracy on it, with its one-sided permutation p-value (every pairing
+/// of sets up to eight, else 9,999 seeded ones: [`correlation_test`]). Holds when r > 0 and
+/// p < 0.05 for every architecture.
+fn ood_accuracy(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> Claim {
+    let (id, finding) = (
+        "ood-accuracy",
+        "out-of-distribution alignment of late layers correlates with out-of-distribution accuracy (over OOD sets; permutation test, p < 0.05)",
+    );
+    let sets = r.ood_sets();
+    if archs.is_empty() || sets.len() < 3 {
+        return not_measured(id, finding, "needs at least three OOD sets with accuracies");
+    }
+    let mut values = BTreeMap::new();
+    let (mut text, mut verdicts) = (Vec::new(), Vec::new());
+    for a in archs {
+        let (mut align, mut acc, mut without) = (Vec::new(), Vec::new(), Vec::new());
+        for set in &sets {
+            let rows: Vec<&ScoreRow> = r
+                .within(a, last, set, metric)
+                .into_iter()
+                .filter(|row| bucket(row.depth_a) == 2)
+                .collect();
+            let mut networks: Vec<&str> = rows
+                .iter()
+                .flat_map(|row| [row.model_a.as_str(), row.model_b.as_str()])
+                .collect();
+            networks.sort_unstable();
+            networks.dedup();
+            let accuracies: Option<Vec<f64>> =
+                networks.iter().map(|m| r.accuracy(m, set)).collect();
+            let (m, Some(accuracies)) = (over_pairs(&rows, |row| Some(row.score)), accuracies)
+            else {
+                without.push(set.as_str());
+                continue;
+            };
+            if m.pairs > 0 && !accuracies.is_empty() {
+                align.push(m.mean);
+                acc.push(mean(&accuracies));
+            }
+        }
+        let left_out = if without.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} left out: no accuracy)", without.join(", "))
+        };
+        match correlation_test(&align, &acc, CORRELATION_PERMUTATIONS, 0) {
+            Ok(t) => {
+                values.insert(format!("{a}.r"), t.r);
+                values.insert(format!("{a}.p"), t.p_value);
+                text.push(format!(
+                    "{a} ({metric}, late layers): r = {:.2} over {} OOD sets{left_out}, one-sided permutation p = {:.4} ({} {} pairings)",
+                    t.r,
+                    align.len(),
+                    t.p_value,
+                    if t.exact { "all" } else { "random" },
+                    t.permutations
+                ));
+                verdicts.push((a.clone(), t.r > 0.0 && t.p_value < CLAIM_ALPHA));
+            }
+            Err(e) => text.push(format!(
+                "{a}: not measured with {} OOD sets{left_out} ({e})",
+                align.len()
+            )),
+        }
+    }
+    Claim {
+        id,
+        finding,
+        holds: all_hold(&verdicts),
+        measured: text.join("; "),
+        values,
+    }
 }
 
 fn ood_accuracy_trend(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> Claim {

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use repflow_kernels::across_scores::{pair_mean, PairMean};
+
 use crate::error::UserError;
 
 /// One score: a pair of layers under one metric on one stimulus set.
@@ -37,6 +39,8 @@ pub struct ScoreRow {
     pub null_q95: Option<f64>,
     /// The rotation null's 95% quantile, when `[statistics]` ran it.
     pub rotation_q95: Option<f64>,
+    /// The rotation null's draws, in order (draw k: Haar rotation seed + k).
+    pub rotation_draws: Option<Vec<f64>>,
     /// Half the width of the bootstrap interval, when `[statistics]` ran it.
     pub ci_half_width: Option<f64>,
 }
@@ -104,6 +108,9 @@ impl Results {
                 null_n: r["null"]["n"].as_u64().map(|n| n as usize),
                 null_q95: r["null"]["quantiles"]["0.95"].as_f64(),
                 rotation_q95: r["rotation_null"]["quantiles"]["0.95"].as_f64(),
+                rotation_draws: r["rotation_null"]["draws"]
+                    .as_array()
+                    .map(|d| d.iter().map(num).collect()),
                 ci_half_width: match (
                     r["bootstrap"]["low"].as_f64(),
                     r["bootstrap"]["high"].as_f64(),
@@ -164,7 +171,9 @@ impl Results {
     }
 
     /// Scores of within-architecture pairs of `arch` at checkpoint `step` (any when None) on
-    /// set `stimuli` under `metric`, one per (pair, layer): (depth, score, fold std).
+    /// set `stimuli` under `metric`: one row per (pair, layer of the first model), the layer
+    /// pair of nearest depth (the matched pair), also when the pipeline scored all layer
+    /// pairs.
     pub fn within(
         &self,
         arch: &str,
@@ -172,15 +181,45 @@ impl Results {
         stimuli: &str,
         metric: &str,
     ) -> Vec<&ScoreRow> {
-        self.scores
-            .iter()
-            .filter(|r| {
-                r.metric == metric
-                    && r.stimuli == stimuli
-                    && self.pair_arch(r) == Some(arch)
-                    && (step.is_none() || self.step(&r.model_a) == step)
-            })
-            .collect()
+        let mut matched: BTreeMap<(&str, &str, &str), &ScoreRow> = BTreeMap::new();
+        let candidates = self.scores.iter().filter(|r| {
+            r.metric == metric
+                && r.stimuli == stimuli
+                && self.pair_arch(r) == Some(arch)
+                && (step.is_none() || self.step(&r.model_a) == step)
+        });
+        for r in candidates {
+            let gap = |r: &ScoreRow| (r.depth_a - r.depth_b).abs();
+            matched
+                .entry((&r.model_a, &r.model_b, &r.layer_a))
+                .and_modify(|best| {
+                    if gap(r) < gap(best) {
+                        *best = r;
+                    }
+                })
+                .or_insert(r);
+        }
+        let mut rows: Vec<&ScoreRow> = matched.into_values().collect();
+        rows.sort_by(|a, b| {
+            (&a.model_a, &a.model_b, a.depth_a)
+                .partial_cmp(&(&b.model_a, &b.model_b, b.depth_a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        rows
+    }
+
+    /// Whether any architecture's depth curves carry a standard error over seed pairs (three
+    /// or more networks of one architecture in two or more pairs).
+    pub fn has_seed_errors(&self) -> bool {
+        let last = self.final_step();
+        self.archs().iter().any(|a| {
+            let rows: Vec<&ScoreRow> = self
+                .scores
+                .iter()
+                .filter(|r| self.pair_arch(r) == Some(a) && self.step(&r.model_a) == last)
+                .collect();
+            over_pairs(&rows, |r| Some(r.score)).se.is_some()
+        })
     }
 
     /// The last checkpoint step (None without trained networks).
@@ -228,9 +267,10 @@ impl Results {
     }
 }
 
-/// Mean per layer depth of `rows`: (depth, mean score, mean fold std), by depth.
-/// Error bars are the fold standard deviation, or half the bootstrap interval where the
-/// row has one.
+/// Mean over seed pairs per layer depth of `rows`: (depth, mean, error bar), by depth. The
+/// error bar is the standard error over seed pairs where there are enough seeds
+/// ([`pair_mean`]), else half the bootstrap interval where the rows have one, else the fold
+/// standard deviation (each averaged over the pairs).
 pub fn by_depth(rows: &[&ScoreRow]) -> Vec<(f64, f64, f64)> {
     by_depth_of(
         rows,
@@ -239,24 +279,73 @@ pub fn by_depth(rows: &[&ScoreRow]) -> Vec<(f64, f64, f64)> {
     )
 }
 
-/// Like [`by_depth`] for another value of each row (rows without it are skipped); `None`
-/// when no row has it.
+/// Like [`by_depth`] for another value of each row (rows without it are skipped), with
+/// `err` as the error bar when there is no standard error over seed pairs.
 pub fn by_depth_of(
     rows: &[&ScoreRow],
     value: impl Fn(&ScoreRow) -> Option<f64>,
     err: impl Fn(&ScoreRow) -> f64,
 ) -> Vec<(f64, f64, f64)> {
-    let mut by: BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    for r in rows {
-        let key = (r.depth_a * 1e6).round() as i64;
-        let Some(v) = value(r) else { continue };
-        let e = by.entry(key).or_insert((r.depth_a, Vec::new(), Vec::new()));
-        e.1.push(v);
-        e.2.push(err(r));
-    }
-    by.into_values()
-        .map(|(d, s, e)| (d, mean(&s), mean(&e)))
+    depth_groups(rows)
+        .into_iter()
+        .filter_map(|(d, group)| {
+            let m = over_pairs(&group, &value);
+            if m.pairs == 0 {
+                return None;
+            }
+            let fallback = || {
+                let e: Vec<f64> = group
+                    .iter()
+                    .filter(|r| value(r).is_some())
+                    .map(|r| err(r))
+                    .collect();
+                mean(&e)
+            };
+            Some((d, m.mean, m.se.unwrap_or_else(fallback)))
+        })
         .collect()
+}
+
+/// Rows grouped by layer depth (of the first model), ascending: (depth, rows).
+pub fn depth_groups<'a>(rows: &[&'a ScoreRow]) -> Vec<(f64, Vec<&'a ScoreRow>)> {
+    let mut by: BTreeMap<i64, (f64, Vec<&ScoreRow>)> = BTreeMap::new();
+    for r in rows {
+        by.entry((r.depth_a * 1e6).round() as i64)
+            .or_insert((r.depth_a, Vec::new()))
+            .1
+            .push(r);
+    }
+    by.into_values().collect()
+}
+
+/// The mean over seed pairs of `value` (each pair's rows averaged first, rows without the
+/// value skipped) and its standard error over pairs ([`pair_mean`]).
+pub fn over_pairs(rows: &[&ScoreRow], value: impl Fn(&ScoreRow) -> Option<f64>) -> PairMean {
+    let mut by: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        if let Some(v) = value(r) {
+            by.entry((&r.model_a, &r.model_b)).or_default().push(v);
+        }
+    }
+    let per_pair: Vec<(&str, &str, f64)> = by
+        .into_iter()
+        .map(|((a, b), v)| (network_of(a), network_of(b), mean(&v)))
+        .collect();
+    pair_mean(&per_pair)
+}
+
+/// The network a comparable model comes from (`net@step<N>` → `net`): checkpoints of one
+/// network are one seed.
+fn network_of(model: &str) -> &str {
+    model.split_once('@').map_or(model, |(net, _)| net)
+}
+
+/// `mean ± se` (or just the mean) with three decimals.
+pub fn plus_minus(m: &PairMean) -> String {
+    match m.se {
+        Some(se) => format!("{:.3} ± {se:.3}", m.mean),
+        None => format!("{:.3}", m.mean),
+    }
 }
 
 /// The arithmetic mean (NaN when empty; NaN entries skipped).
@@ -267,18 +356,6 @@ pub fn mean(v: &[f64]) -> f64 {
     } else {
         ok.iter().sum::<f64>() / ok.len() as f64
     }
-}
-
-/// Pearson correlation (NaN when undefined).
-pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let (mx, my) = (mean(x), mean(y));
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx).powi(2);
-        syy += (b - my).powi(2);
-    }
-    sxy / (sxx * syy).sqrt()
 }
 
 /// Early, middle and late layers: normalised depth in [0, ⅓), [⅓, ⅔), [⅔, 1].

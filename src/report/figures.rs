@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use repflow_kernels::{Metric, Named};
 
 use super::claims::{main_metric, ood_accuracy_correlation};
-use super::data::{bucket, by_depth, mean, Results, ScoreRow, BUCKETS};
+use super::data::{bucket, by_depth, mean, over_pairs, Results, ScoreRow, BUCKETS};
 use super::plot::{Chart, Heatmap, Lines, Panel, Series, COLOURS};
 use crate::error::UserError;
 
@@ -75,12 +75,20 @@ fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
 }
 
 /// What the error bars of a depth curve are (see `data::by_depth`), for captions.
-fn bars(r: &Results) -> &'static str {
-    if r.scores.iter().any(|s| s.ci_half_width.is_some()) {
-        "half the bootstrap confidence interval where `[statistics]` computed one (mean over pairs), standard deviation over folds elsewhere"
-    } else {
-        "standard deviation over folds"
+fn bars(r: &Results) -> String {
+    let mut parts = Vec::new();
+    if r.has_seed_errors() {
+        parts.push("standard error of the mean over seed pairs (delete-one-network jackknife: pairs sharing a network are not independent)");
     }
+    if r.scores.iter().any(|s| s.ci_half_width.is_some()) {
+        parts.push("half the bootstrap confidence interval (mean over pairs) where `[statistics]` computed one");
+    }
+    parts.push("standard deviation over folds (mean over pairs)");
+    let mut text = parts[0].to_string();
+    for p in &parts[1..] {
+        text.push_str(&format!("; where there is none, {p}"));
+    }
+    text
 }
 
 /// The light line of a null's 95% quantile over depth (`None` when no row has one).
@@ -332,13 +340,13 @@ fn training_figure(
             let points: Vec<(f64, f64, f64)> = steps
                 .iter()
                 .filter_map(|&s| {
-                    let rows: Vec<f64> = r
+                    let rows: Vec<&ScoreRow> = r
                         .within(a, Some(s), "base", &metric)
-                        .iter()
+                        .into_iter()
                         .filter(|row| bucket(row.depth_a) == b)
-                        .map(|row| row.score)
                         .collect();
-                    (!rows.is_empty()).then(|| (s as f64 + 1.0, mean(&rows), 0.0))
+                    let m = over_pairs(&rows, |row| Some(row.score));
+                    (m.pairs > 0).then(|| (s as f64 + 1.0, m.mean, m.se.unwrap_or(0.0)))
                 })
                 .collect();
             if !points.is_empty() {
@@ -403,7 +411,8 @@ fn training_figure(
         &format!("fig4_training{suffix}"),
         &titled("Alignment during training", suffix),
         format!(
-            "Seed-pair {metric} alignment by depth bucket at each checkpoint, with test accuracy (grey, right axis). Steps → epochs: {}.",
+            "Seed-pair {metric} alignment by depth bucket at each checkpoint (mean over layers, then over pairs{}), with test accuracy (grey, right axis). Steps → epochs: {}.",
+            if r.has_seed_errors() { "; error bars: standard error over seed pairs, delete-one-network jackknife" } else { "" },
             epochs.join(", ")
         ),
         &chart,

@@ -3,7 +3,9 @@
 //! the score tables.
 
 use super::claims::Claim;
-use super::data::{by_depth, Results};
+use repflow_kernels::across_scores::PairMean;
+
+use super::data::{depth_groups, over_pairs, plus_minus, Results};
 use super::figures::Figure;
 
 /// Escapes text for HTML.
@@ -21,32 +23,47 @@ figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}figure svg{max-wid
 figcaption{font-size:.92em;color:#444;margin-top:.4em}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.85em}";
 
 /// The rotation table (the paper's Table 1): per architecture, the smallest and largest
-/// permutation score over layers in the native and the rotated basis.
+/// permutation score over layers in the native and the rotated basis (each layer's mean over
+/// seed pairs, ± its standard error where there are three or more seeds).
 fn rotation_table(r: &Results) -> Option<String> {
     let last = r.final_step();
     let mut rows = Vec::new();
+    let per_layer = |a: &str, metric: &str| -> Vec<PairMean> {
+        depth_groups(&r.within(a, last, "base", metric))
+            .into_iter()
+            .map(|(_, g)| over_pairs(&g, |row| Some(row.score)))
+            .filter(|m| m.pairs > 0)
+            .collect()
+    };
     for a in r.archs() {
-        let native = by_depth(&r.within(&a, last, "base", "permutation"));
-        let rotated = by_depth(&r.within(&a, last, "base", "permutation:rotated"));
+        let (native, rotated) = (
+            per_layer(&a, "permutation"),
+            per_layer(&a, "permutation:rotated"),
+        );
         if native.is_empty() || rotated.is_empty() {
             continue;
         }
-        let range = |v: &[(f64, f64, f64)]| {
-            let s = v.iter().map(|p| p.1);
+        let range = |v: &[PairMean]| {
+            let by = |x: &&PairMean, y: &&PairMean| x.mean.total_cmp(&y.mean);
             (
-                s.clone().fold(f64::INFINITY, f64::min),
-                s.fold(f64::NEG_INFINITY, f64::max),
+                plus_minus(v.iter().min_by(by).expect("layers")),
+                plus_minus(v.iter().max_by(by).expect("layers")),
             )
         };
         let ((n0, n1), (r0, r1)) = (range(&native), range(&rotated));
         rows.push(format!(
-            "<tr><td>{}</td><td>{n0:.3}</td><td>{n1:.3}</td><td>{r0:.3}</td><td>{r1:.3}</td></tr>",
+            "<tr><td>{}</td><td>{n0}</td><td>{n1}</td><td>{r0}</td><td>{r1}</td></tr>",
             escape(&a)
         ));
     }
     (!rows.is_empty()).then(|| {
+        let se = if r.has_seed_errors() {
+            "<p>Each value: one layer's mean over seed pairs ± its standard error (delete-one-network jackknife).</p>"
+        } else {
+            ""
+        };
         format!(
-            "<h2>Permutation score over layers, native and rotated basis</h2>\
+            "<h2>Permutation score over layers, native and rotated basis</h2>{se}\
              <table><tr><th>architecture</th><th>native min</th><th>native max</th><th>rotated min</th><th>rotated max</th></tr>{}</table>",
             rows.join("")
         )
