@@ -98,7 +98,11 @@ fn null_series(
     rows: &[&ScoreRow],
     q95: fn(&ScoreRow) -> Option<f64>,
 ) -> Option<Series> {
-    let points = super::data::by_depth_of(rows, q95, |_| 0.0);
+    // a reference line: its spread over pairs is not an error of the scores, so no bars
+    let points: Vec<(f64, f64, f64)> = super::data::by_depth_of(rows, q95, |_| 0.0)
+        .into_iter()
+        .map(|(d, v, _)| (d, v, 0.0))
+        .collect();
     (!points.is_empty()).then_some(Series {
         label,
         colour,
