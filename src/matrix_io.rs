@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use faer::Mat;
+use faer::{Mat, MatRef};
 use npyz::{DType, NpyFile, Order, TypeChar};
 use safetensors::{Dtype, SafeTensors};
 
@@ -39,13 +39,28 @@ pub fn read_array(path: &Path, key: Option<&str>) -> Result<Array, UserError> {
             [r, c] => format!("row {r}, column {c}"),
             index => format!("index {index:?}"),
         };
-        return Err(UserError::input(format!(
-            "`{shown}` has a non-finite value ({}) at {at}",
-            values[pos]
-        ))
-        .hint("remove or impute NaN/infinite activations before scoring"));
+        return Err(non_finite(&shown.to_string(), values[pos], &at));
     }
     Ok(Array { shape, values })
+}
+
+fn non_finite(name: &str, value: f64, at: &str) -> UserError {
+    UserError::input(format!("`{name}` has a non-finite value ({value}) at {at}"))
+        .hint("remove or impute NaN/infinite activations before scoring")
+}
+
+/// Checks every value of an in-memory matrix `name` is finite (the first bad one in row
+/// order is named, as for files).
+pub fn check_finite(name: &str, m: MatRef<'_, f64>) -> Result<(), UserError> {
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            let v = m[(i, j)];
+            if !v.is_finite() {
+                return Err(non_finite(name, v, &format!("row {i}, column {j}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The multi-index of row-major position `pos` in `shape`.

@@ -20,6 +20,13 @@ const DRIVER_KINDS: [&str; 2] = ["folds", "table"];
 
 /// Runs the pipeline; returns the exit code (1 when a node failed).
 pub fn run(args: &RunArgs) -> Result<i32, UserError> {
+    run_summary(args, true).map(|(code, _)| code)
+}
+
+/// Runs the pipeline; returns the exit code and the run's summary (the object `--json`
+/// prints: nodes executed, cached, failed and blocked, seconds, results, failures), printing
+/// it (or the text version) when `print`.
+pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Value), UserError> {
     if args.dry_run {
         let plan_args = crate::cli::PlanArgs {
             pipeline: args.pipeline.clone(),
@@ -27,7 +34,7 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
             store: args.store.clone(),
         };
         super::plan::run(&plan_args)?;
-        return Ok(0);
+        return Ok((0, serde_json::Value::Null));
     }
     let (plan, dag) = super::load_plan_and_dag(&args.pipeline)?;
     let results_dir = plan.spec.results_dir();
@@ -80,12 +87,16 @@ pub fn run(args: &RunArgs) -> Result<i32, UserError> {
         }
         None => None,
     };
-    report(&dag, &outcome, results.as_deref(), args.json);
-    Ok(if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
+    let v = summary(&dag, &outcome, results.as_deref());
+    if print {
+        report(&dag, &outcome, results.as_deref(), args.json.then_some(&v));
+    }
+    let code = if outcome.count(|s| matches!(s, State::Failed(_))) > 0 {
         1
     } else {
         0
-    })
+    };
+    Ok((code, v))
 }
 
 /// The Slurm executor's settings: flags over the pipeline's `[slurm]` table over defaults.
@@ -212,13 +223,8 @@ fn write_model_table(
     Ok(())
 }
 
-fn report(dag: &PipelineDag, o: &Outcome, results: Option<&std::path::Path>, json: bool) {
-    let executed = o.count(|s| *s == State::Executed);
-    let cached = o.count(|s| *s == State::Cached);
-    let failed = o.count(|s| matches!(s, State::Failed(_)));
-    let blocked = o.count(|s| *s == State::Blocked);
-    let failures: Vec<(String, &repflow_engine::Failure)> = dag
-        .dag
+fn failures<'a>(dag: &PipelineDag, o: &'a Outcome) -> Vec<(String, &'a repflow_engine::Failure)> {
+    dag.dag
         .nodes
         .iter()
         .zip(&o.states)
@@ -226,21 +232,45 @@ fn report(dag: &PipelineDag, o: &Outcome, results: Option<&std::path::Path>, jso
             State::Failed(f) => Some((n.label.clone(), f)),
             _ => None,
         })
-        .collect();
-    if json {
-        let v = serde_json::json!({
-            "executed": executed, "cached": cached, "failed": failed, "blocked": blocked,
-            "seconds": o.seconds, "results": results.map(|p| p.display().to_string()),
-            "executor": o.executor, "submitted": o.stats.submitted, "arrays": o.stats.arrays,
-            "retries": o.stats.retries,
-            "failures": failures.iter().map(|(l, f)| serde_json::json!({
-                "node": l, "kind": f.kind, "key": f.key, "error": f.message,
-                "log": f.log.as_ref().map(|p| p.display().to_string()),
-            })).collect::<Vec<_>>(),
-        });
+        .collect()
+}
+
+/// The run's summary, as `repflow run --json` prints it.
+fn summary(dag: &PipelineDag, o: &Outcome, results: Option<&std::path::Path>) -> serde_json::Value {
+    let failures = failures(dag, o);
+    serde_json::json!({
+        "executed": o.count(|s| *s == State::Executed),
+        "cached": o.count(|s| *s == State::Cached),
+        "failed": o.count(|s| matches!(s, State::Failed(_))),
+        "blocked": o.count(|s| *s == State::Blocked),
+        "seconds": o.seconds, "results": results.map(|p| p.display().to_string()),
+        "executor": o.executor, "submitted": o.stats.submitted, "arrays": o.stats.arrays,
+        "retries": o.stats.retries,
+        "failures": failures.iter().map(|(l, f)| serde_json::json!({
+            "node": l, "kind": f.kind, "key": f.key, "error": f.message,
+            "log": f.log.as_ref().map(|p| p.display().to_string()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints the summary: `json` as it is, or the failures and a line of counts.
+fn report(
+    dag: &PipelineDag,
+    o: &Outcome,
+    results: Option<&std::path::Path>,
+    json: Option<&serde_json::Value>,
+) {
+    if let Some(v) = json {
         println!("{v}");
         return;
     }
+    let failures = failures(dag, o);
+    let (executed, cached, failed, blocked) = (
+        o.count(|s| *s == State::Executed),
+        o.count(|s| *s == State::Cached),
+        o.count(|s| matches!(s, State::Failed(_))),
+        o.count(|s| *s == State::Blocked),
+    );
     for (label, f) in &failures {
         eprintln!("failed: {label}: {}", f.message);
         if let Some(log) = &f.log {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cli::{MetricSelection, ScoreArgs};
 use crate::error::UserError;
-use crate::matrix_io::read_matrix;
+use crate::matrix_io::{check_finite, read_matrix};
 use crate::score_json::{draws_json, interval_json, to_json};
 use repflow_kernels::inference::{self, Draws, Interval};
 
@@ -18,15 +18,57 @@ type Outcome = Result<Score, (Metric, repflow_kernels::KernelError)>;
 /// Runs `repflow score` and prints its table or JSON; the exit code is 1 when a metric could
 /// not be computed (every other metric is still printed, the failed one with its reason).
 pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
-    let settings = args.settings()?;
     let x = read_matrix(&args.x, args.x_key.as_deref())?;
     let y = read_matrix(&args.y, args.y_key.as_deref())?;
+    let names = (args.x.display().to_string(), args.y.display().to_string());
+    let scored = compute(args, x.as_ref(), y.as_ref(), (&names.0, &names.1), true)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&scored.json(args)).expect("JSON values serialise")
+        );
+        for n in &scored.notes {
+            eprintln!("note: {n}");
+        }
+    } else {
+        print_table(args, &scored);
+    }
+    Ok(scored.exit_code(true))
+}
+
+/// Every requested metric and statistic of one pair of matrices, as `repflow score` computes
+/// them (the Python package calls this with in-memory arrays).
+pub struct Scored {
+    /// X, prepared.
+    pub a: PreparedLayer,
+    /// Y, prepared.
+    pub b: PreparedLayer,
+    /// The metric engine's settings.
+    pub settings: Settings,
+    scores: Vec<Outcome>,
+    inference: Vec<Inference>,
+    /// Notes on metrics left out.
+    pub notes: Vec<String>,
+}
+
+/// Scores `x` against `y` (named `names` in messages) with `args`' metrics, settings and
+/// statistics; `progress` shows a bar on a terminal.
+pub fn compute(
+    args: &ScoreArgs,
+    x: faer::MatRef<'_, f64>,
+    y: faer::MatRef<'_, f64>,
+    names: (&str, &str),
+    progress: bool,
+) -> Result<Scored, UserError> {
+    let settings = args.settings()?;
+    check_finite(names.0, x)?;
+    check_finite(names.1, y)?;
     if x.nrows() != y.nrows() {
         return Err(UserError::input(format!(
             "`{}` has {} rows (stimuli) but `{}` has {}",
-            args.x.display(),
+            names.0,
             x.nrows(),
-            args.y.display(),
+            names.1,
             y.nrows()
         ))
         .hint("rows must be the same stimuli in the same order in both files"));
@@ -39,15 +81,19 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
         ))
         .hint("use --folds with a smaller number, or more stimuli"));
     }
+    let rotated;
     let x = match args.rotate_x {
-        Some(seed) => rotation::rotate(x.as_ref(), seed)?,
+        Some(seed) => {
+            rotated = rotation::rotate(x, seed)?;
+            rotated.as_ref()
+        }
         None => x,
     };
-    let prepare = |m: &faer::Mat<f64>, path: &Path| {
-        PreparedLayer::new(m.as_ref(), &settings)
-            .map_err(|e| UserError::from(e).prefixed(&format!("`{}`: ", path.display())))
+    let prepare = |m: faer::MatRef<'_, f64>, name: &str| {
+        PreparedLayer::new(m, &settings)
+            .map_err(|e| UserError::from(e).prefixed(&format!("`{name}`: ")))
     };
-    let (a, b) = rayon::join(|| prepare(&x, &args.x), || prepare(&y, &args.y));
+    let (a, b) = rayon::join(|| prepare(x, names.0), || prepare(y, names.1));
     let (a, b) = (a?, b?);
     let pair = Pair::new(&a, &b)?;
 
@@ -63,11 +109,18 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
     }
     // A progress bar on a terminal (hidden when stderr is redirected): large layers take
     // seconds to minutes per metric.
-    let bar = ProgressBar::new(metrics.len() as u64).with_style(
+    let bar = if progress {
+        ProgressBar::new(metrics.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    }
+    .with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos}/{len} metrics: {msg}")
             .expect("valid progress template"),
     );
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    if progress {
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    }
     let mut scores: Vec<Outcome> = Vec::with_capacity(metrics.len());
     for m in metrics {
         bar.set_message(m.name());
@@ -76,14 +129,27 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
     }
     let inference = infer(args, &scores, &a, &b, &bar)?;
     bar.finish_and_clear();
-    let failed = scores.iter().filter(|s| s.is_err()).count();
-    if args.json {
-        let objects: Vec<Value> = scores
+    drop(pair);
+    Ok(Scored {
+        a,
+        b,
+        settings,
+        scores,
+        inference,
+        notes,
+    })
+}
+
+impl Scored {
+    /// The JSON `repflow score --json` prints: one object, or an array for `--metric all`.
+    pub fn json(&self, args: &ScoreArgs) -> Value {
+        let objects: Vec<Value> = self
+            .scores
             .iter()
-            .zip(&inference)
+            .zip(&self.inference)
             .map(|(s, inf)| match s {
                 Ok(s) => {
-                    let mut o = to_json(s, &a, &b, &settings);
+                    let mut o = to_json(s, &self.a, &self.b, &self.settings);
                     inf.extend_json(s.score, &mut o);
                     o
                 }
@@ -92,35 +158,37 @@ pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
                 }),
             })
             .collect();
-        let out = if args.metric == MetricSelection::All {
+        if args.metric == MetricSelection::All {
             Value::Array(objects)
         } else {
             objects[0].clone()
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("JSON values serialise")
-        );
-        for n in notes {
-            eprintln!("note: {n}");
         }
-    } else {
-        print_table(args, &scores, &inference, &a, &b, &settings, &notes);
     }
-    // Exit 2 when a metric cannot be computed on this input (too few stimuli for it), 1 for
-    // a numerical failure; each reason goes to stderr as well.
-    let mut code = 0;
-    for (m, e) in scores.iter().filter_map(|s| s.as_ref().err()) {
-        eprintln!("error: {}: {e}", m.name());
-        code = code.max(UserError::from(e.clone()).code);
+
+    /// 0, or 2 when a metric cannot be computed on this input (too few stimuli for it) and 1
+    /// for a numerical failure; with `report`, each reason goes to stderr.
+    pub fn exit_code(&self, report: bool) -> i32 {
+        let failed: Vec<_> = self
+            .scores
+            .iter()
+            .filter_map(|s| s.as_ref().err())
+            .collect();
+        let mut code = 0;
+        for (m, e) in &failed {
+            if report {
+                eprintln!("error: {}: {e}", m.name());
+            }
+            code = code.max(UserError::from(e.clone()).code);
+        }
+        if report && failed.len() > 1 {
+            eprintln!(
+                "error: {} of {} metrics could not be computed",
+                failed.len(),
+                self.scores.len()
+            );
+        }
+        code
     }
-    if failed > 1 {
-        eprintln!(
-            "error: {failed} of {} metrics could not be computed",
-            scores.len()
-        );
-    }
-    Ok(code)
 }
 
 /// What `--null`, `--bootstrap` and `--rotations` found for one metric.
@@ -212,15 +280,15 @@ fn describe_folds(settings: &Settings) -> String {
     }
 }
 
-fn print_table(
-    args: &ScoreArgs,
-    scores: &[Outcome],
-    inference: &[Inference],
-    a: &PreparedLayer,
-    b: &PreparedLayer,
-    settings: &Settings,
-    notes: &[String],
-) {
+fn print_table(args: &ScoreArgs, scored: &Scored) {
+    let Scored {
+        a,
+        b,
+        settings,
+        scores,
+        inference,
+        notes,
+    } = scored;
     let layer = |path: &Path, l: &PreparedLayer| {
         format!(
             "{} ({} stimuli × {} units, {} constant units dropped)",

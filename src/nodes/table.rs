@@ -29,6 +29,26 @@ pub struct RowLabel {
     pub stimuli: String,
 }
 
+impl RowLabel {
+    /// The table's row for this label and its score object (as `repflow score --json`
+    /// prints it): labels, score, fold scores, widths; a failed score keeps its `error`.
+    pub fn row(&self, v: &serde_json::Value) -> serde_json::Value {
+        let mut row = serde_json::json!({
+            "model_a": self.model_a, "model_b": self.model_b,
+            "layer_a": self.layer_a, "layer_b": self.layer_b,
+            "depth_a": self.depth_a, "depth_b": self.depth_b,
+            "metric": self.metric, "corr": v["corr"], "score": v["score"], "std": v["std"],
+            "folds": v["fold_scores"], "n_units_a": v["n_units_x"], "n_units_b": v["n_units_y"],
+            "nan_units": v["nan_units"],
+            "stimuli": if self.stimuli.is_empty() { "base" } else { self.stimuli.as_str() },
+        });
+        if let Some(e) = v.get("error") {
+            row["error"] = e.clone();
+        }
+        row
+    }
+}
+
 /// The table of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -69,15 +89,7 @@ impl Kind<RunContext> for Table {
         for (label, s) in self.rows.iter().zip(inputs.all("score").map(|i| &i.bundle)) {
             let v: serde_json::Value = serde_json::from_str(s.meta())
                 .map_err(|e| UserError::input(format!("corrupt score object: {e}")))?;
-            rows.push(serde_json::json!({
-                "model_a": label.model_a, "model_b": label.model_b,
-                "layer_a": label.layer_a, "layer_b": label.layer_b,
-                "depth_a": label.depth_a, "depth_b": label.depth_b,
-                "metric": label.metric, "corr": v["corr"], "score": v["score"], "std": v["std"],
-                "folds": v["fold_scores"], "n_units_a": v["n_units_x"], "n_units_b": v["n_units_y"],
-                "nan_units": v["nan_units"],
-                "stimuli": if label.stimuli.is_empty() { "base" } else { label.stimuli.as_str() },
-            }));
+            rows.push(label.row(&v));
         }
         let tests: Vec<_> = inputs.all("statistic").collect();
         if tests.len() != self.statistics.len() {

@@ -348,11 +348,7 @@ fn discover(
     }
     let count = layers.len();
     for (i, l) in layers.iter_mut().enumerate() {
-        l.depth = if count > 1 {
-            i as f64 / (count - 1) as f64
-        } else {
-            0.0
-        };
+        l.depth = super::layer_pairs::normalised_depth(i, count);
     }
     let rows = layers[0].shape.0;
     if let Some(l) = layers.iter().find(|l| l.shape.0 != rows) {
@@ -472,36 +468,9 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     let mut pairs = Vec::new();
     for &(a, b) in &model_pairs {
         let (la, lb) = (&models[a].layers, &models[b].layers);
-        match spec.layers.as_str() {
-            "all" => {
-                for i in 0..la.len() {
-                    for j in 0..lb.len() {
-                        pairs.push(LayerPair {
-                            model_a: a,
-                            layer_a: i,
-                            model_b: b,
-                            layer_b: j,
-                        });
-                    }
-                }
-            }
-            "matched" => {
-                for (i, l) in la.iter().enumerate() {
-                    let j = (0..lb.len())
-                        .min_by(|&p, &q| {
-                            (lb[p].depth - l.depth)
-                                .abs()
-                                .total_cmp(&(lb[q].depth - l.depth).abs())
-                        })
-                        .expect("models have layers");
-                    pairs.push(LayerPair {
-                        model_a: a,
-                        layer_a: i,
-                        model_b: b,
-                        layer_b: j,
-                    });
-                }
-            }
+        let all = match spec.layers.as_str() {
+            "all" => true,
+            "matched" => false,
             other => {
                 let mut e = UserError::input(format!(
                     "{}: `layers` is `{other}`; expected \"matched\" or \"all\"",
@@ -512,6 +481,14 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
                 }
                 return Err(e);
             }
+        };
+        for (i, j) in super::layer_pairs::layer_pairs(la.len(), lb.len(), all) {
+            pairs.push(LayerPair {
+                model_a: a,
+                layer_a: i,
+                model_b: b,
+                layer_b: j,
+            });
         }
     }
     Ok(Plan {

@@ -30,6 +30,7 @@
 
 mod expand;
 pub mod graph;
+pub mod layer_pairs;
 pub mod networks;
 mod spec;
 

@@ -298,11 +298,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             .enumerate()
             .map(|(i, name)| Layer {
                 name,
-                depth: if count > 1 {
-                    i as f64 / (count - 1) as f64
-                } else {
-                    0.0
-                },
+                depth: super::layer_pairs::normalised_depth(i, count),
                 file: PathBuf::new(),
                 tensor: None,
                 shape: (n_rows, 0),
