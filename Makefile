@@ -47,7 +47,7 @@ test: data
 	$(MAKE) test-python
 
 ## The Python package (python/, maturin): installed from the tree, then its pytest suite.
-test-python:
+test-python: setup
 	$(PYTHON) -m pip install --quiet ./python
 	$(PYTHON) -m pytest -q python/tests
 
