@@ -105,7 +105,8 @@ pub struct ExtractArgs {
     /// Output classes of the network.
     #[arg(long, default_value_t = 10, value_parser = crate::ranges::positive_count)]
     pub classes: usize,
-    /// Weights: a .safetensors file with torchvision parameter names (a `module.` prefix is stripped).
+    /// Weights with torchvision parameter names: .safetensors, or a torch.save .pt/.pth state
+    /// dict (also under `state_dict` or `model`); a `module.` prefix is stripped.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Stimuli: fashion-mnist-test, fashion-mnist-train, mnist5k, an image folder (one

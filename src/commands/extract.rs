@@ -126,22 +126,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     }
     let dev = Device::Cpu;
     let shown = args.checkpoint.display();
-    let tensors =
-        candle_core::safetensors::load_buffer(&crate::input::read(&args.checkpoint)?, &dev)
-            .map_err(|e| {
-                UserError::input(format!(
-                    "cannot read checkpoint `{shown}`: {}",
-                    e.to_string().lines().next().unwrap_or_default()
-                ))
-            })?
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                    v,
-                )
-            })
-            .collect();
+    let tensors = crate::models::checkpoint::read(&args.checkpoint)?;
     let cfg = ModelConfig {
         arch: Arch::from_name(&args.arch)?,
         width: args.width,

@@ -7,6 +7,7 @@
 //! A forward pass can record the output of every convolution and linear layer (before
 //! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
 
+pub mod checkpoint;
 pub mod conv;
 pub mod elementwise;
 pub mod extract;

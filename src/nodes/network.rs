@@ -96,23 +96,7 @@ impl Kind<RunContext> for Weights {
 impl Weights {
     /// Reads the weights.
     pub fn read(&self) -> Result<Bundle, UserError> {
-        let tensors: HashMap<String, Tensor> =
-            candle_core::safetensors::load_buffer(&crate::input::read(&self.file)?, &Device::Cpu)
-                .map_err(|e| {
-                    ce(format!(
-                        "cannot read checkpoint `{}`: {e}",
-                        self.file.display()
-                    ))
-                })?
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with("__"))
-                .map(|(k, v)| {
-                    (
-                        k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                        v,
-                    )
-                })
-                .collect();
+        let tensors: HashMap<String, Tensor> = crate::models::checkpoint::read(&self.file)?;
         let mut keys: Vec<&String> = tensors.keys().collect();
         keys.sort();
         let meta = serde_json::json!({ "weights": keys });

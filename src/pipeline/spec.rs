@@ -133,7 +133,8 @@ pub struct NetworkSpec {
     pub width: usize,
     /// Training seed (trained networks).
     pub seed: Option<u32>,
-    /// A `.safetensors` checkpoint with torchvision names (imported networks), relative to the pipeline.
+    /// A checkpoint with torchvision names (imported networks), relative to the pipeline:
+    /// `.safetensors`, or a torch.save `.pt`/`.pth` state dict.
     pub checkpoint: Option<PathBuf>,
     /// torchvision's ImageNet stem instead of the small-image stem.
     #[serde(default)]
