@@ -21,6 +21,8 @@ const STATE_DICT_KEYS: [Option<&str>; 3] = [None, Some("state_dict"), Some("mode
 /// Reads the tensors of checkpoint `path` (by extension: `.safetensors`, `.pt`, `.pth`).
 pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, UserError> {
     let shown = path.display();
+    // a regular file first (a FIFO or device is refused before anything reads it)
+    crate::input::open(path)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let tensors: Vec<(String, Tensor)> = match ext {
         "safetensors" => {
