@@ -37,25 +37,25 @@ def _array(a, name):
     return a
 
 
-def _flags(metric=None, *, folds=5, seed=42, shuffle=True, corr="pearson", test_zscore="train",
-           alphas=None, dim_match="zeropad", hsic="biased", rsa_compare="spearman",
-           rotate_x=None, null=None, null_seed=0, bootstrap=None, ci=0.95, bootstrap_seed=0,
-           rotations=None, rotation_seed=0):
-    f = []
-    if metric is not None:
-        f += ["--metric", str(metric)]
-    f += ["--folds", str(folds), "--seed", str(seed), "--corr", corr, "--test-zscore", test_zscore,
-          "--dim-match", dim_match, "--hsic", hsic, "--rsa-compare", rsa_compare,
-          "--null-seed", str(null_seed), "--ci", repr(float(ci)),
-          "--bootstrap-seed", str(bootstrap_seed), "--rotation-seed", str(rotation_seed)]
+# keyword -> `repflow score` flag; the defaults are the CLI's, so only given options are passed
+_FLAGS = {"folds": "--folds", "seed": "--seed", "corr": "--corr", "test_zscore": "--test-zscore",
+          "dim_match": "--dim-match", "hsic": "--hsic", "rsa_compare": "--rsa-compare",
+          "rotate_x": "--rotate-x", "null": "--null", "null_seed": "--null-seed",
+          "bootstrap": "--bootstrap", "ci": "--ci", "bootstrap_seed": "--bootstrap-seed",
+          "rotations": "--rotations", "rotation_seed": "--rotation-seed"}
+
+
+def _flags(metric=None, *, shuffle=True, alphas=None, **options):
+    f = [] if metric is None else ["--metric", str(metric)]
+    for k, v in options.items():
+        if k not in _FLAGS:
+            raise TypeError(f"unknown option `{k}`; expected one of shuffle, alphas, {', '.join(_FLAGS)}")
+        if v is not None:
+            f += [_FLAGS[k], repr(float(v)) if k == "ci" else str(v)]
     if not shuffle:
         f.append("--no-shuffle")
     if alphas is not None:
         f += ["--alphas", ",".join(repr(float(a)) for a in alphas)]
-    for flag, v in [("--rotate-x", rotate_x), ("--null", null), ("--bootstrap", bootstrap),
-                    ("--rotations", rotations)]:
-        if v is not None:
-            f += [flag, str(v)]
     return f
 
 

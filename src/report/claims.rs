@@ -376,11 +376,7 @@ fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Clai
                 Ok(null) => {
                     let per_layer = tested
                         .iter()
-                        .zip(&draws)
-                        .filter(|(row, d)| {
-                            let above = d.iter().filter(|&&v| v >= row.score).count();
-                            ((1 + above) as f64 / (1 + d.len()) as f64) < CLAIM_ALPHA
-                        })
+                        .filter(|row| row.rotation_p.is_some_and(|p| p < CLAIM_ALPHA))
                         .count();
                     values.insert(format!("{a}.rotation_null_mean"), null.mean);
                     values.insert(format!("{a}.rotation_p"), null.p_value);

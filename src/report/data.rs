@@ -39,6 +39,8 @@ pub struct ScoreRow {
     pub null_q95: Option<f64>,
     /// The rotation null's 95% quantile, when `[statistics]` ran it.
     pub rotation_q95: Option<f64>,
+    /// The rotation null's p-value, when `[statistics]` ran it.
+    pub rotation_p: Option<f64>,
     /// The rotation null's draws, in order (draw k: Haar rotation seed + k).
     pub rotation_draws: Option<Vec<f64>>,
     /// Half the width of the bootstrap interval, when `[statistics]` ran it.
@@ -108,6 +110,7 @@ impl Results {
                 null_n: r["null"]["n"].as_u64().map(|n| n as usize),
                 null_q95: r["null"]["quantiles"]["0.95"].as_f64(),
                 rotation_q95: r["rotation_null"]["quantiles"]["0.95"].as_f64(),
+                rotation_p: r["rotation_null"]["p_value"].as_f64(),
                 rotation_draws: r["rotation_null"]["draws"]
                     .as_array()
                     .map(|d| d.iter().map(num).collect()),
