@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup build run example-data data test test-python fixtures bench bench-quick bench-models lint doc clean
+.PHONY: setup setup-torch build run example-data data test test-python fixtures bench bench-quick bench-models lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -46,10 +46,15 @@ test: data
 	$(CARGO) test --workspace --release
 	$(MAKE) test-python
 
-## The Python package (python/, maturin): installed from the tree, then its pytest suite.
+## The Python package (python/, maturin): installed from the tree, then its pytest suite
+## (python/tests/test_torch.py is skipped, and says so, where torch is not installed).
 test-python: setup
 	$(PYTHON) -m pip install --quiet ./python
-	$(PYTHON) -m pytest -q python/tests
+	$(PYTHON) -m pytest -q -rs python/tests
+
+## torch and torchvision for repflow.torch's tests (~5 GB; .ci/run installs them).
+setup-torch:
+	$(PYTHON) -m pip install --quiet -r python/requirements-torch.txt
 
 ## Regenerate tests/fixtures from the Python reference (numpy, scipy, scikit-learn, POT).
 fixtures:
@@ -64,11 +69,10 @@ bench-quick: setup
 	$(CARGO) build --release --benches --bins
 	$(PYTHON) scripts/bench.py --quick
 
-## Candle networks against PyTorch CPU (needs torch in /tmp/torchenv, see scripts/bench_models.py).
-TORCH_PYTHON ?= /tmp/torchenv/bin/python
-bench-models:
+## Candle networks against PyTorch CPU (torch from python/requirements-torch.txt).
+bench-models: setup-torch
 	$(CARGO) build --release --benches
-	$(TORCH_PYTHON) scripts/bench_models.py
+	$(PYTHON) scripts/bench_models.py
 
 lint:
 	$(CARGO) fmt --all --check

@@ -2,8 +2,8 @@
 beside PyTorch CPU eager on the same architecture, width, batch and optimiser, in the same
 run (2 threads each). Needs torch (installed only for this benchmark):
 
-    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch torchvision safetensors
-    /tmp/torchenv/bin/python scripts/bench_models.py
+    make setup-torch     # torch and torchvision, pinned in python/requirements-torch.txt
+    python3 scripts/bench_models.py
 """
 
 import json

@@ -3,8 +3,8 @@
 evaluation mode. tests/models.rs checks candle's forward pass against them (tolerance 1e-4).
 
 Needs torch and torchvision (only to regenerate the fixtures; they are committed):
-    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch torchvision safetensors
-    /tmp/torchenv/bin/python scripts/model_fixtures.py
+    make setup-torch     # torch and torchvision, pinned in python/requirements-torch.txt
+    python3 scripts/model_fixtures.py
 """
 
 import pathlib

@@ -24,6 +24,15 @@ __version__ = _repflow.__version__
 __all__ = ["score", "compare", "run", "results"]
 
 
+def __getattr__(name):
+    """``repflow.torch`` (forward hooks on PyTorch models) is imported on first use, so that
+    ``import repflow`` does not need torch."""
+    if name == "torch":
+        import importlib
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'repflow' has no attribute '{name}'")
+
+
 def _array(a, name):
     """A 2-D numpy view of ``a`` without a copy when it already is one (float32/float64,
     C or Fortran order); anything with ``__array__`` is converted."""
@@ -94,7 +103,8 @@ class _TextProgress:
         self.n += k
         now = time.monotonic()
         if now - self.last > 2 or self.n == self.total:
-            print(f"{self.desc}: {self.n}/{self.total}", file=sys.stderr, flush=True)
+            of = "" if self.total is None else f"/{self.total}"
+            print(f"{self.desc}: {self.n}{of}", file=sys.stderr, flush=True)
             self.last = now
 
     def close(self):
