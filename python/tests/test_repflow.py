@@ -200,3 +200,32 @@ def test_run_and_results_read_a_pipeline(tmp_path):
         repflow.run(tmp_path / "missing.toml")
     with pytest.raises(ValueError):
         repflow.results(tmp_path / "nowhere")
+
+
+def test_frames_and_progress_bars(capsys, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    layers_a = {f"a{i}": pair(seed=i)[0] for i in range(2)}
+    layers_b = {f"b{i}": pair(seed=5 + i)[1] for i in range(2)}
+    rows = repflow.compare(layers_a, layers_b, metrics=["cka"], progress=False)
+    frame = repflow.compare(layers_a, layers_b, metrics=["cka"], as_frame=True)  # tqdm's bar
+    assert isinstance(frame, pd.DataFrame) and frame.to_dict("records") == rows
+    assert "repflow.compare" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)  # as if tqdm were absent
+    repflow.compare(layers_a, layers_b, metrics=["cka"])
+    assert "repflow.compare: 2/2" in capsys.readouterr().err
+
+
+def test_results_as_frames(tmp_path):
+    pd = pytest.importorskip("pandas")
+    data = tmp_path / "data"
+    for model in ("net_a", "net_b"):
+        (data / model).mkdir(parents=True)
+        for l in range(2):
+            np.save(data / model / f"layer{l}.npy", pair(m=40, seed=len(model) + l)[0])
+    p = tmp_path / "tiny.toml"
+    p.write_text(f'name = "tiny"\nresults = "{tmp_path / "out"}"\nmodels = ["net_a", "net_b"]\n'
+                 'layers = "all"\nmetrics = ["cka"]\n\n[source]\ndir = "data"\n')
+    assert repflow.run(p, cache=tmp_path / "cache")["failed"] == 0
+    res = repflow.results(tmp_path / "out", as_frame=True)
+    assert isinstance(res["scores"], pd.DataFrame) and len(res["scores"]) == 4
+    assert res["scores"].to_dict("records") == repflow.results(tmp_path / "out")["scores"]
