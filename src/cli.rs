@@ -14,6 +14,10 @@ use crate::error::UserError;
 #[derive(Parser, Debug)]
 #[command(name = "repflow", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Where the metrics' heavy operations run: auto (a GPU when one is usable, else the
+    /// CPU), cpu, cuda or cuda:N. Default: a pipeline's `options.device`, else auto.
+    #[arg(long, global = true, env = "REPFLOW_DEVICE")]
+    pub device: Option<String>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod device;
 pub mod error;
 pub mod input;
 pub mod matrix_io;

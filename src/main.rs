@@ -18,6 +18,14 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // The commands that score pick their device here; `run` reads its pipeline's first.
+    let scores = matches!(cli.command, Command::Score(_) | Command::ExecNode(_));
+    if let Some(choice) = cli.device.as_deref().or(scores.then_some("auto")) {
+        if let Err(e) = repflow::device::install(choice, "--device") {
+            eprintln!("{e}");
+            std::process::exit(e.code);
+        }
+    }
     let result = match cli.command {
         Command::Score(args) => commands::score::run(&args),
         Command::Run(args) => commands::run::run(&args),

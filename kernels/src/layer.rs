@@ -342,7 +342,9 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        crate::lazy::get_or_compute(&self.gram_total, || stats::gram(self.x(), None))
+        crate::lazy::get_or_compute(&self.gram_total, || {
+            crate::backend::current().gram(self.x())
+        })
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod across_scores;
+pub mod backend;
 pub mod cka;
 pub mod folds;
 pub mod inference;
@@ -66,3 +67,13 @@ impl std::fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+impl KernelError {
+    /// The same error with `what` (the quantity being computed) in front of its message.
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            KernelError::Invalid(m) => KernelError::Invalid(format!("{what}: {m}")),
+            KernelError::Numerical(m) => KernelError::Numerical(format!("{what}: {m}")),
+        }
+    }
+}

@@ -128,9 +128,10 @@ impl<'a> Pair<'a> {
     /// Per-fold test-block cross-products `X_teᵀ Y_te` (centred data).
     fn blocks(&self) -> &[Mat<f64>] {
         crate::lazy::get_or_compute(&self.blocks, || {
+            let backend = crate::backend::current();
             (0..self.a.k())
                 .into_par_iter()
-                .map(|f| self.a.test_rows(f).transpose() * self.b.test_rows(f))
+                .map(|f| backend.cross(self.a.test_rows(f), self.b.test_rows(f)))
                 .collect()
         })
         .as_slice()
@@ -141,7 +142,7 @@ impl<'a> Pair<'a> {
     pub fn cross_total(&self) -> &Mat<f64> {
         crate::lazy::get_or_compute(&self.total, || {
             let Some(blocks) = self.blocks.get() else {
-                return self.a.data().transpose() * self.b.data();
+                return crate::backend::current().cross(self.a.data(), self.b.data());
             };
             let mut total = blocks[0].clone();
             for b in &blocks[1..] {

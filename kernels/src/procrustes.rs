@@ -9,7 +9,7 @@
 //! $(Y_{te} - \mu_y) M^\top$. netrep's angular distance
 //! $\arccos \langle X_{te} M, Y_{te}\rangle / (\|X_{te}\|\,\|Y_{te}\|)$ is reported beside it.
 
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
@@ -19,28 +19,26 @@ use crate::{stats, KernelError};
 
 /// The polar factor `U Vᵀ` of `c` (n_x × n_y) from its thin SVD.
 fn polar(c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
-    let svd = c
-        .thin_svd()
-        .map_err(|e| KernelError::Numerical(format!("SVD of the cross-covariance: {e:?}")))?;
-    Ok(svd.U() * svd.V().transpose())
+    crate::backend::current().polar(c)
 }
 
 /// Top-`k` principal axes (n × k, largest variance first) of a layer's fold-`f` train rows.
 fn pca_axes(layer: &PreparedLayer, f: usize, k: usize) -> Result<Mat<f64>, KernelError> {
     let te = layer.test_rows(f);
-    let block = stats::gram(te, None);
+    let backend = crate::backend::current();
+    let block = backend.gram(te);
     let total = layer.gram_total();
     let mu = &layer.stats(f).train_mean;
     let m = layer.n_train(f) as f64;
     let scatter = Mat::from_fn(total.nrows(), total.ncols(), |i, j| {
         (total[(i, j)] - block[(i, j)]) - m * mu[i] * mu[j]
     });
-    let eig = scatter
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| KernelError::Numerical(format!("PCA of the wider layer: {e:?}")))?;
+    let (_, vectors) = backend
+        .sym_eigen(scatter.as_ref())
+        .map_err(|e| e.context("PCA of the wider layer"))?;
     let n = layer.n_units();
     // eigenvalues ascend: the last k columns, largest first
-    Ok(Mat::from_fn(n, k, |i, c| eig.U()[(i, n - 1 - c)]))
+    Ok(Mat::from_fn(n, k, |i, c| vectors[(i, n - 1 - c)]))
 }
 
 /// A layer's fold-`f` test rows centred with its train means.

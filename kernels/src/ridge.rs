@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
@@ -94,7 +94,8 @@ impl RidgeFactor {
 
         // ZᵀZ from the total Gram minus the test block, centred and scaled.
         let te = layer.test_rows(fold);
-        let block = stats::gram(te, None);
+        let backend = crate::backend::current();
+        let block = backend.gram(te);
         let total = layer.gram_total();
         let mu = &st.train_mean;
         let gz = Mat::from_fn(n, n, |i, j| {
@@ -103,10 +104,9 @@ impl RidgeFactor {
             }
             ((total[(i, j)] - block[(i, j)]) - m_tr as f64 * mu[i] * mu[j]) / (scale[i] * scale[j])
         });
-        let eig = gz
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| KernelError::Numerical(format!("eigendecomposition of ZᵀZ: {e:?}")))?;
-        let eigenvalues: Vec<f64> = (0..n).map(|k| eig.S()[k]).collect();
+        let (eigenvalues, vectors) = backend
+            .sym_eigen(gz.as_ref())
+            .map_err(|e| e.context("ZᵀZ"))?;
         let lambda_max = eigenvalues.iter().cloned().fold(0.0, f64::max);
         // Directions at the level of rounding noise in ZᵀZ are its null space.
         let tol = lambda_max * n as f64 * f64::EPSILON * 10.0;
@@ -116,7 +116,7 @@ impl RidgeFactor {
             if constant[i] {
                 0.0
             } else {
-                eig.U()[(i, keep[k])]
+                vectors[(i, keep[k])]
             }
         });
         let lambda: Vec<f64> = keep.iter().map(|&k| eigenvalues[k]).collect();

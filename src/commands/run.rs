@@ -37,6 +37,13 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
         return Ok((0, serde_json::Value::Null));
     }
     let (plan, dag) = super::load_plan_and_dag(&args.pipeline)?;
+    if !repflow_kernels::backend::installed() {
+        let origin = format!("{}: `options.device`", plan.spec.path.display());
+        let choice = plan.spec.options.device.as_deref().unwrap_or("auto");
+        crate::device::install(choice, &origin)?;
+        // Slurm workers (`repflow exec-node`) inherit the choice through the environment.
+        std::env::set_var("REPFLOW_DEVICE", choice);
+    }
     let results_dir = plan.spec.results_dir();
     let store = Arc::new(super::open_store(&args.store.dir())?);
     let jobs = args.jobs.unwrap_or_else(|| {

@@ -378,6 +378,9 @@ pub struct Options {
     pub rsa_compare: String,
     /// Seed of the Haar rotations of `:rotated` metrics.
     pub rotation_seed: u32,
+    /// Where the metrics' heavy operations run (`auto`, `cpu`, `cuda`, `cuda:N`); `--device`
+    /// and `REPFLOW_DEVICE` override it. Not part of any key.
+    pub device: Option<String>,
 }
 
 impl Default for Options {
@@ -393,6 +396,7 @@ impl Default for Options {
             hsic: "biased".into(),
             rsa_compare: "spearman".into(),
             rotation_seed: 0,
+            device: None,
         }
     }
 }

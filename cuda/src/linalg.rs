@@ -1,0 +1,404 @@
+//! [`CudaBackend`]: the metrics' heavy operations on one GPU, in float64.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::cusolver::{sys as sol, DnHandle};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use faer::{Mat, MatRef};
+use repflow_kernels::backend::{Backend, Cpu};
+use repflow_kernels::KernelError;
+
+use crate::Unavailable;
+
+/// Products smaller than this many multiply-adds stay on the CPU: a transfer to the device
+/// and back costs more than they do. (A first choice, not yet measured on a GPU.)
+pub const MIN_GPU_WORK: usize = 1 << 22;
+
+struct Gpu {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    solver: DnHandle,
+}
+
+/// One CUDA device serving [`Backend`]; calls from rayon's threads take turns on its stream.
+pub struct CudaBackend {
+    gpu: Mutex<Gpu>,
+    name: String,
+    min_work: usize,
+}
+
+type GpuResult<T> = Result<T, String>;
+
+fn driver<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e:?}")
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` (after [`crate::probe`] says the libraries are there).
+    pub fn open(ordinal: usize) -> Result<Self, Unavailable> {
+        let count = crate::probe()?;
+        if ordinal >= count {
+            return Err(Unavailable(format!(
+                "there is no CUDA device {ordinal}; this machine has {count}"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| Unavailable(format!("cannot open CUDA device {ordinal}: {e:?}")))?;
+        let stream = ctx.default_stream();
+        let blas =
+            CudaBlas::new(stream.clone()).map_err(|e| Unavailable(format!("cuBLAS: {e:?}")))?;
+        let solver =
+            DnHandle::new(stream.clone()).map_err(|e| Unavailable(format!("cuSOLVER: {e:?}")))?;
+        let name = format!(
+            "cuda:{ordinal} {}",
+            ctx.name().unwrap_or_else(|_| "unknown device".into())
+        );
+        Ok(CudaBackend {
+            gpu: Mutex::new(Gpu {
+                stream,
+                blas,
+                solver,
+            }),
+            name,
+            min_work: MIN_GPU_WORK,
+        })
+    }
+
+    /// The same backend sending every product to the device, however small (for the parity
+    /// tests).
+    pub fn with_min_work(mut self, min_work: usize) -> Self {
+        self.min_work = min_work;
+        self
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&mut Gpu) -> GpuResult<T>) -> GpuResult<T> {
+        let mut gpu = self.gpu.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut gpu)
+    }
+
+    /// The CPU's answer when the device fails, said once on stderr: a number is never lost
+    /// or made up, only computed more slowly.
+    fn fallback<T>(&self, what: &str, error: String, cpu: impl FnOnce() -> T) -> T {
+        static SAID: OnceLock<()> = OnceLock::new();
+        SAID.get_or_init(|| {
+            eprintln!(
+                "warning: {} failed ({what}: {error}); using the CPU for it",
+                self.name
+            )
+        });
+        cpu()
+    }
+}
+
+impl Gpu {
+    fn upload(&self, m: MatRef<'_, f64>) -> GpuResult<CudaSlice<f64>> {
+        let host: Vec<f64> = (0..m.ncols())
+            .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)]))
+            .collect();
+        self.stream
+            .clone_htod(&host)
+            .map_err(driver("copy to the device"))
+    }
+
+    fn download(&self, d: &CudaSlice<f64>, rows: usize, cols: usize) -> GpuResult<Mat<f64>> {
+        let host = self
+            .stream
+            .clone_dtoh(d)
+            .map_err(driver("copy from the device"))?;
+        Ok(Mat::from_fn(rows, cols, |i, j| host[i + j * rows]))
+    }
+
+    /// `op(a) op(b)` for column-major device matrices: (m × k)(k × n) after the ops.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        ta: bool,
+        tb: bool,
+        (m, n, k): (usize, usize, usize),
+        a: &CudaSlice<f64>,
+        lda: usize,
+        b: &CudaSlice<f64>,
+        ldb: usize,
+    ) -> GpuResult<CudaSlice<f64>> {
+        let mut c = self
+            .stream
+            .alloc_zeros::<f64>((m * n).max(1))
+            .map_err(driver("device allocation"))?;
+        let op = |t| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let cfg = GemmConfig {
+            transa: op(ta),
+            transb: op(tb),
+            m: m as i32,
+            n: n as i32,
+            k: k as i32,
+            alpha: 1.0,
+            lda: lda.max(1) as i32,
+            ldb: ldb.max(1) as i32,
+            beta: 0.0,
+            ldc: m.max(1) as i32,
+        };
+        // SAFETY: the buffers hold the column-major matrices the config describes.
+        unsafe { self.blas.gemm(cfg, a, b, &mut c) }.map_err(driver("cuBLAS dgemm"))?;
+        Ok(c)
+    }
+
+    fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> GpuResult<Mat<f64>> {
+        let (rows, p, q) = (a.nrows(), a.ncols(), b.ncols());
+        let (da, db) = (self.upload(a)?, self.upload(b)?);
+        let c = self.gemm(true, false, (p, q, rows), &da, rows, &db, rows)?;
+        self.download(&c, p, q)
+    }
+
+    fn check_info(&self, info: &CudaSlice<i32>, what: &str) -> GpuResult<()> {
+        let info = self
+            .stream
+            .clone_dtoh(info)
+            .map_err(driver("copy from the device"))?;
+        match info[0] {
+            0 => Ok(()),
+            i if i < 0 => Err(format!("{what}: argument {} was invalid", -i)),
+            i => Err(format!("{what} did not converge ({i} superdiagonals)")),
+        }
+    }
+
+    /// The polar factor of a tall (rows ≥ cols) matrix.
+    fn polar_tall(&self, c: MatRef<'_, f64>) -> GpuResult<Mat<f64>> {
+        let (m, n) = c.shape();
+        let mut a = self.upload(c)?;
+        let alloc = |len: usize| {
+            self.stream
+                .alloc_zeros::<f64>(len.max(1))
+                .map_err(driver("device allocation"))
+        };
+        let (mut s, mut u, mut vt) = (alloc(n)?, alloc(m * n)?, alloc(n * n)?);
+        let mut info = self
+            .stream
+            .alloc_zeros::<i32>(1)
+            .map_err(driver("device allocation"))?;
+        let mut lwork = 0i32;
+        let h = self.solver.cu();
+        // SAFETY: sizes as cuSOLVER documents for jobu = jobvt = 'S'; rwork may be null.
+        unsafe {
+            check(
+                sol::cusolverDnDgesvd_bufferSize(h, m as i32, n as i32, &mut lwork),
+                "dgesvd workspace",
+            )?;
+            let mut work = alloc(lwork as usize)?;
+            let (pa, _ra) = a.device_ptr_mut(&self.stream);
+            let (ps, _rs) = s.device_ptr_mut(&self.stream);
+            let (pu, _ru) = u.device_ptr_mut(&self.stream);
+            let (pv, _rv) = vt.device_ptr_mut(&self.stream);
+            let (pw, _rw) = work.device_ptr_mut(&self.stream);
+            let (pi, _ri) = info.device_ptr_mut(&self.stream);
+            check(
+                sol::cusolverDnDgesvd(
+                    h,
+                    b'S' as i8,
+                    b'S' as i8,
+                    m as i32,
+                    n as i32,
+                    pa as *mut f64,
+                    m as i32,
+                    ps as *mut f64,
+                    pu as *mut f64,
+                    m as i32,
+                    pv as *mut f64,
+                    n as i32,
+                    pw as *mut f64,
+                    lwork,
+                    std::ptr::null_mut(),
+                    pi as *mut i32,
+                ),
+                "dgesvd",
+            )?;
+        }
+        self.check_info(&info, "the SVD of the cross-covariance")?;
+        let p = self.gemm(false, false, (m, n, n), &u, m, &vt, n)?;
+        self.download(&p, m, n)
+    }
+
+    fn sym_eigen(&self, s: MatRef<'_, f64>) -> GpuResult<(Vec<f64>, Mat<f64>)> {
+        let n = s.nrows();
+        let mut a = self.upload(s)?;
+        let mut w = self
+            .stream
+            .alloc_zeros::<f64>(n.max(1))
+            .map_err(driver("device allocation"))?;
+        let mut info = self
+            .stream
+            .alloc_zeros::<i32>(1)
+            .map_err(driver("device allocation"))?;
+        let (jobz, uplo) = (
+            sol::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+            sol::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER,
+        );
+        let h = self.solver.cu();
+        let mut lwork = 0i32;
+        // SAFETY: a is n × n column-major, w holds n values, as cuSOLVER documents.
+        unsafe {
+            {
+                let (pa, _ra) = a.device_ptr(&self.stream);
+                let (pw, _rw) = w.device_ptr(&self.stream);
+                check(
+                    sol::cusolverDnDsyevd_bufferSize(
+                        h,
+                        jobz,
+                        uplo,
+                        n as i32,
+                        pa as *const f64,
+                        n as i32,
+                        pw as *const f64,
+                        &mut lwork,
+                    ),
+                    "dsyevd workspace",
+                )?;
+            }
+            let mut work = self
+                .stream
+                .alloc_zeros::<f64>((lwork as usize).max(1))
+                .map_err(driver("device allocation"))?;
+            let (pa, _ra) = a.device_ptr_mut(&self.stream);
+            let (pw, _rw) = w.device_ptr_mut(&self.stream);
+            let (pk, _rk) = work.device_ptr_mut(&self.stream);
+            let (pi, _ri) = info.device_ptr_mut(&self.stream);
+            check(
+                sol::cusolverDnDsyevd(
+                    h,
+                    jobz,
+                    uplo,
+                    n as i32,
+                    pa as *mut f64,
+                    n as i32,
+                    pw as *mut f64,
+                    pk as *mut f64,
+                    lwork,
+                    pi as *mut i32,
+                ),
+                "dsyevd",
+            )?;
+        }
+        self.check_info(&info, "the eigendecomposition")?;
+        let values = self
+            .stream
+            .clone_dtoh(&w)
+            .map_err(driver("copy from the device"))?;
+        Ok((values[..n].to_vec(), self.download(&a, n, n)?))
+    }
+}
+
+fn check(status: sol::cusolverStatus_t, what: &str) -> GpuResult<()> {
+    if status == sol::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("cuSOLVER {what}: {status:?}"))
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn gram(&self, a: MatRef<'_, f64>) -> Mat<f64> {
+        if a.nrows() * a.ncols() * a.ncols() < self.min_work {
+            return Cpu.gram(a);
+        }
+        match self.run(|g| g.cross(a, a)) {
+            // exactly symmetric, as the CPU's
+            Ok(c) => Mat::from_fn(c.nrows(), c.ncols(), |i, j| c[(i.max(j), i.min(j))]),
+            Err(e) => self.fallback("Gram matrix", e, || Cpu.gram(a)),
+        }
+    }
+
+    fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+        if a.nrows() * a.ncols() * b.ncols() < self.min_work {
+            return Cpu.cross(a, b);
+        }
+        self.run(|g| g.cross(a, b))
+            .unwrap_or_else(|e| self.fallback("cross-product", e, || Cpu.cross(a, b)))
+    }
+
+    fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
+        let (p, q) = c.shape();
+        if p.min(q) == 0 || p * q * p.min(q) < self.min_work {
+            return Cpu.polar(c);
+        }
+        let gpu = if p >= q {
+            self.run(|g| g.polar_tall(c))
+        } else {
+            // polar(cᵀ) = polar(c)ᵀ
+            self.run(|g| g.polar_tall(c.transpose()))
+                .map(|t| t.transpose().to_owned())
+        };
+        match gpu {
+            Ok(m) => Ok(m),
+            Err(e) => self.fallback("SVD", e, || Cpu.polar(c)),
+        }
+    }
+
+    fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError> {
+        let n = s.nrows();
+        if n == 0 || n * n * n < self.min_work {
+            return Cpu.sym_eigen(s);
+        }
+        match self.run(|g| g.sym_eigen(s)) {
+            Ok(r) => Ok(r),
+            Err(e) => self.fallback("eigendecomposition", e, || Cpu.sym_eigen(s)),
+        }
+    }
+}
+
+impl CudaBackend {
+    /// Runs each operation on the device and on the CPU on small fixed matrices and
+    /// compares them (1e-9 relative): a driver or library that computes wrong numbers is
+    /// caught before any score uses it.
+    pub fn self_check(&self) -> Result<(), Unavailable> {
+        let a = Mat::from_fn(37, 9, |i, j| {
+            ((i * 7 + j * 13) % 17) as f64 - 8.0 + (i as f64).sin()
+        });
+        let b = Mat::from_fn(37, 6, |i, j| {
+            ((i * 5 + j * 11) % 19) as f64 - 9.0 + (j as f64).cos()
+        });
+        let differs =
+            |what: &str| Unavailable(format!("{}: its {what} differs from the CPU's", self.name));
+        let close = |x: &Mat<f64>, y: &Mat<f64>, what: &str| {
+            let scale = y.norm_max().max(1.0);
+            if x.shape() == y.shape() && (x - y).norm_max() <= 1e-9 * scale {
+                Ok(())
+            } else {
+                Err(differs(what))
+            }
+        };
+        let c = Cpu.cross(a.as_ref(), b.as_ref());
+        let gpu_c = self
+            .run(|g| g.cross(a.as_ref(), b.as_ref()))
+            .map_err(Unavailable)?;
+        close(&gpu_c, &c, "cross-product")?;
+        let gpu_polar = self
+            .run(|g| g.polar_tall(c.as_ref()))
+            .map_err(Unavailable)?;
+        let cpu_polar = Cpu
+            .polar(c.as_ref())
+            .map_err(|e| Unavailable(e.to_string()))?;
+        close(&gpu_polar, &cpu_polar, "polar factor")?;
+        let gram = Cpu.gram(a.as_ref());
+        let (values, vectors) = self
+            .run(|g| g.sym_eigen(gram.as_ref()))
+            .map_err(Unavailable)?;
+        // eigenvectors are defined up to sign: rebuild V diag(λ) Vᵀ and compare
+        let n = gram.nrows();
+        let rebuilt = Mat::from_fn(n, n, |i, j| {
+            (0..n)
+                .map(|k| vectors[(i, k)] * values[k] * vectors[(j, k)])
+                .sum::<f64>()
+        });
+        close(&rebuilt, &gram, "eigendecomposition")
+    }
+}

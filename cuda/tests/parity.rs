@@ -1,0 +1,163 @@
+//! GPU against CPU: each backend operation and every metric to 1e-9 relative in float64,
+//! the reduction kernels exactly, the column and shift kernels to 1e-12. Runs where a CUDA
+//! device is usable; elsewhere each test prints that it was skipped and why.
+
+use std::sync::Arc;
+
+use faer::Mat;
+use repflow_cuda::{CudaBackend, Custom, MapReduction};
+use repflow_kernels::backend::{self, Backend, Cpu};
+use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+
+fn device() -> Option<CudaBackend> {
+    match CudaBackend::open(0) {
+        Ok(b) => Some(b.with_min_work(0)),
+        Err(e) => {
+            eprintln!("skipped: no usable CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn matrix(rows: usize, cols: usize, seed: u64) -> Mat<f64> {
+    Mat::from_fn(rows, cols, |i, j| {
+        let h = (i as u64 * 2654435761 + j as u64 * 40503 + seed * 97) % 10007;
+        h as f64 / 10007.0 - 0.5 + 0.1 * ((i + j) as f64).sin()
+    })
+}
+
+fn assert_close(a: &Mat<f64>, b: &Mat<f64>, tol: f64, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}");
+    let err = (a - b).norm_max();
+    assert!(
+        err <= tol * b.norm_max().max(1.0),
+        "{what}: max error {err:e}"
+    );
+}
+
+#[test]
+fn backend_operations_match_the_cpu() {
+    let Some(gpu) = device() else { return };
+    gpu.self_check().unwrap();
+    for (rows, p, q) in [(500, 64, 48), (300, 20, 90), (1000, 256, 256)] {
+        let (a, b) = (matrix(rows, p, 1), matrix(rows, q, 2));
+        assert_close(&gpu.gram(a.as_ref()), &Cpu.gram(a.as_ref()), 1e-12, "gram");
+        let c = Cpu.cross(a.as_ref(), b.as_ref());
+        assert_close(&gpu.cross(a.as_ref(), b.as_ref()), &c, 1e-12, "cross");
+        let polar = gpu.polar(c.as_ref()).unwrap();
+        assert_close(&polar, &Cpu.polar(c.as_ref()).unwrap(), 1e-9, "polar");
+        let g = Cpu.gram(a.as_ref());
+        let (vals, vecs) = gpu.sym_eigen(g.as_ref()).unwrap();
+        let (cpu_vals, _) = Cpu.sym_eigen(g.as_ref()).unwrap();
+        for (u, v) in vals.iter().zip(&cpu_vals) {
+            assert!(
+                (u - v).abs() <= 1e-9 * cpu_vals[p - 1],
+                "eigenvalue {u} vs {v}"
+            );
+        }
+        let rebuilt = Mat::from_fn(p, p, |i, j| {
+            (0..p)
+                .map(|k| vecs[(i, k)] * vals[k] * vecs[(j, k)])
+                .sum::<f64>()
+        });
+        assert_close(&rebuilt, &g, 1e-9, "eigenvectors");
+    }
+}
+
+#[test]
+fn every_metric_scores_the_same_on_the_gpu() {
+    let Some(gpu) = device() else { return };
+    let settings = Settings::default();
+    let (x, y) = (matrix(400, 40, 3), matrix(400, 30, 4));
+    let score_all = || -> Vec<f64> {
+        let a = PreparedLayer::new(x.as_ref(), &settings).unwrap();
+        let b = PreparedLayer::new(y.as_ref(), &settings).unwrap();
+        let pair = Pair::new(&a, &b).unwrap();
+        Metric::ALL
+            .iter()
+            .map(|&m| pair.score(m).unwrap().score)
+            .collect()
+    };
+    backend::install(Arc::new(Cpu));
+    let cpu = score_all();
+    backend::install(Arc::new(gpu));
+    let on_gpu = score_all();
+    backend::install(Arc::new(Cpu));
+    for (a, b) in on_gpu.iter().zip(&cpu) {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn custom_kernels_match_the_cpu() {
+    if device().is_none() {
+        return;
+    }
+    let k = Custom::open(0).unwrap();
+    let (n, c, h, w) = (7, 5, 6, 9);
+    let maps: Vec<f32> = (0..n * c * h * w)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    let centre = k
+        .reduce_maps(&maps, (n, c, h, w), MapReduction::CenterPixel)
+        .unwrap();
+    let max = k
+        .reduce_maps(&maps, (n, c, h, w), MapReduction::MaxPool)
+        .unwrap();
+    let mean = k
+        .reduce_maps(&maps, (n, c, h, w), MapReduction::MeanPool)
+        .unwrap();
+    for i in 0..n * c {
+        let m = &maps[i * h * w..(i + 1) * h * w];
+        assert_eq!(centre[i], m[(h / 2) * w + w / 2]);
+        assert_eq!(max[i], m.iter().cloned().fold(f32::MIN, f32::max));
+        let rows: f32 = (0..h)
+            .map(|y| m[y * w..(y + 1) * w].iter().sum::<f32>() / w as f32)
+            .sum();
+        assert!(
+            (mean[i] - rows / h as f32).abs() <= 1e-6,
+            "{} vs {}",
+            mean[i],
+            rows / h as f32
+        );
+    }
+    let a = matrix(300, 12, 5);
+    let (mu, sd) = k.column_stats(a.as_ref(), 40, 250).unwrap();
+    for j in 0..12 {
+        let col: Vec<f64> = (40..250).map(|i| a[(i, j)]).collect();
+        let m = col.iter().sum::<f64>() / col.len() as f64;
+        let s = (col.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / col.len() as f64).sqrt();
+        assert!((mu[j] - m).abs() <= 1e-12 && (sd[j] - s).abs() <= 1e-12);
+    }
+    let b = matrix(300, 12, 6);
+    let r = k.matched_correlation(a.as_ref(), b.as_ref()).unwrap();
+    let (want, _) =
+        repflow_kernels::stats::paired_column_correlations(a.as_ref(), b.as_ref(), false);
+    for (u, v) in r.iter().zip(&want) {
+        assert!((u - v).abs() <= 1e-12, "{u} vs {v}");
+    }
+    let (ca, cb) = (3, 4);
+    let ma: Vec<f32> = (0..n * ca * h * w)
+        .map(|i| (i % 13) as f32 / 13.0)
+        .collect();
+    let mb: Vec<f32> = (0..n * cb * h * w).map(|i| (i % 7) as f32 / 7.0).collect();
+    let out = k.shifted_cross(&ma, &mb, (n, ca, cb, h, w)).unwrap();
+    for (dy, dx) in [(0, 0), (2, 5), (h - 1, w - 1)] {
+        for (i, j) in [(0, 0), (2, 3)] {
+            let mut acc = 0.0f64;
+            for s in 0..n {
+                for y in 0..h {
+                    for x in 0..w {
+                        acc += ma[((s * ca + i) * h + y) * w + x] as f64
+                            * mb[((s * cb + j) * h + (y + dy) % h) * w + (x + dx) % w] as f64;
+                    }
+                }
+            }
+            let got = out[((dy * w + dx) * ca + i) * cb + j];
+            assert!(
+                (got - acc).abs() <= 1e-12 * acc.abs().max(1.0),
+                "{got} vs {acc}"
+            );
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The compute backend: the few heavy dense operations the metrics spend their time in —
+//! Gram and cross-products over all stimuli or one fold's block, the polar factor of a
+//! cross-covariance, the eigendecomposition of a symmetric matrix — behind one small trait,
+//! so that a GPU can do them (`repflow-cuda`) while the rest of the mathematics stays here.
+//!
+//! [`Cpu`] is faer on rayon's threads and always present. One backend serves the whole
+//! process ([`install`], [`current`]); it is never part of a cache key, since every backend
+//! computes the same numbers to rounding (the CUDA backend's parity tests say how close).
+
+use std::sync::{Arc, RwLock};
+
+use faer::{Mat, MatRef, Side};
+
+use crate::KernelError;
+
+/// The heavy operations of the metric kernels.
+pub trait Backend: Send + Sync {
+    /// A short name for logs and summaries (`"cpu"`, `"cuda:0 NVIDIA H200"`).
+    fn name(&self) -> String;
+
+    /// `aᵀ a` (a: rows × r → r × r, exactly symmetric).
+    fn gram(&self, a: MatRef<'_, f64>) -> Mat<f64>;
+
+    /// `aᵀ b` (a: rows × p, b: rows × q → p × q).
+    fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64>;
+
+    /// The polar factor `U Vᵀ` of `c` from its thin SVD `c = U S Vᵀ` (orthogonal
+    /// Procrustes' map).
+    fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError>;
+
+    /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric `s`, read from
+    /// its lower triangle.
+    fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError>;
+}
+
+/// faer on the CPU: the reference every other backend is tested against.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu;
+
+impl Backend for Cpu {
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn gram(&self, a: MatRef<'_, f64>) -> Mat<f64> {
+        crate::stats::gram(a, None)
+    }
+
+    fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+        a.transpose() * b
+    }
+
+    fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
+        let svd = c
+            .thin_svd()
+            .map_err(|e| KernelError::Numerical(format!("SVD of the cross-covariance: {e:?}")))?;
+        Ok(svd.U() * svd.V().transpose())
+    }
+
+    fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError> {
+        let eig = s
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| KernelError::Numerical(format!("eigendecomposition: {e:?}")))?;
+        let n = s.nrows();
+        Ok(((0..n).map(|k| eig.S()[k]).collect(), eig.U().to_owned()))
+    }
+}
+
+static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);
+
+/// Makes `backend` the one every kernel uses from now on (the command line does this once,
+/// from `--device`).
+pub fn install(backend: Arc<dyn Backend>) {
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+}
+
+/// Whether a backend was installed (else [`current`] is the CPU).
+pub fn installed() -> bool {
+    CURRENT.read().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// The backend in use: the installed one, else [`Cpu`].
+pub fn current() -> Arc<dyn Backend> {
+    CURRENT
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| Arc::new(Cpu))
+}
