@@ -86,8 +86,41 @@ def write_summaries():
     (OUT / "summaries.json").write_text(json.dumps(dict(pair_means=pair_means, correlations=correlations), indent=1))
 
 
+def shift_maps(n, ca, cb, h, w, shift, seed, noise=0.5):
+    """Two layers' full maps: b holds a random mix of a's channels moved by `shift` (plus
+    noise), so the shift search should find `shift` back."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, ca, h, w))
+    mix = np.einsum("ij,nihw->njhw", rng.standard_normal((ca, cb)), a)
+    b = np.roll(mix, shift, axis=(2, 3)) + noise * rng.standard_normal((n, cb, h, w))
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def write_shift_cases():
+    """tests/fixtures/shift.json: the spatial-shift search on small full maps (f32 values,
+    exact in JSON), by brute force over np.roll shifts (reference.shift_procrustes)."""
+    cases = []
+    def add(name, a, b, k=5, seed=42, corr="pearson"):
+        folds = ref.kfold(a.shape[0], k, seed)
+        expected = ref.shift_procrustes(a, b, folds, corr == "spearman")
+        cases.append(dict(name=name, a=a.ravel().tolist(), a_shape=list(a.shape),
+                          b=b.ravel().tolist(), b_shape=list(b.shape), folds=k, seed=seed,
+                          corr=corr, expected=expected))
+    a, b = shift_maps(40, 4, 4, 5, 6, (2, -1), seed=11)
+    add("equal_channels", a, b)
+    a, b = shift_maps(36, 3, 5, 4, 4, (1, 2), seed=12, noise=1.0)
+    add("unequal_channels_spearman", a, b, k=3, seed=0, corr="spearman")
+    a, b = shift_maps(30, 4, 3, 3, 3, (0, 0), seed=13)
+    a[:, 1] = 0.5                      # dead channel
+    add("dead_channel_no_shift", a, b)
+    a, b = shift_maps(50, 5, 4, 1, 1, (0, 0), seed=14)
+    add("dense_1x1", a, b)
+    (OUT / "shift.json").write_text(json.dumps(cases))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    write_shift_cases()
     cases = []
     x, y = latent_pair(103, 12, 12, seed=1)
     cases.append(case("equal_widths", x, y, ALL))

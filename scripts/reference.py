@@ -287,3 +287,44 @@ def correlation_test(x, y, n_random, seed):
     null = np.array([scipy.stats.pearsonr(x, y[rs.permutation(len(y))])[0] for _ in range(n_random)])
     gamma = abs(100 * np.finfo(float).eps * r)
     return float(r), float((1 + np.sum(null >= r - gamma)) / (1 + n_random))
+
+
+def shift_procrustes(a, b, folds, spearman=False):
+    """The spatial-shift search, by brute force: a (n x ca x h x w) and b (n x cb x h x w)
+    full maps, every position of every stimulus a sample; in each fold every circular shift
+    of b (np.roll) is tried, the one whose centred train cross-covariance has the largest
+    nuclear norm is kept, and Procrustes (above, on samples) scores the held-out stimuli at
+    it and at no shift. Channels constant over all stimuli and positions are dropped first."""
+    def live(m):
+        return m[:, np.ptp(m, axis=(0, 2, 3)) > 0]
+    a, b = live(np.asarray(a, dtype=float)), live(np.asarray(b, dtype=float))
+    h, w = a.shape[2], a.shape[3]
+
+    def samples(m, rows):
+        return m[rows].transpose(0, 2, 3, 1).reshape(len(rows) * h * w, m.shape[1])
+
+    xy, yx, ang, nan, shifts, unshifted = [], [], [], 0, [], []
+    for tr, te in folds:
+        best = None
+        for dy in range(h):
+            for dx in range(w):
+                bs = np.roll(b, (-dy, -dx), axis=(2, 3))
+                xtr, ytr = samples(a, tr), samples(bs, tr)
+                c = (xtr - xtr.mean(0)).T @ (ytr - ytr.mean(0))
+                nuclear = np.linalg.svd(c, compute_uv=False).sum()
+                if best is None or nuclear > best[0]:
+                    best = (nuclear, dy, dx)
+        one_fold = [(np.arange(len(tr) * h * w), np.arange(len(tr) * h * w, (len(tr) + len(te)) * h * w))]
+        results = []
+        for dy, dx in [best[1:], (0, 0)]:
+            bs = np.roll(b, (-dy, -dx), axis=(2, 3))
+            x = np.vstack([samples(a, tr), samples(a, te)])
+            y = np.vstack([samples(bs, tr), samples(bs, te)])
+            results.append(procrustes(x, y, one_fold, spearman))
+        r, r0 = results
+        xy.append(r["x_to_y"][0]); yx.append(r["y_to_x"][0]); ang.append(r["angular_distance"][0])
+        nan += r["nan_units"]
+        unshifted.append(r0["fold_scores"][0])
+        dy, dx = best[1:]
+        shifts.append([dy - h if 2 * dy > h else dy, dx - w if 2 * dx > w else dx])
+    return _summary(xy, yx, nan, angular_distance=ang, shifts=shifts, unshifted=unshifted)

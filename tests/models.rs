@@ -135,7 +135,7 @@ fn extraction_takes_each_conv_outputs_centre_pixel() {
         ids: vec!["a".into(), "b".into()],
     };
     // Batches of one image: streaming must not change the result.
-    let layers = extract(&net, &images, &[], Reduction::CenterPixel, 1).unwrap();
+    let layers = extract(&net, &images, &[], Some(Reduction::CenterPixel), 1).unwrap();
     assert_eq!(layers.len(), 21);
     for l in &layers {
         let tap = &tensors[&format!("__tap__.{}", l.name)];

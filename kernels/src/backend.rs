@@ -1,6 +1,7 @@
 //! The compute backend: the few heavy dense operations the metrics spend their time in —
 //! Gram and cross-products over all stimuli or one fold's block, the polar factor of a
-//! cross-covariance, the eigendecomposition of a symmetric matrix — behind one small trait,
+//! cross-covariance, the eigendecomposition of a symmetric matrix, the cross-products of full
+//! feature maps under every spatial shift — behind one small trait,
 //! so that a GPU can do them (`repflow-cuda`) while the rest of the mathematics stays here.
 //!
 //! [`Cpu`] is faer on rayon's threads and always present. One backend serves the whole
@@ -11,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use faer::{Mat, MatRef, Side};
 
+use crate::shift_cross::MapDims;
 use crate::KernelError;
 
 /// The heavy operations of the metric kernels.
@@ -31,6 +33,12 @@ pub trait Backend: Send + Sync {
     /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric `s`, read from
     /// its lower triangle.
     fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError>;
+
+    /// The cross-products of two layers' full maps under every circular spatial shift
+    /// (layout and definition: [`crate::shift_cross`]); by FFT on the CPU unless overridden.
+    fn shifted_cross(&self, a: &[f32], b: &[f32], dims: MapDims) -> Vec<f64> {
+        crate::shift_cross::shifted_cross_cpu(a, b, dims)
+    }
 }
 
 /// faer on the CPU: the reference every other backend is tested against.

@@ -38,6 +38,8 @@ pub mod rng;
 pub mod rotation;
 pub mod rsa;
 pub mod settings;
+pub mod shift;
+pub mod shift_cross;
 pub mod stats;
 pub mod transport;
 

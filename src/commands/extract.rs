@@ -139,7 +139,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         UserError::input(format!("checkpoint `{shown}` does not fit {} at width {}: {first}", args.arch, args.width))
             .hint("check --arch, --width, --classes and --imagenet-stem against how the checkpoint was trained")
     })?;
-    let layers = extract(&net, &images, &args.layers, reduction, args.batch)?;
+    let layers = extract(&net, &images, &args.layers, Some(reduction), args.batch)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", args.out.display())))?;
     let write = |name: &str, text: String| {
@@ -159,7 +159,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         use npyz::WriterBuilder;
         let mut w = npyz::WriteOptions::new()
             .default_dtype()
-            .shape(&[images.n as u64, l.units as u64])
+            .shape(&[images.n as u64, l.units() as u64])
             .writer(std::io::BufWriter::new(file))
             .begin_nd()
             .map_err(io)?;

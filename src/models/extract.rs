@@ -26,15 +26,23 @@ pub enum Reduction {
     Flatten,
 }
 
-/// One layer's activations: stimuli × units, row-major f32.
+/// One layer's activations, row-major f32: stimuli × units when reduced, else the layer's
+/// full output shape (stimuli × channels × height × width for a convolution).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerActivations {
     /// The layer's name.
     pub name: String,
-    /// Units per stimulus.
-    pub units: usize,
+    /// The shape, stimuli first.
+    pub shape: Vec<usize>,
     /// Values, stimulus by stimulus.
     pub data: Vec<f32>,
+}
+
+impl LayerActivations {
+    /// Values per stimulus.
+    pub fn units(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
 }
 
 fn candle(e: candle_core::Error) -> UserError {
@@ -86,12 +94,12 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
 }
 
 /// The outputs of `layers` (all conv and linear layers when empty) for every image, in
-/// batches of `batch`.
+/// batches of `batch`, reduced by `reduction` (`None`: the full outputs).
 pub fn extract(
     net: &Network,
     images: &Images,
     layers: &[String],
-    reduction: Reduction,
+    reduction: Option<Reduction>,
     batch: usize,
 ) -> Result<Vec<LayerActivations>, UserError> {
     let valid = net.layer_names();
@@ -110,7 +118,7 @@ pub fn extract(
         .iter()
         .map(|n| LayerActivations {
             name: n.clone(),
-            units: 0,
+            shape: vec![0],
             data: Vec::new(),
         })
         .collect();
@@ -129,8 +137,13 @@ pub fn extract(
         net.forward(&xs, false, &mut taps).map_err(candle)?;
         for (name, t) in taps.outputs {
             if let Some(slot) = out.iter_mut().find(|o| o.name == name) {
-                let r = reduce(&t, reduction, &name)?;
-                slot.units = r.dim(1).map_err(candle)?;
+                let r = match reduction {
+                    Some(reduction) => reduce(&t, reduction, &name)?,
+                    None => t,
+                };
+                let mut shape = r.dims().to_vec();
+                shape[0] += slot.shape[0];
+                slot.shape = shape;
                 slot.data.extend(
                     r.flatten_all()
                         .and_then(|f| f.to_vec1::<f32>())

@@ -11,7 +11,9 @@ pub mod folds;
 pub mod images;
 pub mod network;
 pub mod prepared;
+pub mod reduce;
 pub mod score;
+pub mod shift_score;
 pub mod source;
 pub mod statistic;
 pub mod table;
@@ -33,4 +35,6 @@ pub fn registry() -> Registry<RunContext> {
         .with::<network::Weights>()
         .with::<network::Train>()
         .with::<network::Extract>()
+        .with::<reduce::Reduce>()
+        .with::<shift_score::ShiftScoreNode>()
 }

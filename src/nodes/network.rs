@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::images::from_bundle;
 use super::RunContext;
 use crate::error::UserError;
-use crate::models::extract::{extract, Reduction};
+use crate::models::extract::{extract, LayerActivations, Reduction};
 use crate::models::train::{train_until, TrainConfig, TrainState};
 use crate::models::{ModelConfig, Network};
 
@@ -186,15 +186,20 @@ impl Train {
     }
 }
 
-/// Every layer's activations of one network on one stimulus set.
+/// Every layer's activations of one network on one stimulus set: reduced to one row per
+/// stimulus, or (`maps`) the full outputs, reduced later by [`super::reduce::Reduce`] nodes
+/// so that changing the reduction does not rerun the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Extract {
     /// The network.
     pub model: ModelConfig,
-    /// How conv outputs are reduced.
+    /// How conv outputs are reduced (unused with `maps`).
     pub reduction: Reduction,
     /// Input normalisation (mean, std).
     pub normalize: (f32, f32),
+    /// Keep every layer's full output (stimuli × channels × height × width, row-major).
+    #[serde(default)]
+    pub maps: bool,
 }
 
 /// Inputs: `weights` (a `weights` or `train` output), `stimuli`. Version 3: im2col
@@ -203,8 +208,15 @@ impl Kind<RunContext> for Extract {
     const KIND: &'static str = "extract";
     const VERSION: u32 = 3;
 
+    /// The network and normalisation, and the reduction or `maps`.
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({ "model": self.model, "reduction": self.reduction, "normalize": [self.normalize.0, self.normalize.1] })
+        let mut p = serde_json::json!({ "model": self.model, "normalize": [self.normalize.0, self.normalize.1] });
+        if self.maps {
+            p["maps"] = true.into();
+        } else {
+            p["reduction"] = serde_json::to_value(self.reduction).expect("reductions serialise");
+        }
+        p
     }
 
     fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
@@ -213,7 +225,8 @@ impl Kind<RunContext> for Extract {
 }
 
 impl Extract {
-    /// Extracts: one column-major array per layer (stimuli × units).
+    /// Extracts: one column-major array per layer (stimuli × units), or with `maps` each
+    /// layer's full output row-major in its own shape.
     pub fn extract(
         &self,
         weights: &MappedBundle,
@@ -233,17 +246,19 @@ impl Extract {
         let mut images = from_bundle(stimuli)?;
         let (mean, std) = self.normalize;
         images.data.iter_mut().for_each(|v| *v = (*v - mean) / std);
-        let layers = extract(&net, &images, &[], self.reduction, 256)?;
+        let reduction = if self.maps { None } else { Some(self.reduction) };
+        let layers = extract(&net, &images, &[], reduction, 256)?;
         // The last layer is the classifier: its accuracy on these stimuli (an OOD set's
         // accuracy when they are transformed).
         let accuracy = layers
             .last()
-            .filter(|l| l.units == self.model.num_classes)
+            .filter(|l| l.shape == [images.n, self.model.num_classes])
             .map(|l| {
+                let units = self.model.num_classes;
                 let correct = (0..images.n)
                     .filter(|&i| {
-                        let row = &l.data[i * l.units..(i + 1) * l.units];
-                        let best = (0..l.units)
+                        let row = &l.data[i * units..(i + 1) * units];
+                        let best = (0..units)
                             .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                             .unwrap_or(0);
                         best as u32 == images.labels[i]
@@ -254,15 +269,29 @@ impl Extract {
         let meta = serde_json::json!({
             "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>(), "stimuli": images.ids, "accuracy": accuracy,
         });
-        let mut b = Bundle::meta(meta.to_string());
-        for l in layers {
-            let n = images.n;
-            let col_major: Vec<f32> = (0..l.units)
-                .flat_map(|j| (0..n).map(move |i| (i, j)))
-                .map(|(i, j)| l.data[i * l.units + j])
-                .collect();
-            b = b.with_f32_array(&l.name, &[n, l.units], col_major);
+        if self.maps {
+            let mut b = Bundle::meta(meta.to_string());
+            for l in layers {
+                b = b.with_f32_array(&l.name, &l.shape, l.data);
+            }
+            Ok(b)
+        } else {
+            Ok(reduced_bundle(meta.to_string(), layers))
         }
-        Ok(b)
     }
+}
+
+/// Reduced layers (stimuli × units, row-major) as the bundle `prepared` nodes read: one
+/// column-major array per layer, under `meta`.
+pub fn reduced_bundle(meta: String, layers: Vec<LayerActivations>) -> Bundle {
+    let mut b = Bundle::meta(meta);
+    for l in layers {
+        let (n, units) = (l.shape[0], l.shape[1]);
+        let col_major: Vec<f32> = (0..units)
+            .flat_map(|j| (0..n).map(move |i| (i, j)))
+            .map(|(i, j)| l.data[i * units + j])
+            .collect();
+        b = b.with_f32_array(&l.name, &[n, units], col_major);
+    }
+    b
 }

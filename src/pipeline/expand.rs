@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use repflow_kernels::Settings;
 
 use super::spec::{closest, Pairs, PipelineSpec, SourceFormat};
+use super::spec::MetricChoice;
 use crate::error::UserError;
 
 /// One layer of one model.
@@ -413,12 +414,24 @@ fn file_models(spec: &PipelineSpec) -> Result<Vec<Model>, UserError> {
 /// Expands a pipeline: finds every model's layers, checks shapes and stimuli, lists pairs.
 pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     let settings = spec.settings()?;
-    let metrics = spec.metrics()?;
+    let mut metrics = spec.metrics()?;
     let network_based = !spec.model.is_empty() || spec.stimuli.is_some();
     let (models, networks) = if network_based {
-        let (models, plan) = super::networks::expand_networks(&spec)?;
+        let (models, mut plan) = super::networks::expand_networks(&spec)?;
+        if plan.shift_search && !metrics.contains(&MetricChoice::SHIFT) {
+            metrics.push(MetricChoice::SHIFT);
+        }
+        plan.maps |= metrics.contains(&MetricChoice::SHIFT);
         (models, Some(plan))
     } else {
+        if metrics.contains(&MetricChoice::SHIFT) {
+            return Err(UserError::input(format!(
+                "{}: `metrics` lists `{}`, which needs full feature maps; models read from files are already reduced",
+                spec.path.display(),
+                MetricChoice::SHIFT.name()
+            ))
+            .hint("use it with networks the pipeline extracts ([[model]] tables and [stimuli])"));
+        }
         (file_models(&spec)?, None)
     };
     check_shapes(&spec, &settings, &models)?;

@@ -12,6 +12,8 @@ use crate::nodes::folds::FoldsNode;
 use crate::nodes::images::{ImageSet, TransformNode};
 use crate::nodes::network::{Extract, Train, Weights};
 use crate::nodes::prepared::Prepared;
+use crate::nodes::reduce::Reduce;
+use crate::nodes::shift_score::ShiftScoreNode;
 use crate::nodes::score::ScoreNode;
 use crate::nodes::source::Source;
 use crate::nodes::statistic::{StatisticNode, Test};
@@ -38,6 +40,7 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
         folds: BTreeMap::new(),
         prepared: BTreeMap::new(),
         extracts: BTreeMap::new(),
+        reduced: BTreeMap::new(),
         stimuli: BTreeMap::new(),
         chains: BTreeMap::new(),
         image_sets: BTreeMap::new(),
@@ -50,8 +53,6 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
         let (ma, mb) = (&plan.models[p.model_a], &plan.models[p.model_b]);
         let (la, lb) = (&ma.layers[p.layer_a], &mb.layers[p.layer_b]);
         for metric in &plan.metrics {
-            let x = b.prepared(p.model_a, p.layer_a, metric.rotated);
-            let y = b.prepared(p.model_b, p.layer_b, false);
             let label = format!(
                 "score/{}/{}/{}~{}/{}",
                 metric.name(),
@@ -60,6 +61,34 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
                 mb.label(),
                 lb.name
             );
+            let row_label = RowLabel {
+                model_a: ma.name.clone(),
+                model_b: mb.name.clone(),
+                layer_a: la.name.clone(),
+                layer_b: lb.name.clone(),
+                depth_a: la.depth,
+                depth_b: lb.depth,
+                metric: metric.name(),
+                stimuli: ma.condition.clone().unwrap_or_default(),
+            };
+            if metric.shift {
+                let node = ShiftScoreNode {
+                    settings: plan.settings.clone(),
+                    a: (ma.name.clone(), la.name.clone()),
+                    b: (mb.name.clone(), lb.name.clone()),
+                };
+                // with a shift metric the plan keeps maps: the extractions hold them
+                let inputs = [
+                    ("x_maps", b.extract(p.model_a)),
+                    ("y_maps", b.extract(p.model_b)),
+                    ("folds", b.folds(la.shape.0)),
+                ];
+                scores.push(b.push(label, node, &inputs));
+                rows.push(row_label);
+                continue;
+            }
+            let x = b.prepared(p.model_a, p.layer_a, metric.rotated);
+            let y = b.prepared(p.model_b, p.layer_b, false);
             let node = ScoreNode {
                 metric: metric.metric,
                 settings: plan.settings.clone(),
@@ -92,16 +121,7 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
                 }
             }
             scores.push(b.push(label, node, &[("x", x), ("y", y)]));
-            rows.push(RowLabel {
-                model_a: ma.name.clone(),
-                model_b: mb.name.clone(),
-                layer_a: la.name.clone(),
-                layer_b: lb.name.clone(),
-                depth_a: la.depth,
-                depth_b: lb.depth,
-                metric: metric.name(),
-                stimuli: ma.condition.clone().unwrap_or_default(),
-            });
+            rows.push(row_label);
         }
     }
     let mut inputs: Vec<(&str, usize)> = scores.iter().map(|&s| ("score", s)).collect();
@@ -193,6 +213,7 @@ struct Builder<'p> {
     folds: BTreeMap<usize, usize>,
     prepared: BTreeMap<(usize, usize, bool), usize>,
     extracts: BTreeMap<usize, usize>,
+    reduced: BTreeMap<usize, usize>,
     stimuli: BTreeMap<Option<String>, usize>,
     chains: BTreeMap<String, Vec<(u64, usize)>>,
     image_sets: BTreeMap<String, usize>,
@@ -247,7 +268,7 @@ impl Builder<'_> {
                 let label = format!("source/{}/{}", model.name, layer.name);
                 (self.push(label, node, &[]), "x".to_string())
             }
-            Some(_) => (self.extract(m), layer.name.clone()),
+            Some(_) => (self.activations(m), layer.name.clone()),
         };
         let node = Prepared {
             model: model.name.clone(),
@@ -348,7 +369,30 @@ impl Builder<'_> {
         chain
     }
 
-    /// The extraction node of network model `m`.
+    /// The node holding network model `m`'s reduced activations: its extraction, or with
+    /// `maps` the reduction of its full maps.
+    fn activations(&mut self, m: usize) -> usize {
+        let plan = self.plan.networks.as_ref().expect("network-based plan");
+        if !plan.maps {
+            return self.extract(m);
+        }
+        if let Some(&r) = self.reduced.get(&m) {
+            return r;
+        }
+        let node = Reduce {
+            reduction: plan.reduction,
+        };
+        let maps = self.extract(m);
+        let r = self.push(
+            format!("reduce/{}", self.plan.models[m].label()),
+            node,
+            &[("maps", maps)],
+        );
+        self.reduced.insert(m, r);
+        r
+    }
+
+    /// The extraction node of network model `m` (full maps when the plan keeps them).
     fn extract(&mut self, m: usize) -> usize {
         if let Some(&e) = self.extracts.get(&m) {
             return e;
@@ -376,6 +420,7 @@ impl Builder<'_> {
             model: net.model,
             reduction: plan.reduction,
             normalize: plan.normalize,
+            maps: plan.maps,
         };
         let e = self.push(
             format!("extract/{}", model.label()),

@@ -126,6 +126,11 @@ pub struct NetworkPlan {
     pub sets: Vec<StimulusSet>,
     /// How conv outputs are reduced.
     pub reduction: Reduction,
+    /// Full maps are stored and reduced in their own nodes (`stimuli.maps`, or implied by
+    /// the shift search).
+    pub maps: bool,
+    /// `stimuli.reduce = "shift-search"`: `procrustes-shift` is scored beside the metrics.
+    pub shift_search: bool,
     /// Input normalisation.
     pub normalize: (f32, f32),
     /// Training, when some networks are trained.
@@ -235,12 +240,13 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
         _ => st.count.unwrap_or(10_000).min(10_000),
     };
     let in_channels = if st.colour { 3 } else { 1 };
+    let shift_search = st.reduce == "shift-search";
     let reduction = match st.reduce.as_str() {
-        "center-pixel" => Reduction::CenterPixel,
+        "center-pixel" | "shift-search" => Reduction::CenterPixel,
         "mean-pool" => Reduction::MeanPool,
         "max-pool" => Reduction::MaxPool,
         "flatten" => Reduction::Flatten,
-        other => return Err(UserError::input(format!("{file}: `stimuli.reduce` is `{other}`; expected center-pixel, mean-pool, max-pool or flatten"))),
+        other => return Err(UserError::input(format!("{file}: `stimuli.reduce` is `{other}`; expected center-pixel, mean-pool, max-pool, flatten or shift-search"))),
     };
     let transform = st
         .transform
@@ -389,6 +395,8 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
         NetworkPlan {
             sets,
             reduction,
+            maps: st.maps || shift_search,
+            shift_search,
             normalize: FASHION_MNIST_NORMALIZE,
             training,
         },

@@ -186,9 +186,14 @@ pub struct StimuliSpec {
     /// `last` (the default: the OOD audit reads final networks only) or `all`.
     #[serde(default = "default_ood_checkpoints")]
     pub ood_checkpoints: String,
-    /// `center-pixel`, `mean-pool`, `max-pool` or `flatten`.
+    /// `center-pixel`, `mean-pool`, `max-pool`, `flatten`, or `shift-search` (centre pixel
+    /// for the listed metrics, full maps kept, and `procrustes-shift` scored beside them).
     #[serde(default = "default_reduce")]
     pub reduce: String,
+    /// Keep every layer's full output in the store and reduce it in its own node, so that a
+    /// new `reduce` does not rerun the networks (implied by `procrustes-shift`).
+    #[serde(default)]
+    pub maps: bool,
     /// `dataset = "folder"`: the folder (one subfolder per class), relative to the pipeline.
     pub folder: Option<PathBuf>,
     /// `dataset = "folder"`: shorter side resized to this.
@@ -289,19 +294,32 @@ impl Default for Pairs {
 }
 
 /// A metric of a pipeline; `rotated` (written `permutation:rotated`) scores a Haar-rotated copy
-/// of the first model's layer against the second's: the privileged-basis test.
+/// of the first model's layer against the second's: the privileged-basis test; `shift`
+/// (written `procrustes-shift`) is Procrustes on full feature maps after the best circular
+/// spatial shift ([`repflow_kernels::shift`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricChoice {
     /// The metric.
     pub metric: Metric,
     /// Whether the first model's layers are rotated.
     pub rotated: bool,
+    /// The spatial-shift search on full maps (with `metric` Procrustes).
+    pub shift: bool,
 }
 
 impl MetricChoice {
-    /// `permutation` or `permutation:rotated`.
+    /// The spatial-shift search.
+    pub const SHIFT: MetricChoice = MetricChoice {
+        metric: Metric::Procrustes,
+        rotated: false,
+        shift: true,
+    };
+
+    /// `permutation`, `permutation:rotated` or `procrustes-shift`.
     pub fn name(&self) -> String {
-        if self.rotated {
+        if self.shift {
+            crate::nodes::shift_score::NAME.to_string()
+        } else if self.rotated {
             format!("{}:rotated", self.metric.name())
         } else {
             self.metric.name().to_string()
@@ -585,6 +603,9 @@ impl PipelineSpec {
         self.metrics
             .iter()
             .map(|m| {
+                if m == crate::nodes::shift_score::NAME {
+                    return Ok(MetricChoice::SHIFT);
+                }
                 let (name, rotated) = match m.strip_suffix(":rotated") {
                     Some(base) => (base, true),
                     None => (m.as_str(), false),
@@ -592,16 +613,17 @@ impl PipelineSpec {
                 let metric = Metric::from_name(name).ok_or_else(|| {
                     let names = Metric::ALL.map(|m| m.name());
                     let mut e = UserError::input(format!(
-                        "{}: `metrics` has unknown metric `{m}`; expected one of {} (each may end in `:rotated`)",
+                        "{}: `metrics` has unknown metric `{m}`; expected one of {} (each may end in `:rotated`), or {}",
                         self.path.display(),
-                        names.join(", ")
+                        names.join(", "),
+                        crate::nodes::shift_score::NAME
                     ));
                     if let Some(c) = closest(name, names) {
                         e = e.hint(format!("did you mean `{c}`?"));
                     }
                     e
                 })?;
-                Ok(MetricChoice { metric, rotated })
+                Ok(MetricChoice { metric, rotated, shift: false })
             })
             .collect()
     }
