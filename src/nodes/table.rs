@@ -45,6 +45,11 @@ impl RowLabel {
         if let Some(e) = v.get("error") {
             row["error"] = e.clone();
         }
+        // the shift search: the shift each fold chose, and the score without one
+        if let Some(shifts) = v.get("shifts") {
+            row["shifts"] = shifts.clone();
+            row["unshifted"] = v["unshifted"]["score"].clone();
+        }
         row
     }
 }
