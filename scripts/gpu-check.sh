@@ -6,8 +6,9 @@
 #   there:  gpu-check/run.sh                            # prints a table; under 8 minutes
 # Checks: the backend self-check, GPU-vs-CPU parity of every backend operation, every metric
 # and every custom kernel (cuda/tests/parity.rs), and `repflow score` timed with
-# --device cpu and cuda on m = 10,000 stimuli × 2,048 units (the whole command as a user
-# runs it), scores compared.
+# --device cpu and cuda on m = 10,000 stimuli × 2,048 units, and `repflow shift` (the
+# spatial-shift search) on 2,000 stimuli × 64 channels × 14 × 14 maps (the whole command as
+# a user runs it), scores compared.
 set -euo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     out=${2:?folder}
@@ -39,3 +40,17 @@ for metric in procrustes linear; do
     sg=$(echo "$g" | python3 -c 'import json,sys; print(json.load(sys.stdin)["score"])')
     python3 -c "print(f'%-12s %10.2f %10.2f %7.1fx %s / %s' % ('$metric', $t1-$t0, $t2-$t1, ($t1-$t0)/($t2-$t1), '$sc', '$sg'))"
 done
+echo "== timing: repflow shift, 2000 x 64 x 14 x 14 maps (whole command)"
+python3 - <<'PY'
+import numpy as np
+rng = np.random.default_rng(1)
+a = rng.standard_normal((2000, 64, 14, 14)).astype(np.float32)
+mix = np.einsum("ij,nihw->njhw", rng.standard_normal((64, 64)), a)
+np.save("ma.npy", a)
+np.save("mb.npy", (np.roll(mix, (2, -3), axis=(2, 3)) + rng.standard_normal(a.shape)).astype(np.float32))
+PY
+t0=$(date +%s.%N); c=$(./repflow shift ma.npy mb.npy --device cpu --json); t1=$(date +%s.%N)
+g=$(./repflow shift ma.npy mb.npy --device cuda --json); t2=$(date +%s.%N)
+sc=$(echo "$c" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["score"], v["shifts"][0])')
+sg=$(echo "$g" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["score"], v["shifts"][0])')
+python3 -c "print(f'%-12s %10.2f %10.2f %7.1fx %s / %s' % ('shift', $t1-$t0, $t2-$t1, ($t1-$t0)/($t2-$t1), '$sc', '$sg'))"

@@ -28,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Score the alignment between two activation matrices (stimuli × units).
     Score(ScoreArgs),
+    /// The spatial-shift search between two conv layers' full maps (stimuli × channels ×
+    /// height × width): Procrustes after the best circular shift, cross-validated.
+    Shift(ShiftArgs),
     /// Run a pipeline: compute what the store lacks, reuse the rest, write the score table.
     Run(RunArgs),
     /// Show a pipeline's DAG with each node's state (cached, stale, missing).
@@ -42,6 +45,36 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Train a network on Fashion-MNIST, saving checkpoints from step 0.
     Train(TrainArgs),
+}
+
+/// Flags of `repflow shift`.
+#[derive(clap::Args, Debug)]
+pub struct ShiftArgs {
+    /// Full maps of the first layer: .npy or .safetensors, stimuli × channels × height × width.
+    pub x: PathBuf,
+    /// Full maps of the second layer: the same stimuli in the same order, the same grid.
+    pub y: PathBuf,
+    /// Number of cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed of the fold shuffle (scikit-learn's KFold random_state).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Keep stimulus order when splitting folds (KFold(shuffle=False)).
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Correlation used for fold scores.
+    #[arg(long, default_value = "pearson", value_parser = named::<Corr>())]
+    pub corr: Corr,
+    /// The tensor of X in a .safetensors file that holds several.
+    #[arg(long)]
+    pub x_key: Option<String>,
+    /// The tensor of Y in a .safetensors file that holds several.
+    #[arg(long)]
+    pub y_key: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `repflow train`.

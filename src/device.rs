@@ -14,10 +14,18 @@ pub const CHOICES: &str = "auto, cpu, cuda or cuda:N";
 /// Installs the backend `choice` names (`origin`: where it was given, for errors) and
 /// returns its name. `auto` uses GPU 0 when a driver, a device and the CUDA libraries are
 /// present and it passes a parity self-check, else the CPU, silently; `cuda` that cannot be
-/// had is an error saying why.
-pub fn install(choice: &str, origin: &str) -> Result<String, UserError> {
+/// had is an error saying why. A GPU keeps its compiled kernels in `ptx_cache` (the store's
+/// `ptx/` folder) when given.
+pub fn install(
+    choice: &str,
+    origin: &str,
+    ptx_cache: Option<&std::path::Path>,
+) -> Result<String, UserError> {
     let gpu = |ordinal: usize| {
-        let b = repflow_cuda::CudaBackend::open(ordinal)?;
+        let mut b = repflow_cuda::CudaBackend::open(ordinal)?;
+        if let Some(dir) = ptx_cache {
+            b = b.with_ptx_cache(dir.to_path_buf());
+        }
         b.self_check()?;
         Ok::<_, repflow_cuda::Unavailable>(b)
     };

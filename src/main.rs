@@ -19,15 +19,25 @@ fn main() {
     }
     let cli = Cli::parse();
     // The commands that score pick their device here; `run` reads its pipeline's first.
-    let scores = matches!(cli.command, Command::Score(_) | Command::ExecNode(_));
+    let scores = matches!(
+        cli.command,
+        Command::Score(_) | Command::Shift(_) | Command::ExecNode(_)
+    );
     if let Some(choice) = cli.device.as_deref().or(scores.then_some("auto")) {
-        if let Err(e) = repflow::device::install(choice, "--device") {
+        // compiled GPU kernels live in the store of the commands that have one
+        let ptx = match &cli.command {
+            Command::Run(a) => Some(a.store.dir().join("ptx")),
+            Command::ExecNode(a) => Some(a.store.dir().join("ptx")),
+            _ => None,
+        };
+        if let Err(e) = repflow::device::install(choice, "--device", ptx.as_deref()) {
             eprintln!("{e}");
             std::process::exit(e.code);
         }
     }
     let result = match cli.command {
         Command::Score(args) => commands::score::run(&args),
+        Command::Shift(args) => commands::shift::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Plan(args) => commands::plan::run(&args).map(|_| 0),
         Command::Why(args) => commands::why::run(&args).map(|_| 0),

@@ -52,7 +52,9 @@ fn table(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results/scores.json")).unwrap())
             .unwrap();
-    v.as_array().cloned().unwrap_or_else(|| v["rows"].as_array().unwrap().clone())
+    v.as_array()
+        .cloned()
+        .unwrap_or_else(|| v["rows"].as_array().unwrap().clone())
 }
 
 #[test]
@@ -68,7 +70,10 @@ fn stored_maps_reduce_to_the_same_numbers_and_a_new_reduction_reruns_no_network(
     let summary = run(&p, &cache, &[]);
     assert_eq!(summary["failed"], 0, "{summary}");
     let via_maps = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
-    assert_eq!(direct, via_maps, "reducing stored maps must give the same scores, bit for bit");
+    assert_eq!(
+        direct, via_maps,
+        "reducing stored maps must give the same scores, bit for bit"
+    );
 
     let p = pipeline(t.path(), "maps = true\nreduce = \"mean-pool\"", metric);
     let before = plan(&p, &cache);
@@ -88,12 +93,20 @@ fn the_shift_search_scores_every_pair_on_one_grid_and_explains_the_others() {
     let summary = run(&p, &cache, &[]);
     assert_eq!(summary["failed"], 0, "{summary}");
     let rows = table(t.path());
-    let shift: Vec<&serde_json::Value> =
-        rows.iter().filter(|r| r["metric"] == "procrustes-shift").collect();
+    let shift: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["metric"] == "procrustes-shift")
+        .collect();
     let plain = rows.iter().filter(|r| r["metric"] == "procrustes").count();
-    assert_eq!(shift.len(), plain, "one shift score beside each Procrustes score");
+    assert_eq!(
+        shift.len(),
+        plain,
+        "one shift score beside each Procrustes score"
+    );
     for r in &shift {
-        let score = r["score"].as_f64().unwrap_or_else(|| panic!("matched layers share a grid: {r}"));
+        let score = r["score"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("matched layers share a grid: {r}"));
         assert!(score.is_finite() && score > -1.0 && score <= 1.0, "{r}");
         let shifts = r["shifts"].as_array().unwrap();
         assert_eq!(shifts.len(), 5);
@@ -101,7 +114,9 @@ fn the_shift_search_scores_every_pair_on_one_grid_and_explains_the_others() {
     }
     // every layer pair: pairs on different grids get no number, and say why
     let p = pipeline(t.path(), "", "\"procrustes-shift\"");
-    let text = std::fs::read_to_string(&p).unwrap().replace("[stimuli]", "layers = \"all\"\n\n[stimuli]");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("[stimuli]", "layers = \"all\"\n\n[stimuli]");
     std::fs::write(&p, text).unwrap();
     assert_eq!(run(&p, &cache, &[])["failed"], 0);
     let rows = table(t.path());
@@ -125,5 +140,8 @@ fn the_shift_search_needs_networks_and_is_not_rotated() {
     let out = repflow(&["run", &s(&p), "--cache", &s(&t.path().join("c"))]);
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("procrustes-shift") && e.contains("full feature maps"), "{e}");
+    assert!(
+        e.contains("procrustes-shift") && e.contains("full feature maps"),
+        "{e}"
+    );
 }

@@ -2,6 +2,7 @@
 //! launched on host data.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
@@ -34,13 +35,19 @@ fn launch_error<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String 
 }
 
 impl Custom {
-    /// Compiles every source for device `ordinal`'s compute capability and loads it.
-    pub fn open(ordinal: usize) -> Result<Self, Unavailable> {
+    /// Compiles every source for device `ordinal`'s compute capability (through the PTX
+    /// cache in `ptx_cache` when given) and loads it.
+    pub fn open(ordinal: usize, ptx_cache: Option<&Path>) -> Result<Self, Unavailable> {
         crate::probe()?;
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| Unavailable(format!("cannot open CUDA device {ordinal}: {e:?}")))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| Unavailable(format!("compute capability of device {ordinal}: {e:?}")))?;
+        // NVRTC takes the architecture as a static string: one per process and device kind.
+        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
         let mut functions = HashMap::new();
-        for (source, ptx) in crate::compile_all(None).map_err(Unavailable)? {
+        for (source, ptx) in crate::compile_all(Some(arch), ptx_cache).map_err(Unavailable)? {
             let module = ctx
                 .load_module(ptx)
                 .map_err(|e| Unavailable(format!("loading {}: {e:?}", source.file)))?;

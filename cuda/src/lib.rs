@@ -18,7 +18,7 @@ mod sources;
 
 pub use custom::{Custom, MapReduction};
 pub use linalg::CudaBackend;
-pub use sources::{compile, compile_all, Source, SOURCES};
+pub use sources::{cache_path, compile, compile_all, compile_cached, Source, SOURCES};
 
 /// Why the GPU path cannot be used here, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! [`CudaBackend`]: the metrics' heavy operations on one GPU, in float64.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
@@ -7,9 +8,10 @@ use cudarc::cusolver::{sys as sol, DnHandle};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use faer::{Mat, MatRef};
 use repflow_kernels::backend::{Backend, Cpu};
+use repflow_kernels::shift_cross::MapDims;
 use repflow_kernels::KernelError;
 
-use crate::Unavailable;
+use crate::{Custom, Unavailable};
 
 /// Products smaller than this many multiply-adds stay on the CPU: a transfer to the device
 /// and back costs more than they do. (A first choice, not yet measured on a GPU.)
@@ -26,6 +28,10 @@ pub struct CudaBackend {
     gpu: Mutex<Gpu>,
     name: String,
     min_work: usize,
+    ordinal: usize,
+    ptx_cache: Option<PathBuf>,
+    /// repflow's own kernels, compiled at their first use.
+    custom: OnceLock<Result<Custom, String>>,
 }
 
 type GpuResult<T> = Result<T, String>;
@@ -62,7 +68,23 @@ impl CudaBackend {
             }),
             name,
             min_work: MIN_GPU_WORK,
+            ordinal,
+            ptx_cache: None,
+            custom: OnceLock::new(),
         })
+    }
+
+    /// The same backend keeping compiled kernels (PTX) in `dir` (the store's `ptx/`).
+    pub fn with_ptx_cache(mut self, dir: PathBuf) -> Self {
+        self.ptx_cache = Some(dir);
+        self
+    }
+
+    fn custom(&self) -> Result<&Custom, String> {
+        self.custom
+            .get_or_init(|| Custom::open(self.ordinal, self.ptx_cache.as_deref()).map_err(|e| e.0))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The same backend sending every product to the device, however small (for the parity
@@ -352,6 +374,19 @@ impl Backend for CudaBackend {
             Ok(r) => Ok(r),
             Err(e) => self.fallback("eigendecomposition", e, || Cpu.sym_eigen(s)),
         }
+    }
+
+    fn shifted_cross(&self, a: &[f32], b: &[f32], d: MapDims) -> Vec<f64> {
+        let p = d.positions();
+        if d.n * p * p * d.ca * d.cb < self.min_work {
+            return Cpu.shifted_cross(a, b, d);
+        }
+        let _turn = self.gpu.lock().unwrap_or_else(|e| e.into_inner());
+        self.custom()
+            .and_then(|k| k.shifted_cross(a, b, (d.n, d.ca, d.cb, d.h, d.w)))
+            .unwrap_or_else(|e| {
+                self.fallback("shifted cross-products", e, || Cpu.shifted_cross(a, b, d))
+            })
     }
 }
 

@@ -44,3 +44,33 @@ fn a_broken_source_is_an_error_naming_its_file() {
     let e = compile(&broken, None).unwrap_err();
     assert!(e.contains("broken.cu"), "{e}");
 }
+
+#[test]
+fn compiled_kernels_are_cached_by_source_and_architecture_and_checked_when_read() {
+    if !library_present("nvrtc") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("repflow-ptx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let source = &SOURCES[0];
+    let (first, cached) = repflow_cuda::compile_cached(source, Some("compute_90"), &dir).unwrap();
+    assert!(!cached);
+    let path = repflow_cuda::cache_path(source, Some("compute_90"), &dir);
+    assert!(path.exists());
+    let (again, cached) = repflow_cuda::compile_cached(source, Some("compute_90"), &dir).unwrap();
+    assert!(cached, "the second compilation is read from the cache");
+    assert_eq!(again.to_src(), first.to_src());
+    // another architecture is another entry
+    assert_ne!(
+        repflow_cuda::cache_path(source, Some("compute_52"), &dir),
+        path
+    );
+    // a damaged entry is not trusted: recompiled and rewritten
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(".entry", ".entrx")).unwrap();
+    let (fixed, cached) = repflow_cuda::compile_cached(source, Some("compute_90"), &dir).unwrap();
+    assert!(!cached);
+    assert_eq!(fixed.to_src(), first.to_src());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -93,7 +93,7 @@ fn custom_kernels_match_the_cpu() {
     if device().is_none() {
         return;
     }
-    let k = Custom::open(0).unwrap();
+    let k = Custom::open(0, None).unwrap();
     let (n, c, h, w) = (7, 5, 6, 9);
     let maps: Vec<f32> = (0..n * c * h * w)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -160,4 +160,42 @@ fn custom_kernels_match_the_cpu() {
             );
         }
     }
+}
+
+#[test]
+fn the_shift_search_matches_the_cpu() {
+    let Some(gpu) = device() else { return };
+    let d = repflow_kernels::shift_cross::MapDims {
+        n: 23,
+        ca: 4,
+        cb: 6,
+        h: 5,
+        w: 7,
+    };
+    let map = |c: usize, seed: u64| -> Vec<f32> {
+        (0..d.n * c * d.h * d.w)
+            .map(|i| (((i as u64 * 2654435761 + seed * 97) % 10007) as f32 / 10007.0) - 0.5)
+            .collect()
+    };
+    let (a, b) = (map(d.ca, 1), map(d.cb, 2));
+    let want = Cpu.shifted_cross(&a, &b, d);
+    let got = gpu.shifted_cross(&a, &b, d);
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-9 * scale, "{g} vs {w}");
+    }
+    // the whole metric, GPU backend installed
+    let folds = repflow_kernels::Folds::new(d.n, repflow_kernels::FoldSpec::default()).unwrap();
+    let (ma, mb) = (
+        repflow_kernels::shift::Maps::new(&a, &[d.n, d.ca, d.h, d.w]).unwrap(),
+        repflow_kernels::shift::Maps::new(&b, &[d.n, d.cb, d.h, d.w]).unwrap(),
+    );
+    let cpu =
+        repflow_kernels::shift::score(&ma, &mb, &folds, repflow_kernels::Corr::Pearson).unwrap();
+    backend::install(Arc::new(gpu));
+    let on_gpu =
+        repflow_kernels::shift::score(&ma, &mb, &folds, repflow_kernels::Corr::Pearson).unwrap();
+    backend::install(Arc::new(Cpu));
+    assert_eq!(on_gpu.shifts, cpu.shifts);
+    assert!((on_gpu.score - cpu.score).abs() <= 1e-9 * cpu.score.abs().max(1.0));
 }

@@ -68,7 +68,8 @@ impl<'a> Maps<'a> {
         if len != Some(data.len()) {
             return Err(KernelError::Invalid(format!(
                 "maps of shape {shape:?} need {} values; got {}",
-                len.map(|l| l.to_string()).unwrap_or_else(|| "too many".into()),
+                len.map(|l| l.to_string())
+                    .unwrap_or_else(|| "too many".into()),
                 data.len()
             )));
         }
@@ -102,7 +103,10 @@ impl<'a> Maps<'a> {
     /// Stimuli `rows`, channels `live`, contiguous.
     fn subset(&self, rows: &[usize], live: &[usize]) -> Vec<f32> {
         rows.iter()
-            .flat_map(|&k| live.iter().flat_map(move |&ch| self.map(k, ch).iter().copied()))
+            .flat_map(|&k| {
+                live.iter()
+                    .flat_map(move |&ch| self.map(k, ch).iter().copied())
+            })
             .collect()
     }
 }
@@ -217,7 +221,11 @@ fn evaluate(
     let (ry, uy) = stats::paired_column_correlations(pred_y.as_ref(), yte.as_ref(), spearman);
     let (rx, ux) = stats::paired_column_correlations(pred_x.as_ref(), xte.as_ref(), spearman);
     let inner: f64 = (0..yte.ncols())
-        .map(|j| (0..yte.nrows()).map(|i| pred_y[(i, j)] * yte[(i, j)]).sum::<f64>())
+        .map(|j| {
+            (0..yte.nrows())
+                .map(|i| pred_y[(i, j)] * yte[(i, j)])
+                .sum::<f64>()
+        })
         .sum();
     let angular = (inner / (xte.norm_l2() * yte.norm_l2()))
         .clamp(-1.0, 1.0)
@@ -240,7 +248,12 @@ fn signed(d: usize, len: usize) -> i64 {
 }
 
 /// The shift search between `x` and `y` over `folds`, correlations by `corr`.
-pub fn score(x: &Maps<'_>, y: &Maps<'_>, folds: &Folds, corr: Corr) -> Result<ShiftScore, KernelError> {
+pub fn score(
+    x: &Maps<'_>,
+    y: &Maps<'_>,
+    folds: &Folds,
+    corr: Corr,
+) -> Result<ShiftScore, KernelError> {
     if x.n != y.n || folds.n_rows() != x.n {
         return Err(KernelError::Invalid(format!(
             "X has {} stimuli, Y {} and the folds {}; rows must be the same stimuli in the same order",
@@ -273,7 +286,13 @@ pub fn score(x: &Maps<'_>, y: &Maps<'_>, folds: &Folds, corr: Corr) -> Result<Sh
     let blocks: Vec<Vec<f64>> = (0..k)
         .map(|f| {
             let rows = folds.test(f);
-            let d = MapDims { n: rows.len(), ca, cb, h: x.h, w: x.w };
+            let d = MapDims {
+                n: rows.len(),
+                ca,
+                cb,
+                h: x.h,
+                w: x.w,
+            };
             backend.shifted_cross(&x.subset(rows, &sx.live), &y.subset(rows, &sy.live), d)
         })
         .collect();
@@ -298,7 +317,9 @@ pub fn score(x: &Maps<'_>, y: &Maps<'_>, folds: &Folds, corr: Corr) -> Result<Sh
                 centred(s)
                     .singular_values()
                     .map(|v| v.iter().sum())
-                    .map_err(|e| KernelError::Numerical(format!("SVD of a shifted cross-covariance: {e:?}")))
+                    .map_err(|e| {
+                        KernelError::Numerical(format!("SVD of a shifted cross-covariance: {e:?}"))
+                    })
             })
             .collect();
         let mut best = (0, f64::NEG_INFINITY);
@@ -320,7 +341,11 @@ pub fn score(x: &Maps<'_>, y: &Maps<'_>, folds: &Folds, corr: Corr) -> Result<Sh
             let r = evaluate(&sx, &sy, rows, means, 0, m0.as_ref(), spearman);
             0.5 * (r.xy + r.yx)
         };
-        out.push((at_best, (signed(s / x.w, x.h), signed(s % x.w, x.w)), unshifted));
+        out.push((
+            at_best,
+            (signed(s / x.w, x.h), signed(s % x.w, x.w)),
+            unshifted,
+        ));
     }
     let xy: Vec<f64> = out.iter().map(|r| r.0.xy).collect();
     let yx: Vec<f64> = out.iter().map(|r| r.0.yx).collect();

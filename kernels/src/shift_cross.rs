@@ -141,8 +141,10 @@ pub fn shifted_cross_cpu(a: &[f32], b: &[f32], d: MapDims) -> Vec<f64> {
             spectra(&fft, b, d.cb, k0, k1),
         );
         acc.par_iter_mut().enumerate().for_each(|(q, g)| {
-            let ma = MatRef::from_row_major_slice(&fa[q * nk * d.ca..(q + 1) * nk * d.ca], nk, d.ca);
-            let mb = MatRef::from_row_major_slice(&fb[q * nk * d.cb..(q + 1) * nk * d.cb], nk, d.cb);
+            let ma =
+                MatRef::from_row_major_slice(&fa[q * nk * d.ca..(q + 1) * nk * d.ca], nk, d.ca);
+            let mb =
+                MatRef::from_row_major_slice(&fb[q * nk * d.cb..(q + 1) * nk * d.cb], nk, d.cb);
             *g += ma.adjoint() * mb;
         });
         k0 = k1;
@@ -186,7 +188,8 @@ pub fn shifted_cross_direct(a: &[f32], b: &[f32], d: MapDims) -> Vec<f64> {
                         for y in 0..d.h {
                             let ys = (y + dy) % d.h;
                             for x in 0..d.w {
-                                acc += ma[y * d.w + x] as f64 * mb[ys * d.w + (x + dx) % d.w] as f64;
+                                acc +=
+                                    ma[y * d.w + x] as f64 * mb[ys * d.w + (x + dx) % d.w] as f64;
                             }
                         }
                     }
@@ -205,7 +208,9 @@ mod tests {
         let mut s = seed;
         (0..n * c * h * w)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
@@ -213,14 +218,22 @@ mod tests {
 
     #[test]
     fn fft_sums_equal_the_direct_sums_on_odd_even_and_degenerate_grids() {
-        for (n, ca, cb, h, w) in [(7, 3, 4, 5, 6), (4, 2, 2, 1, 1), (3, 1, 5, 4, 1), (600, 2, 3, 3, 3)] {
+        for (n, ca, cb, h, w) in [
+            (7, 3, 4, 5, 6),
+            (4, 2, 2, 1, 1),
+            (3, 1, 5, 4, 1),
+            (600, 2, 3, 3, 3),
+        ] {
             let d = MapDims { n, ca, cb, h, w };
             let (a, b) = (maps(n, ca, h, w, 1), maps(n, cb, h, w, 2));
             let fast = shifted_cross_cpu(&a, &b, d);
             let slow = shifted_cross_direct(&a, &b, d);
             let scale = slow.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for (f, s) in fast.iter().zip(&slow) {
-                assert!((f - s).abs() <= 1e-12 * scale.max(1.0), "{f} vs {s} at {d:?}");
+                assert!(
+                    (f - s).abs() <= 1e-12 * scale.max(1.0),
+                    "{f} vs {s} at {d:?}"
+                );
             }
         }
     }
@@ -239,7 +252,13 @@ mod tests {
                 }
             }
         }
-        let d = MapDims { n, ca: 1, cb: 1, h, w };
+        let d = MapDims {
+            n,
+            ca: 1,
+            cb: 1,
+            h,
+            w,
+        };
         let c = shifted_cross_cpu(&a, &b, d);
         let best = (0..c.len()).max_by(|&i, &j| c[i].total_cmp(&c[j])).unwrap();
         assert_eq!(best, 2 * w + 3);

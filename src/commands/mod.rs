@@ -6,6 +6,7 @@ pub mod extract;
 pub mod plan;
 pub mod run;
 pub mod score;
+pub mod shift;
 pub mod train;
 pub mod why;
 

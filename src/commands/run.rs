@@ -40,7 +40,7 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     if !repflow_kernels::backend::installed() {
         let origin = format!("{}: `options.device`", plan.spec.path.display());
         let choice = plan.spec.options.device.as_deref().unwrap_or("auto");
-        crate::device::install(choice, &origin)?;
+        crate::device::install(choice, &origin, Some(&args.store.dir().join("ptx")))?;
         // Slurm workers (`repflow exec-node`) inherit the choice through the environment.
         std::env::set_var("REPFLOW_DEVICE", choice);
     }

@@ -246,7 +246,11 @@ impl Extract {
         let mut images = from_bundle(stimuli)?;
         let (mean, std) = self.normalize;
         images.data.iter_mut().for_each(|v| *v = (*v - mean) / std);
-        let reduction = if self.maps { None } else { Some(self.reduction) };
+        let reduction = if self.maps {
+            None
+        } else {
+            Some(self.reduction)
+        };
         let layers = extract(&net, &images, &[], reduction, 256)?;
         // The last layer is the classifier: its accuracy on these stimuli (an OOD set's
         // accuracy when they are transformed).

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use repflow_kernels::Settings;
 
-use super::spec::{closest, Pairs, PipelineSpec, SourceFormat};
 use super::spec::MetricChoice;
+use super::spec::{closest, Pairs, PipelineSpec, SourceFormat};
 use crate::error::UserError;
 
 /// One layer of one model.
