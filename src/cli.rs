@@ -130,7 +130,8 @@ pub struct TrainArgs {
 /// Flags of `repflow extract`.
 #[derive(clap::Args, Debug)]
 pub struct ExtractArgs {
-    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn or vit.
+    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn, vit, or bert (a language
+    /// model: --checkpoint is a folder with config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage (torchvision: 64).
@@ -149,7 +150,11 @@ pub struct ExtractArgs {
     /// Stimuli: fashion-mnist-test, fashion-mnist-train, mnist5k, an image folder (one
     /// subfolder of PNG/JPEG files per class), or an .npy array (N × H × W or N × C × H × W, values in [0, 1]).
     #[arg(long)]
-    pub stimuli: String,
+    pub stimuli: Option<String>,
+    /// Sentences for a language model: a UTF-8 text file (one sentence a line), or
+    /// `wordnet:N` (N example sentences of WordNet 3.0, from the wordnet-base package).
+    #[arg(long)]
+    pub sentences: Option<String>,
     /// Image folders: resize the shorter side to this many pixels.
     #[arg(long, default_value_t = 32, value_parser = crate::ranges::positive_pixels)]
     pub resize: u32,
@@ -177,9 +182,11 @@ pub struct ExtractArgs {
     /// Comma-separated layers (default: every conv and linear layer).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
-    /// How conv outputs become one row per stimulus: center-pixel, mean-pool, max-pool or flatten.
-    #[arg(long, default_value = "center-pixel")]
-    pub reduce: String,
+    /// How conv outputs become one row per stimulus: center-pixel (the default), mean-pool,
+    /// max-pool or flatten; for language models how tokens are pooled: mean (the default),
+    /// cls or last.
+    #[arg(long)]
+    pub reduce: Option<String>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 256, value_parser = crate::ranges::positive_count)]
     pub batch: usize,

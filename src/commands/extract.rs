@@ -8,20 +8,20 @@ use candle_nn::VarBuilder;
 
 use crate::cli::ExtractArgs;
 use crate::error::UserError;
-use crate::models::extract::{extract, Reduction};
+use crate::models::extract::{extract, LayerActivations, Reduction};
 use crate::models::{Arch, ModelConfig, Network};
 use crate::stimuli::datasets::{default_package, fashion_mnist, mnist_5k};
 use crate::stimuli::transforms::Transform;
 use crate::stimuli::Images;
 
 /// Loads the stimulus set named by `spec`.
-fn stimuli(args: &ExtractArgs) -> Result<Images, UserError> {
+fn stimuli(args: &ExtractArgs, stimuli_name: &str) -> Result<Images, UserError> {
     let fm = || {
         args.data.clone().unwrap_or_else(|| {
             default_package("dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb")
         })
     };
-    let images = match args.stimuli.as_str() {
+    let images = match stimuli_name {
         "fashion-mnist-test" => fashion_mnist(&fm())?.1,
         "fashion-mnist-train" => fashion_mnist(&fm())?.0,
         "mnist5k" => mnist_5k(
@@ -100,9 +100,64 @@ fn npy_images(path: &Path) -> Result<Images, UserError> {
     })
 }
 
+/// Writes a pipeline model folder: `<layer>.npy` (stimuli × units, float32) per layer,
+/// `layers.txt`, `stimuli.txt` and, when known, `labels.txt`.
+pub fn write_folder(
+    out: &Path,
+    layers: &[LayerActivations],
+    ids: &[String],
+    labels: Option<&[u32]>,
+) -> Result<(), UserError> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", out.display())))?;
+    let write = |name: &str, text: String| {
+        std::fs::write(out.join(name), text).map_err(|e| {
+            UserError::input(format!("cannot write `{}`: {e}", out.join(name).display()))
+        })
+    };
+    for l in layers {
+        let path = out.join(format!("{}.npy", l.name));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))?;
+        let io =
+            |e: std::io::Error| UserError::input(format!("cannot write `{}`: {e}", path.display()));
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[ids.len() as u64, l.units() as u64])
+            .writer(std::io::BufWriter::new(file))
+            .begin_nd()
+            .map_err(io)?;
+        w.extend(l.data.iter().copied()).map_err(io)?;
+        w.finish().map_err(io)?;
+    }
+    write(
+        "layers.txt",
+        layers.iter().map(|l| format!("{}\n", l.name)).collect(),
+    )?;
+    write(
+        "stimuli.txt",
+        ids.iter().map(|i| format!("{i}\n")).collect(),
+    )?;
+    if let Some(labels) = labels {
+        write(
+            "labels.txt",
+            labels.iter().map(|l| format!("{l}\n")).collect(),
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `repflow extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
-    let reduction = match args.reduce.as_str() {
+    if args.arch == "bert" {
+        return super::extract_text::run(args);
+    }
+    let Some(stimuli_name) = args.stimuli.as_deref() else {
+        return Err(UserError::input("`repflow extract` needs --stimuli for an image network")
+            .hint("fashion-mnist-test, fashion-mnist-train, mnist5k, an image folder or an .npy array"));
+    };
+    let reduction = match args.reduce.as_deref().unwrap_or("center-pixel") {
         "center-pixel" => Reduction::CenterPixel,
         "mean-pool" => Reduction::MeanPool,
         "max-pool" => Reduction::MaxPool,
@@ -112,7 +167,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
                 .hint("one of center-pixel, mean-pool, max-pool, flatten"))
         }
     };
-    let mut images = stimuli(args)?;
+    let mut images = stimuli(args, stimuli_name)?;
     if let Some(t) = &args.transform {
         images = Transform::parse(t)?.apply(&images, args.transform_seed)?;
     }
@@ -140,44 +195,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
             .hint("check --arch, --width, --classes and --imagenet-stem against how the checkpoint was trained")
     })?;
     let layers = extract(&net, &images, &args.layers, Some(reduction), args.batch)?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| UserError::input(format!("cannot create `{}`: {e}", args.out.display())))?;
-    let write = |name: &str, text: String| {
-        std::fs::write(args.out.join(name), text).map_err(|e| {
-            UserError::input(format!(
-                "cannot write `{}`: {e}",
-                args.out.join(name).display()
-            ))
-        })
-    };
-    for l in &layers {
-        let path = args.out.join(format!("{}.npy", l.name));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))?;
-        let io =
-            |e: std::io::Error| UserError::input(format!("cannot write `{}`: {e}", path.display()));
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[images.n as u64, l.units() as u64])
-            .writer(std::io::BufWriter::new(file))
-            .begin_nd()
-            .map_err(io)?;
-        w.extend(l.data.iter().copied()).map_err(io)?;
-        w.finish().map_err(io)?;
-    }
-    write(
-        "layers.txt",
-        layers.iter().map(|l| format!("{}\n", l.name)).collect(),
-    )?;
-    write(
-        "stimuli.txt",
-        images.ids.iter().map(|i| format!("{i}\n")).collect(),
-    )?;
-    write(
-        "labels.txt",
-        images.labels.iter().map(|l| format!("{l}\n")).collect(),
-    )?;
+    write_folder(&args.out, &layers, &images.ids, Some(&images.labels))?;
     println!(
         "wrote {} layers × {} stimuli to {}",
         layers.len(),

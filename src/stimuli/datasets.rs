@@ -110,40 +110,15 @@ fn fashion_mnist_files(path: &Path) -> Result<[Vec<u8>; 4], UserError> {
             found[i] = Some(crate::input::read(&path.join(f))?);
         }
     } else {
-        let deb = repflow_engine::files::open_input(path).map_err(|e| {
-            bad(path, e).hint("run `make data` (apt-get download dataset-fashion-mnist), or point at a folder with the four IDX .gz files")
-        })?;
-        let mut archive = ar::Archive::new(deb);
-        let mut data_tar = None;
-        while let Some(entry) = archive.next_entry() {
-            let mut entry =
-                entry.map_err(|e| bad(path, format!("not a .deb (ar) archive: {e}")))?;
-            if entry.header().identifier() == b"data.tar.xz" {
-                let mut xz = Vec::new();
-                entry.read_to_end(&mut xz).map_err(|e| bad(path, e))?;
-                let mut tar_bytes = Vec::new();
-                lzma_rs::xz_decompress(&mut xz.as_slice(), &mut tar_bytes)
-                    .map_err(|e| bad(path, format!("data.tar.xz: {e:?}")))?;
-                data_tar = Some(tar_bytes);
-            }
-        }
-        let tar_bytes = data_tar.ok_or_else(|| bad(path, "the .deb holds no data.tar.xz"))?;
-        let mut tar = tar::Archive::new(tar_bytes.as_slice());
-        for entry in tar.entries().map_err(|e| bad(path, e))? {
-            let mut entry = entry.map_err(|e| bad(path, e))?;
-            let name = entry
-                .path()
-                .map_err(|e| bad(path, e))?
-                .to_string_lossy()
-                .into_owned();
-            if let Some(i) = FILES
-                .iter()
-                .position(|f| name.ends_with(&format!("fashion-mnist/{f}")))
-            {
-                let mut b = Vec::new();
-                entry.read_to_end(&mut b).map_err(|e| bad(path, e))?;
-                found[i] = Some(b);
-            }
+        let suffixes: Vec<String> = FILES.iter().map(|f| format!("fashion-mnist/{f}")).collect();
+        let suffixes: Vec<&str> = suffixes.iter().map(String::as_str).collect();
+        let files = crate::packages::deb_files(
+            path,
+            &suffixes,
+            "run `make data` (apt-get download dataset-fashion-mnist), or point at a folder with the four IDX .gz files",
+        )?;
+        for (slot, f) in found.iter_mut().zip(files) {
+            *slot = f;
         }
     }
     let missing: Vec<&str> = FILES
