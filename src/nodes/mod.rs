@@ -17,6 +17,7 @@ pub mod shift_score;
 pub mod source;
 pub mod statistic;
 pub mod table;
+pub mod text;
 
 pub use context::RunContext;
 use repflow_engine::Registry;
@@ -36,5 +37,7 @@ pub fn registry() -> Registry<RunContext> {
         .with::<network::Train>()
         .with::<network::Extract>()
         .with::<reduce::Reduce>()
+        .with::<text::SentenceSet>()
+        .with::<text::Embed>()
         .with::<shift_score::ShiftScoreNode>()
 }

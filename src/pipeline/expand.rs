@@ -37,6 +37,8 @@ pub struct Model {
     pub stimuli: Option<(PathBuf, Vec<String>)>,
     /// For a network repflow extracts itself: which network (and checkpoint).
     pub network: Option<super::networks::NetworkRef>,
+    /// For a language model repflow embeds sentences with: which checkpoint.
+    pub text: Option<super::language::TextModelRef>,
     /// The stimulus set this model's activations are for: `None` for the pipeline's base set,
     /// an out-of-distribution set's name otherwise. Only models on the same set are compared.
     pub condition: Option<String>,
@@ -80,6 +82,8 @@ pub struct Plan {
     pub pairs: Vec<LayerPair>,
     /// Stimuli and training of network-based pipelines.
     pub networks: Option<super::networks::NetworkPlan>,
+    /// Sentences and pooling of a language-model pipeline.
+    pub text: Option<super::language::TextPlan>,
 }
 
 /// Natural order: digit runs compare as numbers (`layer2` before `layer10`).
@@ -373,6 +377,7 @@ fn discover(
         layers,
         stimuli,
         network: None,
+        text: None,
     })
 }
 
@@ -416,7 +421,19 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     let settings = spec.settings()?;
     let mut metrics = spec.metrics()?;
     let network_based = !spec.model.is_empty() || spec.stimuli.is_some();
-    let (models, networks) = if network_based {
+    let mut text = None;
+    let (models, networks) = if spec.sentences.is_some() {
+        if metrics.contains(&MetricChoice::SHIFT) {
+            return Err(UserError::input(format!(
+                "{}: `{}` compares conv feature maps; language models have none",
+                spec.path.display(),
+                MetricChoice::SHIFT.name()
+            )));
+        }
+        let (models, plan) = super::language::expand_language(&spec)?;
+        text = Some(plan);
+        (models, None)
+    } else if network_based {
         let (models, mut plan) = super::networks::expand_networks(&spec)?;
         if plan.shift_search && !metrics.contains(&MetricChoice::SHIFT) {
             metrics.push(MetricChoice::SHIFT);
@@ -511,6 +528,7 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
         models,
         pairs,
         networks,
+        text,
     })
 }
 

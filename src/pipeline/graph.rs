@@ -15,6 +15,7 @@ use crate::nodes::prepared::Prepared;
 use crate::nodes::reduce::Reduce;
 use crate::nodes::score::ScoreNode;
 use crate::nodes::shift_score::ShiftScoreNode;
+use crate::nodes::text::Embed;
 use crate::nodes::source::Source;
 use crate::nodes::statistic::{StatisticNode, Test};
 use crate::nodes::table::{RowLabel, Table};
@@ -41,6 +42,8 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
         prepared: BTreeMap::new(),
         extracts: BTreeMap::new(),
         reduced: BTreeMap::new(),
+        embeds: BTreeMap::new(),
+        sentences: None,
         stimuli: BTreeMap::new(),
         chains: BTreeMap::new(),
         image_sets: BTreeMap::new(),
@@ -214,6 +217,8 @@ struct Builder<'p> {
     prepared: BTreeMap<(usize, usize, bool), usize>,
     extracts: BTreeMap<usize, usize>,
     reduced: BTreeMap<usize, usize>,
+    embeds: BTreeMap<usize, usize>,
+    sentences: Option<usize>,
     stimuli: BTreeMap<Option<String>, usize>,
     chains: BTreeMap<String, Vec<(u64, usize)>>,
     image_sets: BTreeMap<String, usize>,
@@ -256,8 +261,9 @@ impl Builder<'_> {
         let model = &self.plan.models[m];
         let layer = &model.layers[l];
         let f = self.folds(layer.shape.0);
-        let (input, array) = match &model.network {
-            None => {
+        let (input, array) = match (&model.network, &model.text) {
+            (None, Some(_)) => (self.embed(m), layer.name.clone()),
+            (None, None) => {
                 let node = Source {
                     model: model.name.clone(),
                     layer: layer.name.clone(),
@@ -268,7 +274,7 @@ impl Builder<'_> {
                 let label = format!("source/{}/{}", model.name, layer.name);
                 (self.push(label, node, &[]), "x".to_string())
             }
-            Some(_) => (self.activations(m), layer.name.clone()),
+            (Some(_), _) => (self.activations(m), layer.name.clone()),
         };
         let node = Prepared {
             model: model.name.clone(),
@@ -367,6 +373,31 @@ impl Builder<'_> {
         }
         self.chains.insert(name.to_string(), chain.clone());
         chain
+    }
+
+    /// The node embedding the pipeline's sentences with language model `m`.
+    fn embed(&mut self, m: usize) -> usize {
+        if let Some(&e) = self.embeds.get(&m) {
+            return e;
+        }
+        let plan = self.plan.text.as_ref().expect("language plan");
+        let sentences = match self.sentences {
+            Some(s) => s,
+            None => {
+                let s = self.push("sentences".into(), plan.sentences.clone(), &[]);
+                self.sentences = Some(s);
+                s
+            }
+        };
+        let model = &self.plan.models[m];
+        let node = Embed {
+            checkpoint: model.text.as_ref().expect("language model").checkpoint.clone(),
+            pooling: plan.pooling,
+            batch: plan.batch,
+        };
+        let e = self.push(format!("embed/{}", model.name), node, &[("sentences", sentences)]);
+        self.embeds.insert(m, e);
+        e
     }
 
     /// The node holding network model `m`'s reduced activations: its extraction, or with

@@ -30,6 +30,7 @@
 
 mod expand;
 pub mod graph;
+pub mod language;
 pub mod layer_pairs;
 pub mod networks;
 mod spec;
@@ -37,7 +38,7 @@ mod spec;
 pub use expand::{expand, Layer, LayerPair, Model, Plan};
 pub use spec::{
     closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SlurmSpec, SourceFormat, SourceSpec,
-    StimuliSpec, TrainingSpec,
+    SentencesSpec, StimuliSpec, TrainingSpec,
 };
 
 /// The label closest to `word`, for "did you mean" hints.

@@ -339,6 +339,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
                         origin: origin.clone(),
                         recipe,
                     }),
+                    text: None,
                     condition: set.name.clone(),
                 });
             }

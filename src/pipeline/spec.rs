@@ -27,6 +27,8 @@ pub struct PipelineSpec {
     pub model: Vec<NetworkSpec>,
     /// The stimuli networks are shown (network-based pipelines).
     pub stimuli: Option<StimuliSpec>,
+    /// The sentences language models (`arch = "bert"`) are shown.
+    pub sentences: Option<SentencesSpec>,
     /// The recipe of trained networks.
     pub training: Option<TrainingSpec>,
     /// Which model pairs: `"all"` or a list of `[a, b]`.
@@ -156,6 +158,31 @@ fn default_width() -> usize {
 
 fn default_classes() -> usize {
     10
+}
+
+/// The sentences of a language-model pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentencesSpec {
+    /// `wordnet:N` (N WordNet example sentences) or a text file (one sentence a line,
+    /// relative to the pipeline).
+    pub source: String,
+    /// The wordnet-base .deb (default: data/downloads/wordnet-base_3.0-37_all.deb).
+    pub package: Option<PathBuf>,
+    /// How each layer's tokens are pooled: `mean`, `cls` or `last`.
+    #[serde(default = "default_pooling")]
+    pub reduce: String,
+    /// Sentences per forward pass.
+    #[serde(default = "default_text_batch")]
+    pub batch: usize,
+}
+
+fn default_pooling() -> String {
+    "mean".into()
+}
+
+fn default_text_batch() -> usize {
+    64
 }
 
 /// The stimulus set of a network-based pipeline.

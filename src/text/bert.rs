@@ -146,7 +146,8 @@ impl Weights {
     }
 }
 
-fn read_config(path: &Path) -> Result<BertConfig, UserError> {
+/// Reads and checks a checkpoint's `config.json`.
+pub fn read_config(path: &Path) -> Result<BertConfig, UserError> {
     let text = String::from_utf8(crate::input::read(path)?)
         .map_err(|_| UserError::input(format!("`{}` is not UTF-8", path.display())))?;
     let c: BertConfig = serde_json::from_str(&text).map_err(|e| {

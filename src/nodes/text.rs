@@ -1,0 +1,127 @@
+//! Language models as DAG nodes: `sentences` (a sentence set: a user's file or WordNet
+//! examples) and `embed` (every layer of one BERT-family checkpoint on those sentences,
+//! pooled over tokens, in the layout `prepared` nodes read).
+
+use std::path::PathBuf;
+
+use repflow_cache::{Bundle, MappedBundle};
+use repflow_engine::{Inputs, Kind, NodeError};
+use serde::{Deserialize, Serialize};
+
+use super::network::reduced_bundle;
+use super::RunContext;
+use crate::error::UserError;
+use crate::text::bert::{embed, Bert};
+use crate::text::sentences::{read_file, wordnet_examples, Sentences};
+use crate::text::TokenPooling;
+
+/// A set of sentences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SentenceSet {
+    /// A text file, one sentence a line (enters the key by content).
+    File {
+        /// The file.
+        file: PathBuf,
+    },
+    /// `count` WordNet example sentences from the wordnet-base package.
+    WordNet {
+        /// How many.
+        count: usize,
+        /// The .deb (enters the key by content).
+        package: PathBuf,
+    },
+}
+
+impl SentenceSet {
+    /// Reads the sentences.
+    pub fn read(&self) -> Result<Sentences, UserError> {
+        match self {
+            SentenceSet::File { file } => read_file(file),
+            SentenceSet::WordNet { count, package } => wordnet_examples(package, *count),
+        }
+    }
+
+    /// How many sentences the set holds (a file is read; WordNet's count is checked when
+    /// the node runs).
+    pub fn count(&self) -> Result<usize, UserError> {
+        match self {
+            SentenceSet::File { .. } => Ok(self.read()?.text.len()),
+            SentenceSet::WordNet { count, .. } => Ok(*count),
+        }
+    }
+}
+
+/// No inputs; the file or package enters the key by content. Output: metadata `{ids, text}`.
+impl Kind<RunContext> for SentenceSet {
+    const KIND: &'static str = "sentences";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
+        match self {
+            SentenceSet::File { .. } => serde_json::json!({ "source": "file" }),
+            SentenceSet::WordNet { count, .. } => serde_json::json!({ "source": "wordnet", "count": count }),
+        }
+    }
+
+    fn external_files(&self) -> Vec<PathBuf> {
+        match self {
+            SentenceSet::File { file } => vec![file.clone()],
+            SentenceSet::WordNet { package, .. } => vec![package.clone()],
+        }
+    }
+
+    fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
+        let s = self.read()?;
+        Ok(Bundle::meta(serde_json::json!({ "ids": s.ids, "text": s.text }).to_string()))
+    }
+}
+
+/// Every layer of one language model on a sentence set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embed {
+    /// The checkpoint folder (its three files enter the key by content).
+    pub checkpoint: PathBuf,
+    /// How tokens are pooled.
+    pub pooling: TokenPooling,
+    /// Sentences per forward pass (padding differs with it, so it is in the key).
+    pub batch: usize,
+}
+
+/// Input: `sentences`. Output: one column-major array per layer (sentences × hidden), with
+/// metadata `{layers, stimuli, truncated}`.
+impl Kind<RunContext> for Embed {
+    const KIND: &'static str = "embed";
+    const VERSION: u32 = 1;
+
+    fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "pooling": self.pooling, "batch": self.batch })
+    }
+
+    fn external_files(&self) -> Vec<PathBuf> {
+        ["config.json", "model.safetensors", "tokenizer.json"]
+            .iter()
+            .map(|f| self.checkpoint.join(f))
+            .collect()
+    }
+
+    fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
+        Ok(self.embed(inputs.bundle("sentences")?)?)
+    }
+}
+
+impl Embed {
+    /// Embeds the sentences of a `sentences` output.
+    pub fn embed(&self, sentences: &MappedBundle) -> Result<Bundle, UserError> {
+        let meta: serde_json::Value = serde_json::from_str(sentences.meta())
+            .map_err(|e| UserError::input(format!("corrupt sentences object: {e}")))?;
+        let text: Vec<String> = serde_json::from_value(meta["text"].clone())
+            .map_err(|e| UserError::input(format!("corrupt sentences object: {e}")))?;
+        let model = Bert::load(&self.checkpoint)?;
+        let (layers, truncated) = embed(&model, &text, self.pooling, self.batch)?;
+        let out = serde_json::json!({
+            "layers": model.layer_names(), "stimuli": meta["ids"], "truncated": truncated,
+        });
+        Ok(reduced_bundle(out.to_string(), layers))
+    }
+}
