@@ -261,28 +261,55 @@ fn extract_writes_a_model_folder_and_bad_inputs_are_clear_errors() {
 fn language_models_are_pipeline_nodes_and_a_new_model_reruns_only_its_own() {
     let t = tempdir();
     let text = t.path().join("s.txt");
-    let lines: Vec<String> = (0..40).map(|i| format!("the {} cat sat on the {} mat number {i}", ["big", "small", "red", "old"][i % 4], ["new", "dark", "long"][i % 3])).collect();
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "the {} cat sat on the {} mat number {i}",
+                ["big", "small", "red", "old"][i % 4],
+                ["new", "dark", "long"][i % 3]
+            )
+        })
+        .collect();
     std::fs::write(&text, lines.join("\n")).unwrap();
     let copy = t.path().join("tiny2");
     std::fs::create_dir_all(&copy).unwrap();
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(fixtures().join("bert-tiny").join(f), copy.join(f)).unwrap();
     }
-    let model = |name: &str, dir: &Path| format!("\n[[model]]\nname = \"{name}\"\narch = \"bert\"\ncheckpoint = \"{}\"\n", s(dir));
+    let model = |name: &str, dir: &Path| {
+        format!(
+            "\n[[model]]\nname = \"{name}\"\narch = \"bert\"\ncheckpoint = \"{}\"\n",
+            s(dir)
+        )
+    };
     let head = format!(
         "name = \"lang\"\nresults = \"{}\"\nmetrics = [\"procrustes\", \"cka\"]\nlayers = \"all\"\n\n[sentences]\nsource = \"s.txt\"\nreduce = \"mean\"\n",
         s(&t.path().join("results"))
     );
-    let p = write_pipeline(&t.path().join("lang.toml"), &format!("{head}{}", model("tiny", &fixtures().join("bert-tiny"))));
+    let p = write_pipeline(
+        &t.path().join("lang.toml"),
+        &format!("{head}{}", model("tiny", &fixtures().join("bert-tiny"))),
+    );
     let cache = t.path().join("cache");
     // one model against itself is no pair: add the copy
-    std::fs::write(&p, format!("{head}{}{}", model("tiny", &fixtures().join("bert-tiny")), model("copy", &copy))).unwrap();
+    std::fs::write(
+        &p,
+        format!(
+            "{head}{}{}",
+            model("tiny", &fixtures().join("bert-tiny")),
+            model("copy", &copy)
+        ),
+    )
+    .unwrap();
     let first = run(&p, &cache, &[]);
     assert_eq!(first["failed"], 0, "{first}");
     let csv = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
     // 3 × 3 layer pairs × 2 metrics; a copy of a model scores 1 with itself layer for layer
     assert_eq!(csv.lines().count(), 1 + 9 * 2);
-    let same = csv.lines().find(|l| l.contains("tiny,copy,encoder.layer.1,encoder.layer.1,1.0,1.0,procrustes")).unwrap();
+    let same = csv
+        .lines()
+        .find(|l| l.contains("tiny,copy,encoder.layer.1,encoder.layer.1,1.0,1.0,procrustes"))
+        .unwrap();
     let score: f64 = same.split(',').nth(8).unwrap().parse().unwrap();
     assert!((score - 1.0).abs() < 1e-9, "{same}");
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
@@ -295,7 +322,16 @@ fn language_models_are_pipeline_nodes_and_a_new_model_reruns_only_its_own() {
     }
     let tok = std::fs::read_to_string(copy3.join("tokenizer.json")).unwrap();
     std::fs::write(copy3.join("tokenizer.json"), format!("{tok}\n")).unwrap();
-    std::fs::write(&p, format!("{head}{}{}{}", model("tiny", &fixtures().join("bert-tiny")), model("copy", &copy), model("third", &copy3))).unwrap();
+    std::fs::write(
+        &p,
+        format!(
+            "{head}{}{}{}",
+            model("tiny", &fixtures().join("bert-tiny")),
+            model("copy", &copy),
+            model("third", &copy3)
+        ),
+    )
+    .unwrap();
     let before = plan(&p, &cache);
     assert_eq!(node(&before, "sentences", "state"), "cached");
     assert_eq!(node(&before, "embed/tiny", "state"), "cached");
@@ -305,12 +341,29 @@ fn language_models_are_pipeline_nodes_and_a_new_model_reruns_only_its_own() {
     std::fs::write(&text, lines[..30].join("\n")).unwrap();
     assert_eq!(node(&plan(&p, &cache), "embed/tiny", "state"), "stale");
     // bad tables are errors naming the key
-    std::fs::write(&p, format!("{head}\n[[model]]\nname = \"x\"\narch = \"resnet18\"\ncheckpoint = \"a\"\n")).unwrap();
+    std::fs::write(
+        &p,
+        format!("{head}\n[[model]]\nname = \"x\"\narch = \"resnet18\"\ncheckpoint = \"a\"\n"),
+    )
+    .unwrap();
     let o = repflow(&["run", &s(&p), "--cache", &s(&cache)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("takes language models"), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::write(&p, format!("{head}{}", model("tiny", &fixtures().join("bert-tiny"))).replace("reduce = \"mean\"", "reduce = \"max\"")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("takes language models"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(
+        &p,
+        format!("{head}{}", model("tiny", &fixtures().join("bert-tiny")))
+            .replace("reduce = \"mean\"", "reduce = \"max\""),
+    )
+    .unwrap();
     let o = repflow(&["run", &s(&p), "--cache", &s(&cache)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("sentences.reduce"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sentences.reduce"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

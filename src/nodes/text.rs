@@ -60,7 +60,9 @@ impl Kind<RunContext> for SentenceSet {
     fn key_params(&self) -> serde_json::Value {
         match self {
             SentenceSet::File { .. } => serde_json::json!({ "source": "file" }),
-            SentenceSet::WordNet { count, .. } => serde_json::json!({ "source": "wordnet", "count": count }),
+            SentenceSet::WordNet { count, .. } => {
+                serde_json::json!({ "source": "wordnet", "count": count })
+            }
         }
     }
 
@@ -73,7 +75,9 @@ impl Kind<RunContext> for SentenceSet {
 
     fn run(&self, _: &RunContext, _: &Inputs) -> Result<Bundle, NodeError> {
         let s = self.read()?;
-        Ok(Bundle::meta(serde_json::json!({ "ids": s.ids, "text": s.text }).to_string()))
+        Ok(Bundle::meta(
+            serde_json::json!({ "ids": s.ids, "text": s.text }).to_string(),
+        ))
     }
 }
 

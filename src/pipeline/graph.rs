@@ -15,10 +15,10 @@ use crate::nodes::prepared::Prepared;
 use crate::nodes::reduce::Reduce;
 use crate::nodes::score::ScoreNode;
 use crate::nodes::shift_score::ShiftScoreNode;
-use crate::nodes::text::Embed;
 use crate::nodes::source::Source;
 use crate::nodes::statistic::{StatisticNode, Test};
 use crate::nodes::table::{RowLabel, Table};
+use crate::nodes::text::Embed;
 use crate::nodes::RunContext;
 use crate::pipeline::networks::Origin;
 use crate::pipeline::spec::MetricChoice;
@@ -391,11 +391,20 @@ impl Builder<'_> {
         };
         let model = &self.plan.models[m];
         let node = Embed {
-            checkpoint: model.text.as_ref().expect("language model").checkpoint.clone(),
+            checkpoint: model
+                .text
+                .as_ref()
+                .expect("language model")
+                .checkpoint
+                .clone(),
             pooling: plan.pooling,
             batch: plan.batch,
         };
-        let e = self.push(format!("embed/{}", model.name), node, &[("sentences", sentences)]);
+        let e = self.push(
+            format!("embed/{}", model.name),
+            node,
+            &[("sentences", sentences)],
+        );
         self.embeds.insert(m, e);
         e
     }

@@ -41,13 +41,18 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
     let pooling = TokenPooling::parse(&st.reduce)
         .map_err(|e| e.prefixed(&format!("{file}: `sentences.reduce`: ")))?;
     if st.batch == 0 {
-        return Err(UserError::input(format!("{file}: `sentences.batch` is 0; it must be at least 1")));
+        return Err(UserError::input(format!(
+            "{file}: `sentences.batch` is 0; it must be at least 1"
+        )));
     }
     let sentences = match st.source.strip_prefix("wordnet:") {
         Some(n) => SentenceSet::WordNet {
             count: n.parse().map_err(|_| {
-                UserError::input(format!("{file}: `sentences.source` is `{}`: `{n}` is not a count", st.source))
-                    .hint("e.g. source = \"wordnet:1000\"")
+                UserError::input(format!(
+                    "{file}: `sentences.source` is `{}`: `{n}` is not a count",
+                    st.source
+                ))
+                .hint("e.g. source = \"wordnet:1000\"")
             })?,
             package: st
                 .package
@@ -61,7 +66,9 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
     };
     let rows = sentences.count()?;
     if spec.model.is_empty() {
-        return Err(UserError::input(format!("{file}: `[sentences]` is given but no `[[model]]`")));
+        return Err(UserError::input(format!(
+            "{file}: `[sentences]` is given but no `[[model]]`"
+        )));
     }
     let mut models = Vec::new();
     for m in &spec.model {
@@ -85,7 +92,10 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
             )));
         };
         if models.iter().any(|x: &Model| x.name == m.name) {
-            return Err(UserError::input(format!("{file}: two `[[model]]` tables are named `{}`", m.name)));
+            return Err(UserError::input(format!(
+                "{file}: two `[[model]]` tables are named `{}`",
+                m.name
+            )));
         }
         let config = crate::text::bert::read_config(&checkpoint.join("config.json"))?;
         let count = config.num_hidden_layers + 1;
@@ -109,5 +119,12 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
             condition: None,
         });
     }
-    Ok((models, TextPlan { sentences, pooling, batch: st.batch }))
+    Ok((
+        models,
+        TextPlan {
+            sentences,
+            pooling,
+            batch: st.batch,
+        },
+    ))
 }

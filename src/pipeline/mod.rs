@@ -37,8 +37,8 @@ mod spec;
 
 pub use expand::{expand, Layer, LayerPair, Model, Plan};
 pub use spec::{
-    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SlurmSpec, SourceFormat, SourceSpec,
-    SentencesSpec, StimuliSpec, TrainingSpec,
+    closest, load, NetworkSpec, Options, Pairs, PipelineSpec, SentencesSpec, SlurmSpec,
+    SourceFormat, SourceSpec, StimuliSpec, TrainingSpec,
 };
 
 /// The label closest to `word`, for "did you mean" hints.
