@@ -376,8 +376,10 @@ pub fn pool(state: &Tensor, mask: &Tensor, how: TokenPooling) -> Result<Tensor, 
 }
 
 /// Every layer of `model` on `sentences`, pooled by `how`, in batches of `batch`: one
-/// stimuli × hidden array per layer (embeddings first), and how many sentences were
-/// truncated to the model's positions.
+/// stimuli × hidden array per layer (embeddings first, rows in the order given), and how
+/// many sentences were truncated to the model's positions. Batches are formed from
+/// sentences of similar length (sorted by token count, ties in order), so little compute
+/// goes to padding.
 pub fn embed(
     model: &Bert,
     sentences: &[String],
@@ -386,26 +388,25 @@ pub fn embed(
 ) -> Result<(Vec<LayerActivations>, usize), UserError> {
     let (ids, truncated) = model.tokenize(sentences)?;
     let h = model.config.hidden_size;
+    let n = ids.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (ids[i].len(), i));
     let mut out: Vec<LayerActivations> = model
         .layer_names()
         .into_iter()
-        .map(|name| LayerActivations {
-            name,
-            shape: vec![0, h],
-            data: Vec::new(),
-        })
+        .map(|name| LayerActivations { name, shape: vec![n, h], data: vec![0.0; n * h] })
         .collect();
-    for chunk in ids.chunks(batch.max(1)) {
-        let (states, mask) = model.hidden_states(chunk)?;
+    for chunk in order.chunks(batch.max(1)) {
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+        let (states, mask) = model.hidden_states(&rows)?;
         for (slot, s) in out.iter_mut().zip(&states) {
-            let pooled = pool(s, &mask, how)?;
-            slot.data.extend(
-                pooled
-                    .flatten_all()
-                    .and_then(|f| f.to_vec1::<f32>())
-                    .map_err(candle)?,
-            );
-            slot.shape[0] += chunk.len();
+            let pooled: Vec<f32> = pool(s, &mask, how)?
+                .flatten_all()
+                .and_then(|f| f.to_vec1::<f32>())
+                .map_err(candle)?;
+            for (k, &i) in chunk.iter().enumerate() {
+                slot.data[i * h..(i + 1) * h].copy_from_slice(&pooled[k * h..(k + 1) * h]);
+            }
         }
     }
     Ok((out, truncated))
