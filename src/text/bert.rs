@@ -394,7 +394,11 @@ pub fn embed(
     let mut out: Vec<LayerActivations> = model
         .layer_names()
         .into_iter()
-        .map(|name| LayerActivations { name, shape: vec![n, h], data: vec![0.0; n * h] })
+        .map(|name| LayerActivations {
+            name,
+            shape: vec![n, h],
+            data: vec![0.0; n * h],
+        })
         .collect();
     for chunk in order.chunks(batch.max(1)) {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
