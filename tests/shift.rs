@@ -275,6 +275,11 @@ fn bad_shapes_are_errors_that_say_what_differs() {
         .unwrap_err()
         .to_string()
         .contains("channels"));
+    // an empty grid or channel axis is an error, not an index out of range
+    for shape in [[2, 3, 0, 4], [2, 0, 4, 4], [0, 3, 4, 4]] {
+        let e = Maps::new(&[], &shape).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
     let (x, y) = (noise(10 * 2 * 4 * 4, 1), noise(10 * 2 * 2 * 8, 2));
     let folds = Folds::new(10, FoldSpec::default()).unwrap();
     let e = score(

@@ -61,6 +61,11 @@ impl<'a> Maps<'a> {
                 )))
             }
         };
+        if n == 0 || c == 0 || h == 0 || w == 0 {
+            return Err(KernelError::Invalid(format!(
+                "maps of shape {shape:?} are empty: stimuli, channels, height and width must all be at least 1"
+            )));
+        }
         let len = n
             .checked_mul(c)
             .and_then(|v| v.checked_mul(h))
