@@ -4,17 +4,18 @@
 use repflow_kernels::{Named, PreparedLayer, Score, Settings};
 use serde_json::{json, Value};
 
+/// One direction's (or any fold series') summary: `{score, std, fold_scores}`.
+pub fn folds_json(f: &[f64]) -> Value {
+    json!({
+        "score": repflow_kernels::stats::mean(f),
+        "std": repflow_kernels::stats::std(f),
+        "fold_scores": f,
+    })
+}
+
 /// One score as the JSON object other tools read.
 pub fn to_json(s: &Score, a: &PreparedLayer, b: &PreparedLayer, settings: &Settings) -> Value {
-    let direction = |folds: &Option<Vec<f64>>| {
-        folds.as_ref().map(|f| {
-            json!({
-                "score": repflow_kernels::stats::mean(f),
-                "std": repflow_kernels::stats::std(f),
-                "fold_scores": f,
-            })
-        })
-    };
+    let direction = |folds: &Option<Vec<f64>>| folds.as_deref().map(folds_json);
     let mut obj = json!({
         "metric": s.metric.name(),
         "score": s.score,

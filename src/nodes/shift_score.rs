@@ -81,13 +81,7 @@ fn array(
 
 /// A shift-search score as the JSON object the table reads.
 pub fn to_json(s: &ShiftScore, shape: [usize; 4], settings: &Settings) -> serde_json::Value {
-    let direction = |f: &[f64]| {
-        json!({
-            "score": repflow_kernels::stats::mean(f),
-            "std": repflow_kernels::stats::std(f),
-            "fold_scores": f,
-        })
-    };
+    let direction = crate::score_json::folds_json;
     json!({
         "metric": NAME,
         "score": s.score,
