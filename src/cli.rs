@@ -45,6 +45,53 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Train a network on Fashion-MNIST, saving checkpoints from step 0.
     Train(TrainArgs),
+    /// Train a byte-level GPT-style decoder on WordNet's definitions, saving checkpoints
+    /// from step 0 (each a folder `repflow extract --arch gpt` reads).
+    TrainLm(TrainLmArgs),
+}
+
+/// Flags of `repflow train-lm`.
+#[derive(clap::Args, Debug)]
+pub struct TrainLmArgs {
+    /// Blocks (depth).
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::positive_count)]
+    pub layers: usize,
+    /// Width of the residual stream.
+    #[arg(long, default_value_t = 128, value_parser = crate::ranges::positive_count)]
+    pub width: usize,
+    /// Attention heads (must divide the width).
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::positive_count)]
+    pub heads: usize,
+    /// Context length in bytes.
+    #[arg(long, default_value_t = 64, value_parser = crate::ranges::positive_count)]
+    pub context: usize,
+    /// Seed of initialisation and window order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Peak learning rate (AdamW; linear warm-up, then cosine decay).
+    #[arg(long, default_value_t = 3e-3, value_parser = crate::ranges::learning_rate)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: u64,
+    /// Weight decay of matrices.
+    #[arg(long, default_value_t = 0.1, value_parser = crate::ranges::weight_decay)]
+    pub weight_decay: f64,
+    /// Windows per step.
+    #[arg(long, default_value_t = 32, value_parser = crate::ranges::positive_count)]
+    pub batch: usize,
+    /// Optimisation steps.
+    #[arg(long, default_value_t = 1000, value_parser = crate::ranges::positive_steps)]
+    pub steps: u64,
+    /// Checkpoint steps, e.g. 0,10,50,200; the last step is always saved.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub checkpoints: Vec<u64>,
+    /// The wordnet-base package (default: data/downloads/wordnet-base_3.0-37_all.deb).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder: step-<N>/ (config.json, model.safetensors), metrics.jsonl, recipe.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Flags of `repflow shift`.
@@ -130,8 +177,9 @@ pub struct TrainArgs {
 /// Flags of `repflow extract`.
 #[derive(clap::Args, Debug)]
 pub struct ExtractArgs {
-    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn, vit, or bert (a language
-    /// model: --checkpoint is a folder with config.json, model.safetensors, tokenizer.json).
+    /// Architecture: resnet18, resnet50, vgg16-bn, vgg19-bn, vit; or a language model:
+    /// bert (--checkpoint is a folder with config.json, model.safetensors, tokenizer.json)
+    /// or gpt (a `repflow train-lm` checkpoint folder: config.json, model.safetensors).
     #[arg(long)]
     pub arch: String,
     /// Channels of the first stage (torchvision: 64).

@@ -45,6 +45,7 @@ fn main() {
         Command::ExecNode(args) => commands::exec_node::run(&args).map(|_| 0),
         Command::Extract(args) => commands::extract::run(&args).map(|_| 0),
         Command::Train(args) => commands::train::run(&args).map(|_| 0),
+        Command::TrainLm(args) => commands::train_lm::run(&args).map(|_| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -155,6 +155,17 @@ pub fn positive_pixels(s: &str) -> Result<u32, String> {
     at_least_one("the value", v as usize).map(|_| v)
 }
 
+/// clap parser: optimisation steps, a whole number from 1 to 10 million.
+pub fn positive_steps(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of steps"))?;
+    if v == 0 || v > 10_000_000 {
+        return Err(format!("{v} steps: give 1 to 10,000,000"));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,3 +190,4 @@ mod tests {
         assert!(learning_rate("nan").unwrap_err().contains("finite"));
     }
 }
+

@@ -8,8 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use repflow::text::bert::{embed, Bert};
-use repflow::text::TokenPooling;
+use repflow::text::bert::Bert;
+use repflow::text::embed::embed;
+use repflow::text::{LanguageModel, TokenPooling};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -208,7 +209,7 @@ fn extract_writes_a_model_folder_and_bad_inputs_are_clear_errors() {
     let o = extract(&fixtures().join("bert-tiny"), &long, &out, &[]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr)
-        .contains("1 of 2 sentences were longer than the model's 24 tokens"));
+        .contains("1 of 2 sentences were longer than the model's 24 token positions"));
 
     // a tokenizer larger than the embedding table
     let small_vocab = broken_copy(&t.path().join("a"), |d| {

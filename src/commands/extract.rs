@@ -150,7 +150,7 @@ pub fn write_folder(
 
 /// Runs `repflow extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
-    if args.arch == "bert" {
+    if args.arch == "bert" || args.arch == "gpt" {
         return super::extract_text::run(args);
     }
     let Some(stimuli_name) = args.stimuli.as_deref() else {

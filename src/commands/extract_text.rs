@@ -1,38 +1,36 @@
-//! `repflow extract --arch bert`: a BERT-family checkpoint's layers on sentences, pooled over
+//! `repflow extract --arch bert|gpt`: a language model's layers on sentences, pooled over
 //! tokens, written as a pipeline model folder (the embedding output first, then each
-//! encoder layer).
+//! encoder layer or decoder block).
 
 use std::path::Path;
 
 use crate::cli::ExtractArgs;
 use crate::error::UserError;
-use crate::stimuli::datasets::default_package;
-use crate::text::bert::{embed, Bert};
-use crate::text::sentences::{read_file, wordnet_examples, Sentences, WORDNET_DEB};
-use crate::text::TokenPooling;
+use crate::nodes::text::SentenceSet;
+use crate::text::bert::Bert;
+use crate::text::embed::embed;
+use crate::text::gpt::Gpt;
+use crate::text::{LanguageModel, TokenPooling};
 
-/// The sentences `--sentences` names: `wordnet:N` or a text file.
-pub fn sentences(spec: &str, data: Option<&Path>) -> Result<Sentences, UserError> {
-    match spec.strip_prefix("wordnet:") {
-        Some(n) => {
-            let count: usize = n.parse().map_err(|_| {
-                UserError::input(format!("`--sentences {spec}`: `{n}` is not a count"))
-                    .hint("e.g. --sentences wordnet:1000")
-            })?;
-            let deb = data
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| default_package(WORDNET_DEB));
-            wordnet_examples(&deb, count)
-        }
-        None => read_file(Path::new(spec)),
+/// Loads language model `arch` (`bert` or `gpt`) from checkpoint folder `dir`.
+pub fn load(arch: &str, dir: &Path) -> Result<Box<dyn LanguageModel>, UserError> {
+    if !dir.is_dir() {
+        return Err(UserError::input(format!(
+            "`{}` is not a folder; a language-model checkpoint is a folder with config.json and model.safetensors (and tokenizer.json for bert)",
+            dir.display()
+        )));
     }
+    Ok(match arch {
+        "bert" => Box::new(Bert::load(dir)?),
+        _ => Box::new(Gpt::load(dir)?),
+    })
 }
 
-/// Runs `repflow extract --arch bert`.
+/// Runs `repflow extract --arch bert|gpt`.
 pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     let Some(spec) = args.sentences.as_deref() else {
         return Err(
-            UserError::input("`repflow extract --arch bert` needs --sentences")
+            UserError::input(format!("`repflow extract --arch {}` needs --sentences", args.arch))
                 .hint("a text file (one sentence a line) or wordnet:N"),
         );
     };
@@ -42,19 +40,15 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         ));
     }
     let how = TokenPooling::parse(args.reduce.as_deref().unwrap_or("mean"))?;
-    if !args.checkpoint.is_dir() {
-        return Err(UserError::input(format!(
-            "`{}` is not a folder; a BERT checkpoint is a folder with config.json, model.safetensors and tokenizer.json",
-            args.checkpoint.display()
-        )));
-    }
-    let model = Bert::load(&args.checkpoint)?;
-    let s = sentences(spec, args.data.as_deref())?;
+    let model = load(&args.arch, &args.checkpoint)?;
+    let s = SentenceSet::parse(spec, Path::new("."), args.data.clone())
+        .map_err(|e| e.prefixed(&format!("`--sentences {spec}`: ")))?
+        .read()?;
     let text = match args.limit {
         Some(k) => &s.text[..k.min(s.text.len())],
         None => &s.text[..],
     };
-    let (mut layers, truncated) = embed(&model, text, how, args.batch)?;
+    let (mut layers, truncated) = embed(model.as_ref(), text, how, args.batch)?;
     if !args.layers.is_empty() {
         let names = model.layer_names();
         if let Some(l) = args.layers.iter().find(|l| !names.contains(l)) {
@@ -65,9 +59,9 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     }
     if truncated > 0 {
         eprintln!(
-            "note: {truncated} of {} sentences were longer than the model's {} tokens and were truncated",
+            "note: {truncated} of {} sentences were longer than the model's {} token positions and were truncated",
             text.len(),
-            model.config.max_position_embeddings
+            model.positions()
         );
     }
     super::extract::write_folder(&args.out, &layers, &s.ids[..text.len()], None)?;

@@ -9,6 +9,7 @@ pub mod run;
 pub mod score;
 pub mod shift;
 pub mod train;
+pub mod train_lm;
 pub mod why;
 
 use std::path::Path;

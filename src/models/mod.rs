@@ -12,6 +12,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod extract;
 pub mod norm;
+pub mod optim;
 pub mod resnet;
 mod storage;
 pub mod train;

@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use repflow_kernels::rng::LegacyRandomState;
 use serde::{Deserialize, Serialize};
 
+use super::optim::{adamw, cosine_lr, sgd};
 use super::{ModelConfig, Network, Taps};
 use crate::error::UserError;
 use crate::stimuli::Images;
@@ -378,8 +379,7 @@ pub fn train_until(
         loss_sum += value;
         loss_count += 1;
         let grads = loss.backward().map_err(ce)?;
-        let lr =
-            0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * step as f64 / cfg.steps as f64).cos());
+        let lr = cosine_lr(cfg.lr, step, cfg.steps);
         for (k, (_, var)) in trainable.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -388,30 +388,22 @@ pub fn train_until(
             let g = g.detach();
             let new = match cfg.optimizer {
                 Optimizer::Sgd => {
-                    let g = (&g + (&w * cfg.weight_decay).map_err(ce)?).map_err(ce)?;
-                    let v = match &velocity[k] {
-                        Some(v) => ((v * cfg.momentum).map_err(ce)? + &g).map_err(ce)?,
-                        None => g,
-                    };
-                    let new = (&w - (&v * lr).map_err(ce)?).map_err(ce)?;
-                    velocity[k] = Some(v.detach());
+                    let (new, v) = sgd(
+                        &w,
+                        &g,
+                        velocity[k].as_ref(),
+                        lr,
+                        cfg.momentum,
+                        cfg.weight_decay,
+                    )
+                    .map_err(ce)?;
+                    velocity[k] = Some(v);
                     new
                 }
                 Optimizer::Adamw => {
-                    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-                    let t = (step + 1) as i32;
-                    let (m, v) = &adam[k];
-                    let m = ((m * b1).map_err(ce)? + (&g * (1.0 - b1)).map_err(ce)?).map_err(ce)?;
-                    let v = ((v * b2).map_err(ce)?
-                        + (g.sqr().map_err(ce)? * (1.0 - b2)).map_err(ce)?)
-                    .map_err(ce)?;
-                    let mh = (&m / (1.0 - b1.powi(t))).map_err(ce)?;
-                    let vh = (&v / (1.0 - b2.powi(t))).map_err(ce)?;
-                    let upd = (mh / (vh.sqrt().map_err(ce)? + eps).map_err(ce)?).map_err(ce)?;
-                    let new = ((&w * (1.0 - lr * cfg.weight_decay)).map_err(ce)?
-                        - (upd * lr).map_err(ce)?)
-                    .map_err(ce)?;
-                    adam[k] = (m.detach(), v.detach());
+                    let (new, moments) =
+                        adamw(&w, &g, &adam[k], step + 1, lr, cfg.weight_decay).map_err(ce)?;
+                    adam[k] = moments;
                     new
                 }
             };

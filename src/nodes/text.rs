@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::network::reduced_bundle;
 use super::RunContext;
 use crate::error::UserError;
-use crate::text::bert::{embed, Bert};
-use crate::text::sentences::{read_file, wordnet_examples, Sentences};
+use crate::stimuli::datasets::default_package;
+use crate::text::bert::Bert;
+use crate::text::embed::embed;
+use crate::text::sentences::{read_file, wordnet_examples, Sentences, WORDNET_DEB};
+use crate::text::LanguageModel;
 use crate::text::TokenPooling;
 
 /// A set of sentences.
@@ -34,6 +37,28 @@ pub enum SentenceSet {
 }
 
 impl SentenceSet {
+    /// The set a `--sentences` flag or `sentences.source` key names: `wordnet:N`, or a text
+    /// file relative to `base`; `package` is the wordnet-base .deb (default:
+    /// `data/downloads/`).
+    pub fn parse(
+        spec: &str,
+        base: &std::path::Path,
+        package: Option<PathBuf>,
+    ) -> Result<SentenceSet, UserError> {
+        Ok(match spec.strip_prefix("wordnet:") {
+            Some(n) => SentenceSet::WordNet {
+                count: n.parse().map_err(|_| {
+                    UserError::input(format!("`{n}` is not a count of sentences"))
+                        .hint("e.g. wordnet:1000")
+                })?,
+                package: package.unwrap_or_else(|| default_package(WORDNET_DEB)),
+            },
+            None => SentenceSet::File {
+                file: base.join(spec),
+            },
+        })
+    }
+
     /// Reads the sentences.
     pub fn read(&self) -> Result<Sentences, UserError> {
         match self {

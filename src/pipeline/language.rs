@@ -7,8 +7,6 @@ use super::expand::{Layer, Model};
 use super::spec::PipelineSpec;
 use crate::error::UserError;
 use crate::nodes::text::SentenceSet;
-use crate::stimuli::datasets::default_package;
-use crate::text::sentences::WORDNET_DEB;
 use crate::text::TokenPooling;
 
 /// A language model behind a comparable model.
@@ -45,25 +43,12 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
             "{file}: `sentences.batch` is 0; it must be at least 1"
         )));
     }
-    let sentences = match st.source.strip_prefix("wordnet:") {
-        Some(n) => SentenceSet::WordNet {
-            count: n.parse().map_err(|_| {
-                UserError::input(format!(
-                    "{file}: `sentences.source` is `{}`: `{n}` is not a count",
-                    st.source
-                ))
-                .hint("e.g. source = \"wordnet:1000\"")
-            })?,
-            package: st
-                .package
-                .as_ref()
-                .map(|p| spec.base_dir().join(p))
-                .unwrap_or_else(|| default_package(WORDNET_DEB)),
-        },
-        None => SentenceSet::File {
-            file: spec.base_dir().join(&st.source),
-        },
-    };
+    let sentences = SentenceSet::parse(
+        &st.source,
+        &spec.base_dir(),
+        st.package.as_ref().map(|p| spec.base_dir().join(p)),
+    )
+    .map_err(|e| e.prefixed(&format!("{file}: `sentences.source` is `{}`: ", st.source)))?;
     let rows = sentences.count()?;
     if spec.model.is_empty() {
         return Err(UserError::input(format!(

@@ -10,14 +10,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::TokenPooling;
+use super::{LanguageModel, TokenBatch};
 use crate::error::UserError;
-use crate::models::extract::LayerActivations;
 
 /// The fields of `config.json` the encoder uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -256,16 +255,26 @@ impl Bert {
         })
     }
 
-    /// The names of the layers [`Bert::hidden_states`] returns, in order.
-    pub fn layer_names(&self) -> Vec<String> {
+}
+
+impl LanguageModel for Bert {
+    fn layer_names(&self) -> Vec<String> {
         std::iter::once("embeddings".to_string())
             .chain((0..self.layers.len()).map(|l| format!("encoder.layer.{l}")))
             .collect()
     }
 
+    fn width(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    fn positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
     /// Token ids of each sentence (with `[CLS]` and `[SEP]`), truncated to the model's
     /// positions; and how many sentences were truncated.
-    pub fn tokenize(&self, sentences: &[String]) -> Result<(Vec<Vec<u32>>, usize), UserError> {
+    fn tokenize(&self, sentences: &[String]) -> Result<(Vec<Vec<u32>>, usize), UserError> {
         let mut truncated = 0;
         let ids = sentences
             .iter()
@@ -283,20 +292,10 @@ impl Bert {
 
     /// Every hidden state (embeddings first; each batch × tokens × hidden) of one padded
     /// batch, and its attention mask (batch × tokens, 1 for real tokens).
-    pub fn hidden_states(&self, ids: &[Vec<u32>]) -> Result<(Vec<Tensor>, Tensor), UserError> {
-        let dev = Device::Cpu;
-        let (b, t) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+    fn hidden_states(&self, batch: &TokenBatch) -> Result<(Vec<Tensor>, Tensor), UserError> {
+        let (b, t) = (batch.rows.len(), batch.len());
         let h = self.config.hidden_size;
-        let mut flat = vec![0u32; b * t];
-        let mut mask = vec![0f32; b * t];
-        for (r, row) in ids.iter().enumerate() {
-            flat[r * t..r * t + row.len()].copy_from_slice(row);
-            mask[r * t..r * t + row.len()]
-                .iter_mut()
-                .for_each(|m| *m = 1.0);
-        }
-        let ids_t = Tensor::from_vec(flat, (b, t), &dev).map_err(candle)?;
-        let mask_t = Tensor::from_vec(mask, (b, t), &dev).map_err(candle)?;
+        let (ids_t, mask_t) = batch.tensors().map_err(candle)?;
         let x = self
             .word
             .forward(&ids_t)
@@ -351,67 +350,3 @@ impl Bert {
     }
 }
 
-/// Pools one hidden state (batch × tokens × hidden) to batch × hidden over the tokens
-/// `mask` keeps.
-pub fn pool(state: &Tensor, mask: &Tensor, how: TokenPooling) -> Result<Tensor, UserError> {
-    (|| -> candle_core::Result<Tensor> {
-        match how {
-            TokenPooling::Cls => state.narrow(1, 0, 1)?.squeeze(1),
-            TokenPooling::Mean => {
-                let m = mask.unsqueeze(D::Minus1)?;
-                state.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)
-            }
-            TokenPooling::Last => {
-                let lengths: Vec<f32> = mask.sum(1)?.to_vec1()?;
-                let rows = lengths
-                    .iter()
-                    .enumerate()
-                    .map(|(r, &len)| state.get(r)?.get(len as usize - 1))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                Tensor::stack(&rows, 0)
-            }
-        }
-    })()
-    .map_err(candle)
-}
-
-/// Every layer of `model` on `sentences`, pooled by `how`, in batches of `batch`: one
-/// stimuli × hidden array per layer (embeddings first, rows in the order given), and how
-/// many sentences were truncated to the model's positions. Batches are formed from
-/// sentences of similar length (sorted by token count, ties in order), so little compute
-/// goes to padding.
-pub fn embed(
-    model: &Bert,
-    sentences: &[String],
-    how: TokenPooling,
-    batch: usize,
-) -> Result<(Vec<LayerActivations>, usize), UserError> {
-    let (ids, truncated) = model.tokenize(sentences)?;
-    let h = model.config.hidden_size;
-    let n = ids.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (ids[i].len(), i));
-    let mut out: Vec<LayerActivations> = model
-        .layer_names()
-        .into_iter()
-        .map(|name| LayerActivations {
-            name,
-            shape: vec![n, h],
-            data: vec![0.0; n * h],
-        })
-        .collect();
-    for chunk in order.chunks(batch.max(1)) {
-        let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-        let (states, mask) = model.hidden_states(&rows)?;
-        for (slot, s) in out.iter_mut().zip(&states) {
-            let pooled: Vec<f32> = pool(s, &mask, how)?
-                .flatten_all()
-                .and_then(|f| f.to_vec1::<f32>())
-                .map_err(candle)?;
-            for (k, &i) in chunk.iter().enumerate() {
-                slot.data[i * h..(i + 1) * h].copy_from_slice(&pooled[k * h..(k + 1) * h]);
-            }
-        }
-    }
-    Ok((out, truncated))
-}
