@@ -190,4 +190,3 @@ mod tests {
         assert!(learning_rate("nan").unwrap_err().contains("finite"));
     }
 }
-

@@ -29,10 +29,11 @@ pub fn load(arch: &str, dir: &Path) -> Result<Box<dyn LanguageModel>, UserError>
 /// Runs `repflow extract --arch bert|gpt`.
 pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     let Some(spec) = args.sentences.as_deref() else {
-        return Err(
-            UserError::input(format!("`repflow extract --arch {}` needs --sentences", args.arch))
-                .hint("a text file (one sentence a line) or wordnet:N"),
-        );
+        return Err(UserError::input(format!(
+            "`repflow extract --arch {}` needs --sentences",
+            args.arch
+        ))
+        .hint("a text file (one sentence a line) or wordnet:N"));
     };
     if args.stimuli.is_some() {
         return Err(UserError::input(

@@ -65,30 +65,37 @@ pub fn run(args: &TrainLmArgs) -> Result<(), UserError> {
         corpus.train.len(),
         corpus.held_out.len()
     );
-    train_lm(&recipe, &corpus, &checkpoints, None, args.steps, |ck, st| {
-        let dir = out.join(format!("step-{}", ck.step));
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        std::fs::write(dir.join("config.json"), &config).map_err(io)?;
-        let file = dir.join("model.safetensors");
-        candle_core::safetensors::save(&st.tensors, &file)
-            .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", file.display())))?;
-        let line = serde_json::json!({
-            "step": ck.step,
-            "train_loss": if ck.train_loss.is_nan() { None } else { Some(ck.train_loss) },
-            "held_out_loss": ck.held_out_loss,
-            "held_out_bits_per_byte": ck.held_out_loss / std::f64::consts::LN_2,
-            "seconds": start.elapsed().as_secs_f64(),
-        });
-        writeln!(metrics, "{line}").map_err(io)?;
-        eprintln!(
-            "step {:>6}: held-out loss {:.4} nats/byte ({:.3} bits/byte), {:.0} s",
-            ck.step,
-            ck.held_out_loss,
-            ck.held_out_loss / std::f64::consts::LN_2,
-            start.elapsed().as_secs_f64()
-        );
-        Ok(())
-    })?;
+    train_lm(
+        &recipe,
+        &corpus,
+        &checkpoints,
+        None,
+        args.steps,
+        |ck, st| {
+            let dir = out.join(format!("step-{}", ck.step));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::write(dir.join("config.json"), &config).map_err(io)?;
+            let file = dir.join("model.safetensors");
+            candle_core::safetensors::save(&st.tensors, &file)
+                .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", file.display())))?;
+            let line = serde_json::json!({
+                "step": ck.step,
+                "train_loss": if ck.train_loss.is_nan() { None } else { Some(ck.train_loss) },
+                "held_out_loss": ck.held_out_loss,
+                "held_out_bits_per_byte": ck.held_out_loss / std::f64::consts::LN_2,
+                "seconds": start.elapsed().as_secs_f64(),
+            });
+            writeln!(metrics, "{line}").map_err(io)?;
+            eprintln!(
+                "step {:>6}: held-out loss {:.4} nats/byte ({:.3} bits/byte), {:.0} s",
+                ck.step,
+                ck.held_out_loss,
+                ck.held_out_loss / std::f64::consts::LN_2,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        },
+    )?;
     println!(
         "trained {} steps in {:.1} s; checkpoints in {}",
         args.steps,

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod elementwise;
 pub mod extract;
+pub mod layer_norm;
 pub mod norm;
 pub mod optim;
 pub mod resnet;

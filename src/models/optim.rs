@@ -4,6 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::error::UserError;
+
 /// AdamW's β₁, β₂ and ε (PyTorch's defaults).
 pub const ADAM: (f64, f64, f64) = (0.9, 0.999, 1e-8);
 
@@ -49,4 +51,14 @@ pub fn adamw(
     let upd = (mh / (vh.sqrt()? + eps)?)?;
     let new = ((w * (1.0 - lr * weight_decay))? - (upd * lr)?)?;
     Ok((new, (m.detach(), v.detach())))
+}
+
+/// The error for a trainable parameter that received no gradient: a forward-only op cut the
+/// graph, and training would silently leave the parameter at its initial value.
+pub fn no_gradient(name: &str) -> UserError {
+    UserError {
+        message: format!("training: parameter `{name}` received no gradient"),
+        hint: Some("a forward-only op cuts the graph before it; this is a bug in repflow".into()),
+        code: crate::error::EXIT_FAILURE,
+    }
 }

@@ -380,9 +380,10 @@ pub fn train_until(
         loss_count += 1;
         let grads = loss.backward().map_err(ce)?;
         let lr = cosine_lr(cfg.lr, step, cfg.steps);
-        for (k, (_, var)) in trainable.iter().enumerate() {
+        for (k, (name, var)) in trainable.iter().enumerate() {
+            // every trainable parameter is on the loss's path: a missing gradient is a cut graph
             let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
+                return Err(crate::models::optim::no_gradient(name));
             };
             let w = var.as_tensor().detach();
             let g = g.detach();

@@ -6,9 +6,10 @@
 //! keeps its [CLS] token (or the mean of the patch tokens).
 
 use candle_core::{Result, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::Conv;
+use super::layer_norm::{softmax, LayerNorm};
 use super::{ModelConfig, Taps};
 
 /// Blocks of the small ViT.
@@ -31,11 +32,11 @@ impl Block {
     fn new(hidden: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         let sa = vb.pp("self_attention");
         Ok(Block {
-            ln_1: layer_norm(hidden, 1e-6, vb.pp("ln_1"))?,
+            ln_1: LayerNorm::new(hidden, 1e-6, vb.pp("ln_1"))?,
             in_proj_weight: sa.get((3 * hidden, hidden), "in_proj_weight")?,
             in_proj_bias: sa.get(3 * hidden, "in_proj_bias")?,
             out_proj: linear(hidden, hidden, sa.pp("out_proj"))?,
-            ln_2: layer_norm(hidden, 1e-6, vb.pp("ln_2"))?,
+            ln_2: LayerNorm::new(hidden, 1e-6, vb.pp("ln_2"))?,
             mlp_0: linear(hidden, 2 * hidden, vb.pp("mlp.0"))?,
             mlp_3: linear(2 * hidden, hidden, vb.pp("mlp.3"))?,
             heads,
@@ -56,7 +57,7 @@ impl Block {
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attn = softmax(&scores)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
         self.out_proj.forward(&out)
     }
@@ -105,7 +106,7 @@ impl Vit {
             class_token,
             pos_embedding,
             blocks,
-            ln: layer_norm(hidden, 1e-6, enc.pp("ln"))?,
+            ln: LayerNorm::new(hidden, 1e-6, enc.pp("ln"))?,
             head: linear(hidden, cfg.num_classes, vb.pp("heads.head"))?,
         })
     }

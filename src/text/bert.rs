@@ -254,7 +254,6 @@ impl Bert {
             layers,
         })
     }
-
 }
 
 impl LanguageModel for Bert {
@@ -349,4 +348,3 @@ impl LanguageModel for Bert {
         Ok((states, mask_t))
     }
 }
-

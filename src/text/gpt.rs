@@ -11,11 +11,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{LanguageModel, TokenBatch};
 use crate::error::UserError;
+use crate::models::layer_norm::{softmax, LayerNorm};
 
 /// The separator and start token (`\n`).
 pub const START: u32 = b'\n' as u32;
@@ -103,7 +104,7 @@ impl Gpt {
     /// `transformer.h.<l>.attn.c_attn.weight`, …), creating the variables when `vb` is
     /// backed by a `VarMap`.
     pub fn new(config: GptConfig, vb: VarBuilder) -> candle_core::Result<Gpt> {
-        let (d, eps) = (config.n_embd, 1e-5);
+        let d = config.n_embd;
         let t = vb.pp("transformer");
         let wte = candle_nn::embedding(config.vocab_size, d, t.pp("wte"))?;
         let wpe = t.get((config.n_positions, d), "wpe.weight")?;
@@ -111,16 +112,16 @@ impl Gpt {
             .map(|l| {
                 let b = t.pp(format!("h.{l}"));
                 Ok(Block {
-                    ln_1: candle_nn::layer_norm(d, eps, b.pp("ln_1"))?,
+                    ln_1: LayerNorm::new(d, 1e-5, b.pp("ln_1"))?,
                     c_attn: candle_nn::linear(d, 3 * d, b.pp("attn.c_attn"))?,
                     attn_proj: candle_nn::linear(d, d, b.pp("attn.c_proj"))?,
-                    ln_2: candle_nn::layer_norm(d, eps, b.pp("ln_2"))?,
+                    ln_2: LayerNorm::new(d, 1e-5, b.pp("ln_2"))?,
                     c_fc: candle_nn::linear(d, 4 * d, b.pp("mlp.c_fc"))?,
                     mlp_proj: candle_nn::linear(4 * d, d, b.pp("mlp.c_proj"))?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let ln_f = candle_nn::layer_norm(d, eps, t.pp("ln_f"))?;
+        let ln_f = LayerNorm::new(d, 1e-5, t.pp("ln_f"))?;
         Ok(Gpt {
             config,
             wte,
@@ -136,12 +137,20 @@ impl Gpt {
         let config = GptConfig::read(&dir.join("config.json"))?;
         let file = dir.join("model.safetensors");
         let tensors = crate::models::checkpoint::read(&file)?;
-        Gpt::new(config, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(
-            |e| {
-                UserError::input(format!("`{}`: {}", file.display(), e.to_string().lines().next().unwrap_or_default()))
-                    .hint("config.json and model.safetensors must come from the same decoder (nanoGPT names)")
-            },
+        Gpt::new(
+            config,
+            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
         )
+        .map_err(|e| {
+            UserError::input(format!(
+                "`{}`: {}",
+                file.display(),
+                e.to_string().lines().next().unwrap_or_default()
+            ))
+            .hint(
+                "config.json and model.safetensors must come from the same decoder (nanoGPT names)",
+            )
+        })
     }
 
     /// Every hidden state (batch × tokens × width: the embedding output, then each block's)
@@ -155,7 +164,13 @@ impl Gpt {
             .forward(ids)?
             .broadcast_add(&self.wpe.narrow(0, 0, t)?)?;
         let causal: Vec<f32> = (0..t * t)
-            .map(|k| if k % t > k / t { f32::NEG_INFINITY } else { 0.0 })
+            .map(|k| {
+                if k % t > k / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let causal = Tensor::from_vec(causal, (1, 1, t, t), ids.device())?;
         let mut states = vec![x];
@@ -169,9 +184,9 @@ impl Gpt {
                     .contiguous()
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let logits = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?
-                .broadcast_add(&causal)?;
-            let p = candle_nn::ops::softmax_last_dim(&logits)?;
+            let logits =
+                (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?.broadcast_add(&causal)?;
+            let p = softmax(&logits)?;
             let ctx = p
                 .matmul(&v)?
                 .transpose(1, 2)?

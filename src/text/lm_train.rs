@@ -259,9 +259,10 @@ pub fn train_lm(
         let grads = loss.backward().map_err(ce)?;
         let warm = ((step + 1) as f64 / recipe.warmup.max(1) as f64).min(1.0);
         let lr = warm * cosine_lr(recipe.lr, step, recipe.steps);
-        for (k, (_, var)) in params.iter().enumerate() {
+        for (k, (name, var)) in params.iter().enumerate() {
+            // every parameter is on the loss's path: a missing gradient is a cut graph
             let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
+                return Err(crate::models::optim::no_gradient(name));
             };
             let w = var.as_tensor().detach();
             let decay = if w.rank() == 2 {
