@@ -10,7 +10,9 @@ use repflow_engine::{Executor, Local, Slurm, SlurmConfig};
 
 use crate::cli::RunArgs;
 use crate::error::UserError;
+use crate::nodes::lm_train::LmTrain;
 use crate::nodes::network::{Extract, Train};
+use crate::nodes::text::{Embed, TextModel};
 use crate::nodes::{registry, table, RunContext};
 use crate::pipeline::graph::PipelineDag;
 use crate::pipeline::PipelineSpec;
@@ -173,10 +175,19 @@ fn write_model_table(
         serde_json::from_str(b.meta()).ok()
     };
     let mut lines = vec![
-        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy"
+        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss"
             .to_string(),
     ];
+    let field = |v: Option<&serde_json::Value>| {
+        v.filter(|v| !v.is_null())
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
     for (i, node) in dag.nodes.iter().enumerate() {
+        if let Some(embed) = node.node.as_any().downcast_ref::<Embed>() {
+            lines.push(language_model_row(dag, node, embed, &meta, &field));
+            continue;
+        }
         let Some(extract) = node.node.as_any().downcast_ref::<Extract>() else {
             continue;
         };
@@ -209,13 +220,8 @@ fn write_model_table(
             .map(|(_, w)| *w)
             .filter(|&w| dag.nodes[w].node.as_any().is::<Train>())
             .and_then(meta);
-        let field = |v: Option<&serde_json::Value>| {
-            v.filter(|v| !v.is_null())
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        };
         lines.push(format!(
-            "{name},{network},{arch},{set},{},{},{},{},{}",
+            "{name},{network},{arch},{set},{},{},{},{},{},",
             field(Some(&acc)),
             field(train.as_ref().map(|t| &t["step"])),
             field(train.as_ref().map(|t| &t["epoch"])),
@@ -228,6 +234,36 @@ fn write_model_table(
         table::write_if_changed(&path, (lines.join("\n") + "\n").as_bytes())?;
     }
     Ok(())
+}
+
+/// The `models.csv` row of a language model's `embed` node: a trained decoder's checkpoint
+/// step, training loss and held-out loss (nats per byte) from its `lm-train` input.
+fn language_model_row(
+    dag: &repflow_engine::Dag<crate::nodes::RunContext>,
+    node: &repflow_engine::DagNode<crate::nodes::RunContext>,
+    embed: &Embed,
+    meta: &dyn Fn(usize) -> Option<serde_json::Value>,
+    field: &dyn Fn(Option<&serde_json::Value>) -> String,
+) -> String {
+    let name = node.label.trim_start_matches("embed/");
+    let network = name.split("@step").next().unwrap_or(name);
+    let arch = match &embed.model {
+        TextModel::Bert { .. } => "bert".to_string(),
+        TextModel::Gpt { .. } => "gpt".to_string(),
+        TextModel::Trained { config } => format!("gpt-{}", config.n_layer),
+    };
+    let train = node
+        .inputs
+        .iter()
+        .find(|(n, w)| n == "weights" && dag.nodes[*w].node.as_any().is::<LmTrain>())
+        .and_then(|(_, w)| meta(*w));
+    let t = |k: &str| field(train.as_ref().map(|t| &t[k]));
+    format!(
+        "{name},{network},{arch},sentences,,{},,{},,{}",
+        t("step"),
+        t("train_loss"),
+        t("held_out_loss")
+    )
 }
 
 fn failures<'a>(dag: &PipelineDag, o: &'a Outcome) -> Vec<(String, &'a repflow_engine::Failure)> {

@@ -9,6 +9,7 @@
 pub mod context;
 pub mod folds;
 pub mod images;
+pub mod lm_train;
 pub mod network;
 pub mod prepared;
 pub mod reduce;
@@ -39,5 +40,6 @@ pub fn registry() -> Registry<RunContext> {
         .with::<reduce::Reduce>()
         .with::<text::SentenceSet>()
         .with::<text::Embed>()
+        .with::<lm_train::LmTrain>()
         .with::<shift_score::ShiftScoreNode>()
 }

@@ -23,7 +23,7 @@ fn ce(e: impl std::fmt::Display) -> UserError {
 }
 
 /// Tensors as bundle arrays (`prefix` + name), with their shapes.
-fn tensors_to_bundle(
+pub(crate) fn tensors_to_bundle(
     mut b: Bundle,
     prefix: &str,
     tensors: &HashMap<String, Tensor>,
@@ -43,7 +43,7 @@ fn tensors_to_bundle(
 }
 
 /// Tensors back from the bundle arrays whose names start with `prefix`.
-fn tensors_from_bundle(
+pub(crate) fn tensors_from_bundle(
     b: &MappedBundle,
     prefix: &str,
     names: &[String],
@@ -63,7 +63,7 @@ fn tensors_from_bundle(
 }
 
 /// The weight names recorded in a weights bundle's metadata.
-fn names(b: &MappedBundle, key: &str) -> Result<Vec<String>, UserError> {
+pub(crate) fn names(b: &MappedBundle, key: &str) -> Result<Vec<String>, UserError> {
     let meta: serde_json::Value = serde_json::from_str(b.meta()).map_err(ce)?;
     serde_json::from_value(meta[key].clone()).map_err(ce)
 }
@@ -115,9 +115,10 @@ pub struct Train {
 
 /// Inputs: `train_set`, `test_set`, and `previous` (the previous checkpoint) unless this
 /// is the first. Version 2: im2col convolution, fused batch norm, torch's max-pool gradient.
+/// Version 3: the ViT's layer norms and softmax pass gradients (before, only its head trained).
 impl Kind<RunContext> for Train {
     const KIND: &'static str = "train";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
 
     /// The recipe (without its checkpoint list) and the step.
     fn key_params(&self) -> serde_json::Value {
@@ -203,10 +204,10 @@ pub struct Extract {
 }
 
 /// Inputs: `weights` (a `weights` or `train` output), `stimuli`. Version 3: im2col
-/// convolution.
+/// convolution. Version 4: the ViT's layer norm in primitives (last-bit differences).
 impl Kind<RunContext> for Extract {
     const KIND: &'static str = "extract";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 
     /// The network and normalisation, and the reduction or `maps`.
     fn key_params(&self) -> serde_json::Value {

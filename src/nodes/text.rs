@@ -1,6 +1,7 @@
 //! Language models as DAG nodes: `sentences` (a sentence set: a user's file or WordNet
-//! examples) and `embed` (every layer of one BERT-family checkpoint on those sentences,
-//! pooled over tokens, in the layout `prepared` nodes read).
+//! examples) and `embed` (every layer of one language model — a BERT-family checkpoint or a
+//! byte-level decoder — on those sentences, pooled over tokens, in the layout `prepared`
+//! nodes read).
 
 use std::path::PathBuf;
 
@@ -8,12 +9,13 @@ use repflow_cache::{Bundle, MappedBundle};
 use repflow_engine::{Inputs, Kind, NodeError};
 use serde::{Deserialize, Serialize};
 
-use super::network::reduced_bundle;
+use super::network::{names, reduced_bundle, tensors_from_bundle};
 use super::RunContext;
 use crate::error::UserError;
 use crate::stimuli::datasets::default_package;
 use crate::text::bert::Bert;
 use crate::text::embed::embed;
+use crate::text::gpt::{Gpt, GptConfig};
 use crate::text::sentences::{read_file, wordnet_examples, Sentences, WORDNET_DEB};
 use crate::text::LanguageModel;
 use crate::text::TokenPooling;
@@ -106,48 +108,102 @@ impl Kind<RunContext> for SentenceSet {
     }
 }
 
+/// The language model an `embed` node runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextModel {
+    /// A BERT-family checkpoint folder (`config.json`, `model.safetensors`, `tokenizer.json`).
+    Bert {
+        /// The folder (its files enter the key by content).
+        checkpoint: PathBuf,
+    },
+    /// A decoder checkpoint folder (`config.json`, `model.safetensors`) saved by `train-lm`.
+    Gpt {
+        /// The folder (its files enter the key by content).
+        checkpoint: PathBuf,
+    },
+    /// A decoder trained in the pipeline, its weights the `weights` input (an `lm-train`
+    /// output).
+    Trained {
+        /// Its shape.
+        config: GptConfig,
+    },
+}
+
 /// Every layer of one language model on a sentence set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Embed {
-    /// The checkpoint folder (its three files enter the key by content).
-    pub checkpoint: PathBuf,
+    /// The model.
+    pub model: TextModel,
     /// How tokens are pooled.
     pub pooling: TokenPooling,
     /// Sentences per forward pass (padding differs with it, so it is in the key).
     pub batch: usize,
 }
 
-/// Input: `sentences`. Output: one column-major array per layer (sentences × hidden), with
-/// metadata `{layers, stimuli, truncated}`.
+/// Inputs: `sentences`, and `weights` for a trained decoder. Output: one column-major array
+/// per layer (sentences × hidden), with metadata `{layers, stimuli, truncated}`. Version 2:
+/// decoders beside BERT.
 impl Kind<RunContext> for Embed {
     const KIND: &'static str = "embed";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({ "pooling": self.pooling, "batch": self.batch })
+        let model = match &self.model {
+            TextModel::Bert { .. } => serde_json::json!("bert"),
+            TextModel::Gpt { .. } => serde_json::json!("gpt"),
+            TextModel::Trained { config } => serde_json::json!({ "trained": config }),
+        };
+        serde_json::json!({ "model": model, "pooling": self.pooling, "batch": self.batch })
     }
 
     fn external_files(&self) -> Vec<PathBuf> {
-        ["config.json", "model.safetensors", "tokenizer.json"]
-            .iter()
-            .map(|f| self.checkpoint.join(f))
-            .collect()
+        let (dir, files): (_, &[&str]) = match &self.model {
+            TextModel::Bert { checkpoint } => (
+                checkpoint,
+                &["config.json", "model.safetensors", "tokenizer.json"],
+            ),
+            TextModel::Gpt { checkpoint } => (checkpoint, &["config.json", "model.safetensors"]),
+            TextModel::Trained { .. } => return Vec::new(),
+        };
+        files.iter().map(|f| dir.join(f)).collect()
     }
 
     fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
-        Ok(self.embed(inputs.bundle("sentences")?)?)
+        let weights = match self.model {
+            TextModel::Trained { .. } => Some(inputs.bundle("weights")?),
+            _ => None,
+        };
+        Ok(self.embed(inputs.bundle("sentences")?, weights)?)
     }
 }
 
 impl Embed {
-    /// Embeds the sentences of a `sentences` output.
-    pub fn embed(&self, sentences: &MappedBundle) -> Result<Bundle, UserError> {
+    /// Embeds the sentences of a `sentences` output (`weights`: a trained decoder's
+    /// `lm-train` output).
+    pub fn embed(
+        &self,
+        sentences: &MappedBundle,
+        weights: Option<&MappedBundle>,
+    ) -> Result<Bundle, UserError> {
         let meta: serde_json::Value = serde_json::from_str(sentences.meta())
             .map_err(|e| UserError::input(format!("corrupt sentences object: {e}")))?;
         let text: Vec<String> = serde_json::from_value(meta["text"].clone())
             .map_err(|e| UserError::input(format!("corrupt sentences object: {e}")))?;
-        let model = Bert::load(&self.checkpoint)?;
-        let (layers, truncated) = embed(&model, &text, self.pooling, self.batch)?;
+        let model: Box<dyn LanguageModel> = match (&self.model, weights) {
+            (TextModel::Bert { checkpoint }, _) => Box::new(Bert::load(checkpoint)?),
+            (TextModel::Gpt { checkpoint }, _) => Box::new(Gpt::load(checkpoint)?),
+            (TextModel::Trained { config }, Some(w)) => Box::new(Gpt::from_tensors(
+                *config,
+                tensors_from_bundle(w, "w:", &names(w, "weights")?)?,
+            )?),
+            (TextModel::Trained { .. }, None) => {
+                return Err(UserError::input(
+                    "a trained decoder's embed node needs its weights",
+                ))
+            }
+        };
+        let (layers, truncated) = embed(model.as_ref(), &text, self.pooling, self.batch)?;
         let out = serde_json::json!({
             "layers": model.layer_names(), "stimuli": meta["ids"], "truncated": truncated,
         });

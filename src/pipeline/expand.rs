@@ -45,6 +45,18 @@ pub struct Model {
 }
 
 impl Model {
+    /// For a checkpoint of a network or language model trained here: its `[[model]]`
+    /// table's name and the step.
+    pub fn trained(&self) -> Option<(&str, u64)> {
+        if let Some(net) = &self.network {
+            if let super::networks::Origin::Trained { step, .. } = net.origin {
+                return Some((&net.name, step));
+            }
+        }
+        let text = self.text.as_ref()?;
+        Some((&text.name, text.trained_step()?))
+    }
+
     /// Its name in node labels: the name, with `[set]` for an out-of-distribution set.
     pub fn label(&self) -> String {
         match &self.condition {
@@ -457,8 +469,10 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     let mut index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, m) in models.iter().enumerate() {
         index.entry(m.name.as_str()).or_default().push(i);
-        if let Some(net) = m.network.as_ref().filter(|n| n.name != m.name) {
-            index.entry(net.name.as_str()).or_default().push(i);
+        let table = m.network.as_ref().map(|n| n.name.as_str());
+        let table = table.or(m.text.as_ref().map(|t| t.name.as_str()));
+        if let Some(t) = table.filter(|&t| t != m.name) {
+            index.entry(t).or_default().push(i);
         }
     }
     let same_set = |a: usize, b: usize| comparable(&models[a], &models[b]);
@@ -533,12 +547,9 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
 }
 
 /// Whether two models are paired: shown the same stimulus set and, when both are checkpoints of
-/// trained networks, at the same step.
+/// networks or language models trained here, at the same step.
 fn comparable(a: &Model, b: &Model) -> bool {
-    let step = |m: &Model| match m.network.as_ref().map(|n| &n.origin) {
-        Some(super::networks::Origin::Trained { step, .. }) => Some(*step),
-        _ => None,
-    };
+    let step = |m: &Model| m.trained().map(|(_, s)| s);
     a.condition == b.condition
         && match (step(a), step(b)) {
             (Some(x), Some(y)) => x == y,

@@ -10,6 +10,7 @@ use repflow_engine::{Dag, DagNode, Kind};
 use crate::error::UserError;
 use crate::nodes::folds::FoldsNode;
 use crate::nodes::images::{ImageSet, TransformNode};
+use crate::nodes::lm_train::LmTrain;
 use crate::nodes::network::{Extract, Train, Weights};
 use crate::nodes::prepared::Prepared;
 use crate::nodes::reduce::Reduce;
@@ -18,11 +19,13 @@ use crate::nodes::shift_score::ShiftScoreNode;
 use crate::nodes::source::Source;
 use crate::nodes::statistic::{StatisticNode, Test};
 use crate::nodes::table::{RowLabel, Table};
-use crate::nodes::text::Embed;
+use crate::nodes::text::{Embed, TextModel};
 use crate::nodes::RunContext;
+use crate::pipeline::language::TextSource;
 use crate::pipeline::networks::Origin;
 use crate::pipeline::spec::MetricChoice;
 use crate::pipeline::{LayerPair, Plan};
+use crate::text::lm_train::LmRecipe;
 use repflow_kernels::Metric;
 
 /// A pipeline's DAG and the index of its table node.
@@ -46,6 +49,7 @@ pub fn build(plan: &Plan) -> Result<PipelineDag, UserError> {
         sentences: None,
         stimuli: BTreeMap::new(),
         chains: BTreeMap::new(),
+        lm_chains: BTreeMap::new(),
         image_sets: BTreeMap::new(),
     };
     let mut scores = Vec::new();
@@ -188,20 +192,15 @@ fn tested(plan: &Plan, p: &LayerPair, metric: &MetricChoice) -> bool {
         let last = |name: &str| {
             plan.models
                 .iter()
-                .filter_map(|m| m.network.as_ref())
-                .filter(|n| n.name == name)
-                .filter_map(|n| match n.origin {
-                    Origin::Trained { step, .. } => Some(step),
-                    Origin::Imported(_) => None,
-                })
+                .filter_map(|m| m.trained())
+                .filter(|(n, _)| *n == name)
+                .map(|(_, step)| step)
                 .max()
         };
         for m in models {
-            if let Some(net) = &m.network {
-                if let Origin::Trained { step, .. } = net.origin {
-                    if Some(step) != last(&net.name) {
-                        return false;
-                    }
+            if let Some((name, step)) = m.trained() {
+                if Some(step) != last(name) {
+                    return false;
                 }
             }
         }
@@ -221,6 +220,7 @@ struct Builder<'p> {
     sentences: Option<usize>,
     stimuli: BTreeMap<Option<String>, usize>,
     chains: BTreeMap<String, Vec<(u64, usize)>>,
+    lm_chains: BTreeMap<String, Vec<(u64, usize)>>,
     image_sets: BTreeMap<String, usize>,
 }
 
@@ -390,23 +390,60 @@ impl Builder<'_> {
             }
         };
         let model = &self.plan.models[m];
+        let text = model.text.as_ref().expect("language model");
+        let mut inputs = vec![("sentences", sentences)];
+        let model_node = match &text.source {
+            TextSource::Checkpoint(t) => t.clone(),
+            TextSource::Trained { recipe, step } => {
+                let chain = self.lm_chain(&text.name, recipe);
+                let (_, w) = *chain
+                    .iter()
+                    .find(|(s, _)| s == step)
+                    .expect("every checkpoint is in the chain");
+                inputs.push(("weights", w));
+                TextModel::Trained {
+                    config: recipe.model,
+                }
+            }
+        };
         let node = Embed {
-            checkpoint: model
-                .text
-                .as_ref()
-                .expect("language model")
-                .checkpoint
-                .clone(),
+            model: model_node,
             pooling: plan.pooling,
             batch: plan.batch,
         };
-        let e = self.push(
-            format!("embed/{}", model.name),
-            node,
-            &[("sentences", sentences)],
-        );
+        let e = self.push(format!("embed/{}", model.name), node, &inputs);
         self.embeds.insert(m, e);
         e
+    }
+
+    /// The training chain of decoder `name`: one `lm-train` node per checkpoint, each
+    /// resuming from the previous one.
+    fn lm_chain(&mut self, name: &str, recipe: &LmRecipe) -> Vec<(u64, usize)> {
+        if let Some(c) = self.lm_chains.get(name) {
+            return c.clone();
+        }
+        let tp = self
+            .plan
+            .text
+            .as_ref()
+            .and_then(|t| t.training.clone())
+            .expect("trained decoders have a training plan");
+        let mut chain = Vec::new();
+        let mut previous: Option<usize> = None;
+        for &step in &tp.steps {
+            let inputs: Vec<(&str, usize)> =
+                previous.map(|p| ("previous", p)).into_iter().collect();
+            let node = LmTrain {
+                recipe: recipe.clone(),
+                step,
+                package: tp.package.clone(),
+            };
+            let i = self.push(format!("lm-train/{name}/step{step}"), node, &inputs);
+            chain.push((step, i));
+            previous = Some(i);
+        }
+        self.lm_chains.insert(name.to_string(), chain.clone());
+        chain
     }
 
     /// The node holding network model `m`'s reduced activations: its extraction, or with

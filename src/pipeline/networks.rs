@@ -281,6 +281,15 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
     let mut models = Vec::new();
     let mut any_trained = false;
     for m in &spec.model {
+        if matches!(m.arch.as_str(), "bert" | "gpt") || m.depth.is_some() {
+            return Err(UserError::input(format!(
+                "{file}: model `{}` is a language model (`arch = \"{}\"`{}), but the pipeline shows images",
+                m.name,
+                m.arch,
+                if m.depth.is_some() { ", `depth`" } else { "" }
+            ))
+            .hint("language models take a `[sentences]` table instead of `[stimuli]`"));
+        }
         let model = ModelConfig {
             arch: Arch::from_name(&m.arch)?,
             width: m.width,

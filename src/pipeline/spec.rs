@@ -27,10 +27,12 @@ pub struct PipelineSpec {
     pub model: Vec<NetworkSpec>,
     /// The stimuli networks are shown (network-based pipelines).
     pub stimuli: Option<StimuliSpec>,
-    /// The sentences language models (`arch = "bert"`) are shown.
+    /// The sentences language models (`arch = "bert"` or `"gpt"`) are shown.
     pub sentences: Option<SentencesSpec>,
     /// The recipe of trained networks.
     pub training: Option<TrainingSpec>,
+    /// The recipe of language models (`arch = "gpt"` with a `seed`) trained here.
+    pub lm_training: Option<LmTrainingSpec>,
     /// Which model pairs: `"all"` or a list of `[a, b]`.
     #[serde(default)]
     pub pairs: Pairs,
@@ -150,6 +152,8 @@ pub struct NetworkSpec {
     pub lr: Option<f64>,
     /// This network's weight decay, instead of `training.weight_decay`.
     pub weight_decay: Option<f64>,
+    /// Decoder blocks of a language model trained here (`arch = "gpt"` with a `seed`).
+    pub depth: Option<usize>,
 }
 
 fn default_width() -> usize {
@@ -300,6 +304,47 @@ impl Default for TrainingSpec {
             checkpoints: vec!["end".into()],
             train_limit: None,
             test_limit: None,
+        }
+    }
+}
+
+/// The recipe of the byte-level decoders a language-model pipeline trains (WordNet's
+/// definitions, next-token loss, AdamW, warm-up then cosine decay).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmTrainingSpec {
+    /// The wordnet-base package (default: data/downloads/wordnet-base_3.0-37_all.deb).
+    pub package: Option<PathBuf>,
+    /// Optimisation steps.
+    pub steps: u64,
+    /// Windows per step.
+    pub batch: usize,
+    /// Context length in bytes (the decoder's positions).
+    pub context: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    /// Weight decay of matrices.
+    pub weight_decay: f64,
+    /// Checkpoints compared (steps; the last step is always one).
+    pub checkpoints: Vec<u64>,
+}
+
+impl Default for LmTrainingSpec {
+    fn default() -> Self {
+        LmTrainingSpec {
+            package: None,
+            steps: 1000,
+            batch: 32,
+            context: 64,
+            heads: 4,
+            lr: 3e-3,
+            warmup: 50,
+            weight_decay: 0.1,
+            checkpoints: Vec::new(),
         }
     }
 }

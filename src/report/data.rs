@@ -66,6 +66,8 @@ pub struct ModelRow {
     pub epoch: Option<f64>,
     /// Test accuracy of a checkpoint.
     pub test_accuracy: Option<f64>,
+    /// Held-out loss (nats per byte) of a language-model checkpoint.
+    pub held_out_loss: Option<f64>,
 }
 
 /// Everything a report is made from.
@@ -373,6 +375,7 @@ fn parse_models(text: &str) -> Vec<ModelRow> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
+    let held_out = col("held_out_loss");
     let (model, network, arch, stimuli, acc, step, epoch, test) = (
         col("model"),
         col("network"),
@@ -399,6 +402,7 @@ fn parse_models(text: &str) -> Vec<ModelRow> {
                 step: get(step).parse().ok(),
                 epoch: get(epoch).parse().ok(),
                 test_accuracy: get(test).parse().ok(),
+                held_out_loss: get(held_out).parse().ok(),
             }
         })
         .collect()

@@ -137,19 +137,23 @@ impl Gpt {
         let config = GptConfig::read(&dir.join("config.json"))?;
         let file = dir.join("model.safetensors");
         let tensors = crate::models::checkpoint::read(&file)?;
+        Gpt::from_tensors(config, tensors)
+            .map_err(|e| e.prefixed(&format!("`{}`: ", file.display())))
+    }
+
+    /// The decoder of shape `config` with weights `tensors` (nanoGPT names); a missing or
+    /// mis-shaped tensor is an error naming it and the shape the configuration implies.
+    pub fn from_tensors(
+        config: GptConfig,
+        tensors: std::collections::HashMap<String, Tensor>,
+    ) -> Result<Gpt, UserError> {
         Gpt::new(
             config,
             VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
         )
         .map_err(|e| {
-            UserError::input(format!(
-                "`{}`: {}",
-                file.display(),
-                e.to_string().lines().next().unwrap_or_default()
-            ))
-            .hint(
-                "config.json and model.safetensors must come from the same decoder (nanoGPT names)",
-            )
+            UserError::input(e.to_string().lines().next().unwrap_or_default().to_string())
+                .hint("the weights and config.json must come from the same decoder (nanoGPT names)")
         })
     }
 

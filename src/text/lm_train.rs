@@ -1,5 +1,5 @@
 //! Training the byte-level decoders of [`super::gpt`] on WordNet's definitions with the
-//! next-token loss: AdamW with linear warm-up and cosine decay, windows drawn from numpy's
+//! next-token loss: AdamW with linear warm-up and cosine decay, gradients clipped to norm 1, windows drawn from numpy's
 //! legacy MT19937 seeded by the run's seed and the step, checkpoints at chosen steps (0 =
 //! untrained) with the held-out loss. The same seed and thread count give bit-identical
 //! weights, and a run resumed from a checkpoint gives the weights of an uninterrupted one.
@@ -23,6 +23,8 @@ use crate::models::train::TrainState;
 
 /// One held-out definition in this many.
 const HELD_OUT_EVERY: usize = 20;
+/// Gradients are scaled down to this global norm when larger (nanoGPT's clipping).
+const GRAD_CLIP: f64 = 1.0;
 /// Windows the held-out loss is measured on (evenly spaced over the held-out text).
 const HELD_OUT_WINDOWS: usize = 128;
 
@@ -259,18 +261,34 @@ pub fn train_lm(
         let grads = loss.backward().map_err(ce)?;
         let warm = ((step + 1) as f64 / recipe.warmup.max(1) as f64).min(1.0);
         let lr = warm * cosine_lr(recipe.lr, step, recipe.steps);
-        for (k, (name, var)) in params.iter().enumerate() {
+        let mut gs = Vec::with_capacity(params.len());
+        for (name, var) in &params {
             // every parameter is on the loss's path: a missing gradient is a cut graph
             let Some(g) = grads.get(var.as_tensor()) else {
                 return Err(crate::models::optim::no_gradient(name));
             };
+            gs.push(g.detach());
+        }
+        let norm = gs
+            .iter()
+            .map(|g| g.sqr()?.sum_all()?.to_scalar::<f32>())
+            .sum::<candle_core::Result<f32>>()
+            .map_err(ce)?
+            .sqrt() as f64;
+        let scale = if norm > GRAD_CLIP {
+            GRAD_CLIP / norm
+        } else {
+            1.0
+        };
+        for (k, ((_, var), g)) in params.iter().zip(&gs).enumerate() {
+            let g = (g * scale).map_err(ce)?;
             let w = var.as_tensor().detach();
             let decay = if w.rank() == 2 {
                 recipe.weight_decay
             } else {
                 0.0
             };
-            let (new, m) = adamw(&w, &g.detach(), &moments[k], step + 1, lr, decay).map_err(ce)?;
+            let (new, m) = adamw(&w, &g, &moments[k], step + 1, lr, decay).map_err(ce)?;
             moments[k] = m;
             var.set(&new).map_err(ce)?;
         }
