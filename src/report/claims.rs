@@ -28,7 +28,8 @@ pub struct Claim {
 /// Size of a rotation effect treated as "lowered" (score units).
 pub const ROTATION_EFFECT: f64 = 0.02;
 
-fn not_measured(id: &'static str, finding: &'static str, why: &str) -> Claim {
+/// A claim the pipeline does not measure, and why.
+pub(super) fn not_measured(id: &'static str, finding: &'static str, why: &str) -> Claim {
     Claim {
         id,
         finding,
@@ -38,7 +39,8 @@ fn not_measured(id: &'static str, finding: &'static str, why: &str) -> Claim {
     }
 }
 
-fn has_metric(r: &Results, metric: &str) -> bool {
+/// Whether any score is of `metric`.
+pub(super) fn has_metric(r: &Results, metric: &str) -> bool {
     r.scores.iter().any(|s| s.metric == metric)
 }
 
@@ -55,7 +57,7 @@ pub fn main_metric(r: &Results) -> Option<String> {
 
 /// Mean score of `arch`'s seed pairs over layers (optionally one depth bucket): each pair's
 /// mean over its layers, then the mean over pairs with its standard error.
-fn layer_mean(
+pub(super) fn layer_mean(
     r: &Results,
     arch: &str,
     step: Option<u64>,
@@ -72,19 +74,23 @@ fn layer_mean(
 }
 
 /// Records a mean and, when there is one, its standard error as `<name>` and `<name>_se`.
-fn record(values: &mut BTreeMap<String, f64>, name: String, m: &PairMean) {
+pub(super) fn record(values: &mut BTreeMap<String, f64>, name: String, m: &PairMean) {
     if let Some(se) = m.se {
         values.insert(format!("{name}_se"), se);
     }
     values.insert(name, m.mean);
 }
 
-fn all_hold(per_arch: &[(String, bool)]) -> Option<bool> {
+/// Whether every architecture's verdict holds (`None` with none).
+pub(super) fn all_hold(per_arch: &[(String, bool)]) -> Option<bool> {
     (!per_arch.is_empty()).then(|| per_arch.iter().all(|(_, h)| *h))
 }
 
 /// Every claim, in the paper's order.
 pub fn claims(r: &Results) -> Vec<Claim> {
+    if r.is_language() {
+        return super::language::claims(r);
+    }
     let archs = r.archs();
     let last = r.final_step();
     let metric = main_metric(r).unwrap_or_default();
@@ -179,16 +185,21 @@ fn above_chance(r: &Results) -> Claim {
     }
 }
 
-fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
+/// "linear ≥ Procrustes ≥ permutation" per architecture; without permutation scores,
+/// soft-matching stands in (between layers of equal width its optimal plan is a permutation,
+/// so the two scores are the same).
+pub(super) fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
     let (id, finding) = (
         "metric-order",
         "linear ≥ Procrustes ≥ permutation, on average over layers",
     );
-    if !["linear", "procrustes", "permutation"]
-        .iter()
-        .all(|m| has_metric(r, m))
-        || archs.is_empty()
-    {
+    let third = if has_metric(r, "permutation") {
+        "permutation"
+    } else {
+        "soft-matching"
+    };
+    let three = ["linear", "procrustes", third];
+    if !three.iter().all(|m| has_metric(r, m)) || archs.is_empty() {
         return not_measured(
             id,
             finding,
@@ -199,15 +210,15 @@ fn ordering(r: &Results, archs: &[String], last: Option<u64>) -> Claim {
     let mut text = Vec::new();
     let mut verdicts = Vec::new();
     for a in archs {
-        let m: Vec<PairMean> = ["linear", "procrustes", "permutation"]
+        let m: Vec<PairMean> = three
             .iter()
             .map(|metric| layer_mean(r, a, last, "base", metric, None))
             .collect();
-        for (name, v) in ["linear", "procrustes", "permutation"].iter().zip(&m) {
+        for (name, v) in three.iter().zip(&m) {
             record(&mut values, format!("{a}.{name}"), v);
         }
         text.push(format!(
-            "{a}: {} / {} / {}",
+            "{a} (linear / procrustes / {third}): {} / {} / {}",
             plus_minus(&m[0]),
             plus_minus(&m[1]),
             plus_minus(&m[2])

@@ -132,6 +132,23 @@ impl Results {
         Ok(Results { scores, models })
     }
 
+    /// Whether these are language models' results (shown sentences).
+    pub fn is_language(&self) -> bool {
+        self.models.iter().any(|m| m.stimuli == "sentences")
+    }
+
+    /// Held-out loss (nats per byte) at each checkpoint step of the decoders of `arch`,
+    /// averaged over them.
+    pub fn held_out_loss_by_step(&self, arch: &str) -> Vec<(u64, f64)> {
+        let mut by: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for m in self.models.iter().filter(|m| m.arch == arch) {
+            if let (Some(s), Some(l)) = (m.step, m.held_out_loss) {
+                by.entry(s).or_default().push(l);
+            }
+        }
+        by.into_iter().map(|(s, v)| (s, mean(&v))).collect()
+    }
+
     /// The architecture of a model, from `models.csv`; pipelines of activation files have
     /// none, and all their models count as one group, `activations`.
     pub fn arch(&self, model: &str) -> Option<&str> {

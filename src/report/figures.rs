@@ -24,7 +24,8 @@ pub struct Figure {
     pub png: Vec<u8>,
 }
 
-fn figure<C: Chart>(
+/// Renders `chart` as a figure.
+pub(super) fn figure<C: Chart>(
     name: &str,
     title: &str,
     caption: String,
@@ -50,7 +51,8 @@ fn titled(title: &str, suffix: &str) -> String {
     }
 }
 
-fn colour_of(metric: &str) -> plotters::style::RGBColor {
+/// The colour of a metric (its rotated variant shares it).
+pub(super) fn colour_of(metric: &str) -> plotters::style::RGBColor {
     let base = metric.trim_end_matches(":rotated");
     let i = Metric::names()
         .iter()
@@ -60,12 +62,13 @@ fn colour_of(metric: &str) -> plotters::style::RGBColor {
     COLOURS[i]
 }
 
-fn panel_size(panels: usize) -> (u32, u32) {
+/// The pixel size of a figure with `panels` side by side.
+pub(super) fn panel_size(panels: usize) -> (u32, u32) {
     ((430 * panels.max(1)) as u32 + 230, 400)
 }
 
 /// Range of the values with a margin (at least `[lo, hi]`).
-fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
+pub(super) fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f64, f64) {
     let (mut a, mut b) = (lo, hi);
     for v in values.filter(|v| v.is_finite()) {
         a = a.min(v);
@@ -112,7 +115,8 @@ fn null_series(
     })
 }
 
-fn depth_series(
+/// A depth curve of `rows` (mean over pairs per layer depth).
+pub(super) fn depth_series(
     label: String,
     colour: plotters::style::RGBColor,
     light: bool,
@@ -129,6 +133,9 @@ fn depth_series(
 
 /// Every figure this pipeline's results support.
 pub fn figures(r: &Results) -> Result<Vec<Figure>, UserError> {
+    if r.is_language() {
+        return super::language::figures(r);
+    }
     let mut out = Vec::new();
     let archs = r.archs();
     let last = r.final_step();
@@ -424,6 +431,44 @@ fn training_figure(
     )?))
 }
 
+/// The scores of one model pair's layer pairs as a layer × layer grid.
+pub(super) struct LayerGrid {
+    /// The first model's layers (depth, name), by depth.
+    pub la: Vec<(f64, String)>,
+    /// The second model's layers.
+    pub lb: Vec<(f64, String)>,
+    /// `values[i][j]`: layer `i` of the first against layer `j` of the second.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// The grid of `rows` (one model pair, one metric), when every layer of the first model was
+/// scored against every one of at least three layers of the second.
+pub(super) fn layer_grid(rows: &[&ScoreRow]) -> Option<LayerGrid> {
+    let mut la: Vec<(f64, String)> = rows
+        .iter()
+        .map(|r| (r.depth_a, r.layer_a.clone()))
+        .collect();
+    let mut lb: Vec<(f64, String)> = rows
+        .iter()
+        .map(|r| (r.depth_b, r.layer_b.clone()))
+        .collect();
+    for l in [&mut la, &mut lb] {
+        l.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        l.dedup();
+    }
+    if lb.len() < 3 || rows.len() < la.len() * lb.len() {
+        return None;
+    }
+    let idx = |list: &[(f64, String)], name: &str| list.iter().position(|l| l.1 == name);
+    let mut values = vec![vec![f64::NAN; lb.len()]; la.len()];
+    for row in rows {
+        if let (Some(i), Some(j)) = (idx(&la, &row.layer_a), idx(&lb, &row.layer_b)) {
+            values[i][j] = row.score;
+        }
+    }
+    Some(LayerGrid { la, lb, values })
+}
+
 /// Figure 2: layer × layer heatmaps between two models (the first pair of each kind with all
 /// layer pairs scored), Procrustes and soft-matching.
 fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
@@ -441,33 +486,13 @@ fn heatmaps(r: &Results) -> Result<Vec<Figure>, UserError> {
     }
     let mut kinds_done = std::collections::BTreeSet::new();
     for ((metric, a, b), rows) in grids {
-        let mut la: Vec<(f64, String)> = rows
-            .iter()
-            .map(|r| (r.depth_a, r.layer_a.clone()))
-            .collect();
-        let mut lb: Vec<(f64, String)> = rows
-            .iter()
-            .map(|r| (r.depth_b, r.layer_b.clone()))
-            .collect();
-        for l in [&mut la, &mut lb] {
-            l.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-            l.dedup();
-        }
-        // a heatmap needs every layer of A against several of B
-        if lb.len() < 3 || rows.len() < la.len() * lb.len() {
+        let Some(LayerGrid { la, lb, values }) = layer_grid(&rows) else {
             continue;
-        }
+        };
         let (aa, ab) = (r.arch(&a).unwrap_or("?"), r.arch(&b).unwrap_or("?"));
         let kind = (metric.clone(), aa == ab);
         if !kinds_done.insert(kind) {
             continue;
-        }
-        let idx = |list: &[(f64, String)], name: &str| list.iter().position(|l| l.1 == name);
-        let mut values = vec![vec![f64::NAN; lb.len()]; la.len()];
-        for row in &rows {
-            if let (Some(i), Some(j)) = (idx(&la, &row.layer_a), idx(&lb, &row.layer_b)) {
-                values[i][j] = row.score;
-            }
         }
         let within = if aa == ab { "within" } else { "across" };
         let chart = Heatmap {

@@ -1,6 +1,7 @@
 //! The report of a pipeline run, made from its results folder alone (`scores.json`,
 //! `models.csv`): the paper's figures ([`figures`], drawn by [`plot`]), the claims table
-//! ([`claims`]) and one self-contained HTML page ([`html`]).
+//! ([`claims`]) and one self-contained HTML page ([`html`]); language-model results get
+//! the paper's Figure 8 and its claims instead ([`language`]).
 //!
 //! Files written into the results folder: `report.html`, `claims.json`,
 //! `figures/<name>.svg` and `.png`. Unchanged files are not rewritten.
@@ -9,6 +10,7 @@ pub mod claims;
 pub mod data;
 pub mod figures;
 pub mod html;
+pub mod language;
 pub mod plot;
 
 use std::path::{Path, PathBuf};
