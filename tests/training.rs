@@ -157,3 +157,60 @@ fn resuming_from_a_saved_state_gives_the_uninterrupted_weights() {
         }
     }
 }
+
+/// One step moves every trainable parameter of every architecture: a forward-only op (as
+/// candle's fused layer norm and softmax are) would cut the graph and leave the parameters
+/// before it at their initial values, as the ViT's encoder once was.
+#[test]
+fn one_step_moves_every_parameter_of_every_architecture() {
+    use repflow::models::train::{train_until, Optimizer, TrainConfig};
+    use repflow::models::{Arch, ModelConfig};
+    use repflow::stimuli::Images;
+    let n = 32;
+    let images = Images {
+        n,
+        c: 1,
+        h: 28,
+        w: 28,
+        data: (0..n * 784)
+            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0)
+            .collect(),
+        labels: (0..n).map(|i| (i % 10) as u32).collect(),
+        ids: (0..n).map(|i| format!("s/{i}")).collect(),
+    };
+    for (arch, width) in [(Arch::Resnet18, 4), (Arch::Vgg16Bn, 4), (Arch::Vit, 16)] {
+        let cfg = TrainConfig {
+            model: ModelConfig {
+                arch,
+                width,
+                num_classes: 10,
+                in_channels: 1,
+                small_input: true,
+            },
+            seed: 1,
+            optimizer: Optimizer::Adamw,
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            batch: 16,
+            steps: 1,
+            augment: false,
+            normalize: (0.5, 0.25),
+            checkpoints: vec![0, 1],
+        };
+        let start = train_until(&cfg, &images, &images, None, 0, |_, _| Ok(())).unwrap();
+        let moved = train_until(&cfg, &images, &images, None, 1, |_, _| Ok(())).unwrap();
+        for (name, t) in &start.tensors {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                continue;
+            }
+            let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = moved.tensors[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_ne!(a, b, "{arch:?}: `{name}` did not move in one step");
+        }
+    }
+}

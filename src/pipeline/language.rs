@@ -106,6 +106,15 @@ pub fn expand_language(spec: &PipelineSpec) -> Result<(Vec<Model>, TextPlan), Us
             "{file}: `[sentences]` is given but no `[[model]]`"
         )));
     }
+    if pooling == TokenPooling::Cls {
+        if let Some(m) = spec.model.iter().find(|m| m.arch == "gpt") {
+            return Err(UserError::input(format!(
+                "{file}: `sentences.reduce` is `cls`, but model `{}` is a causal decoder, whose first token's state is the same for every sentence",
+                m.name
+            ))
+            .hint("use `mean` or `last` with decoders"));
+        }
+    }
     let trains = spec.model.iter().any(|m| m.seed.is_some());
     let training = match (&spec.lm_training, trains) {
         (Some(t), true) => Some(train_plan(spec, t)?),
