@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO  ?= cargo
 
-.PHONY: setup setup-torch build run example-data data test test-python fixtures bench bench-quick bench-models lint doc clean
+.PHONY: setup setup-torch build run language example-data data test test-python fixtures bench bench-quick bench-models lint doc clean
 
 ## Python packages of the reference implementation (fixtures, benchmark).
 setup:
@@ -16,6 +16,11 @@ build:
 ## Incremental: a second `make run` reuses everything from the store in .repflow/.
 run: setup build data
 	./target/release/repflow run pipelines/quick.toml
+
+## The language audit (Figure 8): six byte-level decoders trained here (two depths, three
+## seeds) and all-MiniLM-L6-v2; report in results/language/report.html.
+language: setup build data
+	./target/release/repflow run pipelines/language.toml
 
 ## Activations behind pipelines/example*.toml.
 example-data: data/example/narrow_seed0/stimuli.txt

@@ -47,8 +47,8 @@ pub fn figures(r: &Results) -> Result<Vec<Figure>, UserError> {
     let archs = decoders(r);
     let last = r.final_step();
     out.extend(per_layer(r, &archs, last)?);
-    for (name, grid) in grids(r, last) {
-        out.push(grid_figure(&name, grid)?);
+    for map in grids(r, last) {
+        out.push(grid_figure(map)?);
     }
     out.extend(over_training(r, &archs)?);
     Ok(out)
@@ -108,12 +108,25 @@ fn per_layer(
     )?))
 }
 
+/// One layer × layer map: its figure name, the two models and their architectures.
+struct LayerMap {
+    name: String,
+    a: String,
+    b: String,
+    arch_a: String,
+    arch_b: String,
+    grid: LayerGrid,
+}
+
+/// One curve over training: the layer's relative depth and (step, mean, error) points.
+struct Trajectory {
+    depth: f64,
+    points: Vec<(u64, f64, f64)>,
+}
+
 /// The layer × layer Procrustes maps at the last checkpoint: the first seed pair of each
-/// depth (8b) and the first pair across depths (8c), by figure name.
-fn grids(
-    r: &Results,
-    last: Option<u64>,
-) -> Vec<(String, (String, String, String, String, LayerGrid))> {
+/// depth (8b) and the first pair across depths (8c).
+fn grids(r: &Results, last: Option<u64>) -> Vec<LayerMap> {
     let mut by: BTreeMap<(String, String), Vec<&ScoreRow>> = BTreeMap::new();
     for row in r
         .scores
@@ -126,7 +139,7 @@ fn grids(
                 .push(row);
         }
     }
-    let mut out: Vec<(String, (String, String, String, String, LayerGrid))> = Vec::new();
+    let mut out: Vec<LayerMap> = Vec::new();
     for ((a, b), rows) in by {
         let (aa, ab) = (r.arch(&a).unwrap_or("?"), r.arch(&b).unwrap_or("?"));
         if !aa.starts_with("gpt-") || !ab.starts_with("gpt-") {
@@ -137,20 +150,32 @@ fn grids(
         } else {
             "fig8c_map_across".to_string()
         };
-        if out.iter().any(|(n, _)| *n == name) {
+        if out.iter().any(|m| m.name == name) {
             continue;
         }
-        if let Some(g) = layer_grid(&rows) {
-            out.push((name, (a, b, aa.to_string(), ab.to_string(), g)));
+        if let Some(grid) = layer_grid(&rows) {
+            out.push(LayerMap {
+                name,
+                arch_a: aa.to_string(),
+                arch_b: ab.to_string(),
+                a,
+                b,
+                grid,
+            });
         }
     }
     out
 }
 
-fn grid_figure(
-    name: &str,
-    (a, b, aa, ab, g): (String, String, String, String, LayerGrid),
-) -> Result<Figure, UserError> {
+fn grid_figure(map: LayerMap) -> Result<Figure, UserError> {
+    let LayerMap {
+        name,
+        a,
+        b,
+        arch_a: aa,
+        arch_b: ab,
+        grid: g,
+    } = map;
     let within = aa == ab;
     let chart = Heatmap {
         title: format!("{MAIN}: {a} × {b}"),
@@ -163,7 +188,7 @@ fn grid_figure(
         ),
     };
     figure(
-        name,
+        &name,
         &if within {
             format!("Language models: layer × layer {MAIN} within {aa}")
         } else {
@@ -179,7 +204,7 @@ fn grid_figure(
 
 /// The seed-pair Procrustes score of `arch` at each step for the layer nearest relative
 /// depth `d` (mean over pairs), with that layer's depth.
-fn trajectory(r: &Results, arch: &str, d: f64) -> Option<(f64, Vec<(u64, f64, f64)>)> {
+fn trajectory(r: &Results, arch: &str, d: f64) -> Option<Trajectory> {
     let last = r.final_step()?;
     let depths: Vec<f64> = r
         .within(arch, Some(last), "base", MAIN)
@@ -203,7 +228,10 @@ fn trajectory(r: &Results, arch: &str, d: f64) -> Option<(f64, Vec<(u64, f64, f6
             (m.pairs > 0).then(|| (s, m.mean, m.se.unwrap_or(0.0)))
         })
         .collect();
-    (points.len() >= 3).then_some((near, points))
+    (points.len() >= 3).then_some(Trajectory {
+        depth: near,
+        points,
+    })
 }
 
 /// 8d: Procrustes over training at relative depths 0, ½ and 1, held-out loss on the right.
@@ -214,7 +242,10 @@ fn over_training(r: &Results, archs: &[String]) -> Result<Option<Figure>, UserEr
             .iter()
             .enumerate()
             .filter_map(|(i, &d)| {
-                let (near, points) = trajectory(r, a, d)?;
+                let Trajectory {
+                    depth: near,
+                    points,
+                } = trajectory(r, a, d)?;
                 Some(Series {
                     label: format!("relative depth {d} (layer at {near:.2})"),
                     colour: COLOURS[i],
@@ -314,7 +345,14 @@ fn relative_depth(r: &Results) -> Claim {
     let mut values = BTreeMap::new();
     let mut text = Vec::new();
     let mut verdicts = Vec::new();
-    for (name, (a, b, _, _, g)) in &maps {
+    for LayerMap {
+        name,
+        a,
+        b,
+        grid: g,
+        ..
+    } in &maps
+    {
         let (mut dist, mut chance) = (Vec::new(), Vec::new());
         for (i, row) in g.values.iter().enumerate() {
             let Some(j) = (0..row.len())
@@ -370,7 +408,7 @@ fn emergence(r: &Results, archs: &[String]) -> Claim {
         let loss = r.held_out_loss_by_step(a);
         let loss_at = |s: u64| loss.iter().find(|l| l.0 == s).map_or(f64::NAN, |l| l.1);
         for d in DEPTHS {
-            let Some((_, points)) = trajectory(r, a, d) else {
+            let Some(Trajectory { points, .. }) = trajectory(r, a, d) else {
                 continue;
             };
             let (first, end) = (points[0], *points.last().expect("three points"));
