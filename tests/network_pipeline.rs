@@ -72,7 +72,7 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
     // Per network: accuracy on the (contrast-reduced) stimuli, and the checkpoint's record.
     let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
     assert!(models.starts_with(
-        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy\n"
+        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss\n"
     ));
     assert_eq!(models.lines().count(), 1 + 5);
     let a4 = models.lines().find(|l| l.starts_with("a@step4,")).unwrap();
