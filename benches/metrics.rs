@@ -111,6 +111,7 @@ fn model_speed(arch: &str, width: usize) {
         num_classes: 10,
         in_channels: 1,
         small_input: true,
+        projection: false,
     };
     let (batch, steps) = (128usize, 12u64);
     let n = batch * steps as usize;
@@ -137,6 +138,7 @@ fn model_speed(arch: &str, width: usize) {
         augment: false,
         normalize: (0.0, 1.0),
         checkpoints: vec![],
+        objective: Default::default(),
     };
     let tiny = images.take(10);
     // Two warm-up steps, then time the rest.

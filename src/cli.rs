@@ -160,6 +160,22 @@ pub struct TrainArgs {
     /// Turn off random crop and flip.
     #[arg(long)]
     pub no_augment: bool,
+    /// supervised (cross-entropy on the labels) or moco (MoCo v2, no labels: two augmented
+    /// views, momentum key encoder, projection head, queue of negatives, InfoNCE).
+    #[arg(long, default_value = "supervised")]
+    pub objective: String,
+    /// MoCo: output dimension of the projection head.
+    #[arg(long, default_value_t = 128, value_parser = crate::ranges::positive_count)]
+    pub projection_dim: usize,
+    /// MoCo: keys in the queue of negatives.
+    #[arg(long, default_value_t = 4096, value_parser = crate::ranges::positive_count)]
+    pub queue: usize,
+    /// MoCo: momentum of the key encoder.
+    #[arg(long, default_value_t = 0.99, value_parser = crate::ranges::momentum)]
+    pub key_momentum: f64,
+    /// MoCo: temperature of the InfoNCE logits.
+    #[arg(long, default_value_t = 0.2, value_parser = crate::ranges::temperature)]
+    pub temperature: f64,
     /// Train on the first N training images only.
     #[arg(long, value_parser = crate::ranges::positive_count)]
     pub train_limit: Option<usize>,

@@ -43,6 +43,13 @@ pub const EPOCHS: Rule = Rule {
     max: 1e5,
     words: "a finite number > 0 and at most 100000",
 };
+/// Softmax temperatures: finite, > 0, at most 100.
+pub const TEMPERATURE: Rule = Rule {
+    min: 0.0,
+    min_open: true,
+    max: 100.0,
+    words: "a finite number > 0 and at most 100",
+};
 /// Ridge penalties: finite, ≥ 0.
 pub const PENALTY: Rule = Rule {
     min: 0.0,
@@ -115,6 +122,11 @@ pub fn learning_rate(s: &str) -> Result<f64, String> {
 /// clap parser: a momentum ([`MOMENTUM`]).
 pub fn momentum(s: &str) -> Result<f64, String> {
     MOMENTUM.check("the value", parse_f64(s)?)
+}
+
+/// clap parser: a temperature ([`TEMPERATURE`]).
+pub fn temperature(s: &str) -> Result<f64, String> {
+    TEMPERATURE.check("the value", parse_f64(s)?)
 }
 
 /// clap parser: a weight decay ([`WEIGHT_DECAY`]).

@@ -52,6 +52,7 @@ fn check(file: &str, arch: Arch, width: usize, small_input: bool, in_channels: u
         num_classes: 10,
         in_channels,
         small_input,
+        projection: false,
     };
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
     let net = Network::new(&cfg, vb).unwrap();
@@ -119,6 +120,7 @@ fn extraction_takes_each_conv_outputs_centre_pixel() {
         num_classes: 10,
         in_channels: 1,
         small_input: true,
+        projection: false,
     };
     let net = Network::new(
         &cfg,

@@ -72,7 +72,7 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
     // Per network: accuracy on the (contrast-reduced) stimuli, and the checkpoint's record.
     let models = std::fs::read_to_string(t.path().join("results/models.csv")).unwrap();
     assert!(models.starts_with(
-        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss\n"
+        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss,objective,knn_accuracy\n"
     ));
     assert_eq!(models.lines().count(), 1 + 5);
     let a4 = models.lines().find(|l| l.starts_with("a@step4,")).unwrap();
@@ -82,7 +82,9 @@ fn trained_and_imported_networks_are_compared_and_reruns_reuse_everything() {
             && fields[2] == "resnet18"
             && fields[3] == "base"
             && fields[4].parse::<f64>().unwrap() >= 0.0
-            && fields[8].parse::<f64>().unwrap() > 0.0,
+            && fields[8].parse::<f64>().unwrap() > 0.0
+            && fields[10] == "supervised"
+            && fields[11].is_empty(),
         "{a4}"
     );
 

@@ -129,6 +129,7 @@ fn resuming_from_a_saved_state_gives_the_uninterrupted_weights() {
                 num_classes: 10,
                 in_channels: 1,
                 small_input: true,
+                projection: false,
             },
             seed: 3,
             optimizer,
@@ -140,6 +141,7 @@ fn resuming_from_a_saved_state_gives_the_uninterrupted_weights() {
             augment: true,
             normalize: (0.5, 0.25),
             checkpoints: vec![0, 4, 8],
+            objective: Default::default(),
         };
         let whole = train_until(&cfg, &train_set, &test_set, None, 8, |_, _| Ok(())).unwrap();
         let half = train_until(&cfg, &train_set, &test_set, None, 4, |_, _| Ok(())).unwrap();
@@ -186,6 +188,7 @@ fn one_step_moves_every_parameter_of_every_architecture() {
                 num_classes: 10,
                 in_channels: 1,
                 small_input: true,
+                projection: false,
             },
             seed: 1,
             optimizer: Optimizer::Adamw,
@@ -197,6 +200,7 @@ fn one_step_moves_every_parameter_of_every_architecture() {
             augment: false,
             normalize: (0.5, 0.25),
             checkpoints: vec![0, 1],
+            objective: Default::default(),
         };
         let start = train_until(&cfg, &images, &images, None, 0, |_, _| Ok(())).unwrap();
         let moved = train_until(&cfg, &images, &images, None, 1, |_, _| Ok(())).unwrap();

@@ -188,6 +188,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
         num_classes: args.classes,
         in_channels: images.c,
         small_input: !args.imagenet_stem,
+        projection: false,
     };
     let net = Network::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev)).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();

@@ -159,8 +159,9 @@ fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, User
 }
 
 /// `models.csv`: for each extracted network (its `[[model]]` and architecture) and stimulus set
-/// (`base` or an out-of-distribution set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss and
-/// test accuracy. Accuracy is left empty on a set from another dataset than the base set
+/// (`base` or an out-of-distribution set), its accuracy on that set and, for trained checkpoints, the step, epoch, train loss,
+/// test accuracy and objective (`supervised` or `moco`; a MoCo network's accuracies are its
+/// linear probe's, and `knn_accuracy` its k-NN classifier's). Accuracy is left empty on a set from another dataset than the base set
 /// (`mnist5k` beside Fashion-MNIST): its labels name other classes.
 fn write_model_table(
     plan: &crate::pipeline::Plan,
@@ -175,7 +176,7 @@ fn write_model_table(
         serde_json::from_str(b.meta()).ok()
     };
     let mut lines = vec![
-        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss"
+        "model,network,arch,stimuli,accuracy_on_stimuli,step,epoch,train_loss,test_accuracy,held_out_loss,objective,knn_accuracy"
             .to_string(),
     ];
     let field = |v: Option<&serde_json::Value>| {
@@ -191,10 +192,14 @@ fn write_model_table(
         let Some(extract) = node.node.as_any().downcast_ref::<Extract>() else {
             continue;
         };
-        let arch = serde_json::to_value(extract.model.arch)
+        let mut arch = serde_json::to_value(extract.model.arch)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        if extract.model.projection {
+            // MoCo networks are their own family in the report (Figure 6 beside Figures 1–5)
+            arch.push_str("-moco");
+        }
         let label = node.label.trim_start_matches("extract/");
         // `name[set]` for an out-of-distribution set (see `Model::label`)
         let (name, set) = match label.strip_suffix(']').and_then(|l| l.split_once('[')) {
@@ -220,13 +225,18 @@ fn write_model_table(
             .map(|(_, w)| *w)
             .filter(|&w| dag.nodes[w].node.as_any().is::<Train>())
             .and_then(meta);
+        let objective = match &train {
+            Some(t) => t["objective"].as_str().unwrap_or("supervised").to_string(),
+            None => String::new(),
+        };
         lines.push(format!(
-            "{name},{network},{arch},{set},{},{},{},{},{},",
+            "{name},{network},{arch},{set},{},{},{},{},{},,{objective},{}",
             field(Some(&acc)),
             field(train.as_ref().map(|t| &t["step"])),
             field(train.as_ref().map(|t| &t["epoch"])),
             field(train.as_ref().map(|t| &t["train_loss"])),
             field(train.as_ref().map(|t| &t["test_accuracy"])),
+            field(train.as_ref().map(|t| &t["knn_accuracy"])),
         ));
     }
     if lines.len() > 1 {
@@ -259,10 +269,11 @@ fn language_model_row(
         .and_then(|(_, w)| meta(*w));
     let t = |k: &str| field(train.as_ref().map(|t| &t[k]));
     format!(
-        "{name},{network},{arch},sentences,,{},,{},,{}",
+        "{name},{network},{arch},sentences,,{},,{},,{},{},",
         t("step"),
         t("train_loss"),
-        t("held_out_loss")
+        t("held_out_loss"),
+        if train.is_some() { "next-token" } else { "" }
     )
 }
 

@@ -4,7 +4,8 @@ use std::io::Write;
 
 use crate::cli::TrainArgs;
 use crate::error::UserError;
-use crate::models::train::{train, Optimizer, TrainConfig};
+use crate::models::moco::MocoConfig;
+use crate::models::train::{train, Objective, Optimizer, TrainConfig};
 use crate::models::Arch;
 use crate::models::ModelConfig;
 use crate::stimuli::datasets::{default_package, fashion_mnist, FASHION_MNIST_NORMALIZE};
@@ -44,13 +45,36 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
     checkpoints.retain(|&c| c <= steps);
     checkpoints.sort_unstable();
     checkpoints.dedup();
+    let objective = match args.objective.as_str() {
+        "supervised" => Objective::Supervised,
+        "moco" => Objective::Moco(MocoConfig {
+            queue: args.queue,
+            momentum: args.key_momentum,
+            temperature: args.temperature,
+            ..MocoConfig::default()
+        }),
+        other => {
+            return Err(
+                UserError::input(format!("unknown objective `{other}`")).hint("supervised or moco")
+            )
+        }
+    };
+    let moco = !objective.is_supervised();
+    let arch = Arch::from_name(&args.arch)?;
+    if moco && arch == Arch::Vit {
+        return Err(
+            UserError::input("--objective moco: the ViT has no projection head here")
+                .hint("a ResNet or a VGG"),
+        );
+    }
     let cfg = TrainConfig {
         model: ModelConfig {
-            arch: Arch::from_name(&args.arch)?,
+            arch,
             width: args.width,
-            num_classes: 10,
+            num_classes: if moco { args.projection_dim } else { 10 },
             in_channels: 1,
             small_input: true,
+            projection: moco,
         },
         seed: args.seed,
         optimizer: match args.optimizer.as_str() {
@@ -70,6 +94,7 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
         augment: !args.no_augment,
         normalize: FASHION_MNIST_NORMALIZE,
         checkpoints,
+        objective,
     };
     let out = &args.out;
     std::fs::create_dir_all(out)
@@ -89,14 +114,19 @@ pub fn run(args: &TrainArgs) -> Result<(), UserError> {
             .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", file.display())))?;
         let line = serde_json::json!({
             "step": ck.step, "epoch": ck.epoch, "train_loss": if ck.train_loss.is_nan() { None } else { Some(ck.train_loss) },
-            "test_accuracy": ck.test_accuracy, "seconds": start.elapsed().as_secs_f64(),
+            "test_accuracy": ck.test_accuracy, "knn_accuracy": ck.knn_accuracy, "seconds": start.elapsed().as_secs_f64(),
         });
         writeln!(metrics, "{line}").map_err(io)?;
+        let knn = ck
+            .knn_accuracy
+            .map(|k| format!(" (linear probe), k-NN {k:.4}"))
+            .unwrap_or_default();
         eprintln!(
-            "step {:>6} (epoch {:.2}): test accuracy {:.4}, {:.0} s",
+            "step {:>6} (epoch {:.2}): test accuracy {:.4}{knn}, train loss {:.4}, {:.0} s",
             ck.step,
             ck.epoch,
             ck.test_accuracy,
+            ck.train_loss,
             start.elapsed().as_secs_f64()
         );
         Ok(())

@@ -7,13 +7,16 @@
 //! A forward pass can record the output of every convolution and linear layer (before
 //! batch norm and ReLU) in forward order: the layers whose activations repflow compares.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod conv;
 pub mod elementwise;
 pub mod extract;
 pub mod layer_norm;
+pub mod moco;
 pub mod norm;
 pub mod optim;
+pub mod probe;
 pub mod resnet;
 mod storage;
 pub mod train;
@@ -71,6 +74,11 @@ pub struct ModelConfig {
     pub in_channels: usize,
     /// Small-image stem (3 × 3, stride 1, no max-pool) instead of the ImageNet stem.
     pub small_input: bool,
+    /// MoCo v2's projection head: a ResNet's `fc` becomes `fc.0` (features → features),
+    /// ReLU, `fc.2` (features → `num_classes`, the projection's dimension). A VGG's
+    /// classifier is already such an MLP and is used as it is. Absent from keys when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub projection: bool,
 }
 
 /// Outputs of convolution and linear layers recorded during a forward pass.
@@ -133,6 +141,17 @@ impl Network {
             Network::Resnet(n) => n.forward(xs, train, taps),
             Network::Vgg(n) => n.forward(xs, train, taps),
             Network::Vit(n) => n.forward(xs, taps),
+        }
+    }
+
+    /// The backbone's pooled features, the input of the head (a ResNet's or VGG's global
+    /// average pool; a ViT's normalised [CLS] token).
+    pub fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut taps = Taps::off();
+        match self {
+            Network::Resnet(n) => n.features(xs, train, &mut taps),
+            Network::Vgg(n) => n.features(xs, train, &mut taps),
+            Network::Vit(n) => n.features(xs, &mut taps),
         }
     }
 

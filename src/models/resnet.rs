@@ -129,7 +129,8 @@ pub struct ResNet {
     bn1: BatchNorm,
     small_input: bool,
     blocks: Vec<Block>,
-    fc: Linear,
+    /// `fc`, or MoCo v2's projection head `fc.0`, ReLU, `fc.2`.
+    head: Vec<(String, Linear)>,
 }
 
 impl ResNet {
@@ -161,18 +162,41 @@ impl ResNet {
                 cin = planes * if bottleneck { 4 } else { 1 };
             }
         }
-        let fc = linear(cin, cfg.num_classes, vb.pp("fc"))?;
+        let head = if cfg.projection {
+            vec![
+                ("fc.0".to_string(), linear(cin, cin, vb.pp("fc.0"))?),
+                (
+                    "fc.2".to_string(),
+                    linear(cin, cfg.num_classes, vb.pp("fc.2"))?,
+                ),
+            ]
+        } else {
+            vec![("fc".to_string(), linear(cin, cfg.num_classes, vb.pp("fc"))?)]
+        };
         Ok(ResNet {
             conv1,
             bn1,
             small_input: cfg.small_input,
             blocks,
-            fc,
+            head,
         })
     }
 
-    /// Logits; records conv and linear outputs in `taps`.
+    /// Logits (or projections); records conv and linear outputs in `taps`.
     pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        let mut h = self.features(xs, train, taps)?;
+        let last = self.head.len() - 1;
+        for (i, (name, l)) in self.head.iter().enumerate() {
+            let y = l.forward(&h)?;
+            taps.record(name, &y);
+            h = if i < last { y.relu()? } else { y };
+        }
+        Ok(h)
+    }
+
+    /// The globally pooled output of the last stage (the head's input); records conv
+    /// outputs in `taps`.
+    pub fn features(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let y = self.conv1.forward(xs)?;
         taps.record("conv1", &y);
         let mut h = self.bn1.forward_relu_t(&y, train)?;
@@ -187,10 +211,7 @@ impl ResNet {
         for b in &self.blocks {
             h = b.forward(&h, train, taps)?;
         }
-        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
-        let out = self.fc.forward(&pooled)?;
-        taps.record("fc", &out);
-        Ok(out)
+        h.mean(D::Minus1)?.mean(D::Minus1)
     }
 
     /// Batch-norm layers with their parameter prefixes.
@@ -208,7 +229,7 @@ impl ResNet {
         for b in &self.blocks {
             n.extend(b.names());
         }
-        n.push("fc".into());
+        n.extend(self.head.iter().map(|(name, _)| name.clone()));
         n
     }
 }

@@ -24,6 +24,26 @@ pub enum Optimizer {
     Adamw,
 }
 
+/// What the network is trained to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Classify: cross-entropy against the labels.
+    #[default]
+    Supervised,
+    /// Momentum Contrast without labels ([`super::moco`]); the model has a projection head
+    /// whose output dimension is its `num_classes`.
+    Moco(super::moco::MocoConfig),
+}
+
+impl Objective {
+    /// Whether this is the supervised objective (left out of recipe keys, so that the keys
+    /// of supervised runs are those from before objectives existed).
+    pub fn is_supervised(&self) -> bool {
+        matches!(self, Objective::Supervised)
+    }
+}
+
 /// A training recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -49,6 +69,9 @@ pub struct TrainConfig {
     pub normalize: (f32, f32),
     /// Steps after which to save a checkpoint (0 = before training).
     pub checkpoints: Vec<u64>,
+    /// The objective (supervised unless stated).
+    #[serde(default, skip_serializing_if = "Objective::is_supervised")]
+    pub objective: Objective,
 }
 
 /// A saved checkpoint.
@@ -60,13 +83,15 @@ pub struct Checkpoint {
     pub epoch: f64,
     /// Mean training loss since the previous checkpoint (NaN at step 0).
     pub train_loss: f64,
-    /// Accuracy on the test set.
+    /// Accuracy on the test set (for a network trained without labels, its linear probe's).
     pub test_accuracy: f64,
+    /// Accuracy of the k-NN classifier on the test set (networks trained without labels).
+    pub knn_accuracy: Option<f64>,
     /// Weights and batch-norm statistics with torchvision names.
     pub tensors: HashMap<String, Tensor>,
 }
 
-fn ce(e: candle_core::Error) -> UserError {
+pub(super) fn ce(e: candle_core::Error) -> UserError {
     UserError::input(format!(
         "training: {}",
         e.to_string().lines().next().unwrap_or_default()
@@ -76,7 +101,7 @@ fn ce(e: candle_core::Error) -> UserError {
 /// Sets every parameter from the seeded generator, as torchvision initialises: conv weights
 /// Kaiming-normal (fan out), batch norm 1 and 0, linear layers uniform in ±1/√fan_in; the
 /// ViT's [CLS] token 0 and position embedding normal with std 0.02.
-fn initialise(varmap: &VarMap, seed: u32) -> candle_core::Result<()> {
+pub(super) fn initialise(varmap: &VarMap, seed: u32) -> candle_core::Result<()> {
     let mut rng = LegacyRandomState::new(seed);
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
@@ -225,7 +250,7 @@ pub struct TrainState {
 }
 
 /// The stimulus order of epoch `epoch`.
-fn epoch_order(n: usize, seed: u32, epoch: u64) -> Vec<usize> {
+pub(super) fn epoch_order(n: usize, seed: u32, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     LegacyRandomState::new(
         seed.wrapping_add(1)
@@ -263,6 +288,10 @@ pub fn train_until(
     until: u64,
     mut on_checkpoint: impl FnMut(Checkpoint, &TrainState) -> Result<(), UserError>,
 ) -> Result<TrainState, UserError> {
+    if let Objective::Moco(moco) = &cfg.objective {
+        let (train, test) = (train_set, test_set);
+        return super::moco::train_until(cfg, moco, train, test, start, until, on_checkpoint);
+    }
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let first = start.as_ref().map(|s| s.step).unwrap_or(0);
@@ -282,48 +311,13 @@ pub fn train_until(
     if start.is_none() {
         initialise(&varmap, cfg.seed).map_err(ce)?;
     }
-    let trainable: Vec<(String, Var)> = {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut v: Vec<(String, Var)> = data
-            .iter()
-            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
     let saved = start.map(|s| s.optimizer).unwrap_or_default();
-    let mut velocity: Vec<Option<Tensor>> = trainable
-        .iter()
-        .map(|(k, _)| saved.get(&format!("momentum.{k}")).cloned())
-        .collect();
-    let mut adam: Vec<(Tensor, Tensor)> = Vec::new();
-    if cfg.optimizer == Optimizer::Adamw {
-        for (k, v) in &trainable {
-            let z = v.as_tensor().zeros_like().map_err(ce)?;
-            let m = saved
-                .get(&format!("adam_m.{k}"))
-                .cloned()
-                .unwrap_or_else(|| z.clone());
-            let s = saved.get(&format!("adam_v.{k}")).cloned().unwrap_or(z);
-            adam.push((m, s));
-        }
-    }
-    let state = |step: u64, velocity: &[Option<Tensor>], adam: &[(Tensor, Tensor)]| -> TrainState {
-        let mut optimizer = HashMap::new();
-        for (i, (k, _)) in trainable.iter().enumerate() {
-            if let Some(v) = velocity.get(i).and_then(|v| v.as_ref()) {
-                optimizer.insert(format!("momentum.{k}"), v.clone());
-            }
-            if let Some((m, s)) = adam.get(i) {
-                optimizer.insert(format!("adam_m.{k}"), m.clone());
-                optimizer.insert(format!("adam_v.{k}"), s.clone());
-            }
-        }
+    let mut opt = Optimiser::new(&varmap, cfg, &saved, |_| true)?;
+    let state = |step: u64, opt: &Optimiser| -> TrainState {
         TrainState {
             step,
             tensors: state_dict(&varmap, &net),
-            optimizer,
+            optimizer: opt.state(),
         }
     };
     let steps_per_epoch = train_set.n.div_ceil(cfg.batch) as u64;
@@ -332,7 +326,7 @@ pub fn train_until(
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
     for step in first..=until {
         if cfg.checkpoints.contains(&step) && (step > first || first == 0) {
-            let st = state(step, &velocity, &adam);
+            let st = state(step, &opt);
             let ck = Checkpoint {
                 step,
                 epoch: step as f64 / steps_per_epoch as f64,
@@ -342,6 +336,7 @@ pub fn train_until(
                     f64::NAN
                 },
                 test_accuracy: accuracy(&net, test_set, cfg)?,
+                knn_accuracy: None,
                 tensors: st.tensors.clone(),
             };
             on_checkpoint(ck, &st)?;
@@ -379,37 +374,123 @@ pub fn train_until(
         loss_sum += value;
         loss_count += 1;
         let grads = loss.backward().map_err(ce)?;
-        let lr = cosine_lr(cfg.lr, step, cfg.steps);
-        for (k, (name, var)) in trainable.iter().enumerate() {
-            // every trainable parameter is on the loss's path: a missing gradient is a cut graph
+        opt.step(&grads, cosine_lr(cfg.lr, step, cfg.steps), step)?;
+    }
+    Ok(state(until, &opt))
+}
+
+/// The trainable parameters (every variable but batch-norm statistics, sorted by name) and
+/// the optimiser's per-parameter state: SGD velocities or AdamW moments.
+pub(super) struct Optimiser {
+    trainable: Vec<(String, Var)>,
+    velocity: Vec<Option<Tensor>>,
+    adam: Vec<(Tensor, Tensor)>,
+    optimizer: Optimizer,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Optimiser {
+    /// Collects the variables of `varmap` that `include` accepts, restoring their state from
+    /// `saved` (`momentum.<name>`, `adam_m.<name>`, `adam_v.<name>`) when present.
+    pub(super) fn new(
+        varmap: &VarMap,
+        cfg: &TrainConfig,
+        saved: &HashMap<String, Tensor>,
+        include: impl Fn(&str) -> bool,
+    ) -> Result<Self, UserError> {
+        let trainable: Vec<(String, Var)> = {
+            let data = varmap.data().lock().expect("varmap lock");
+            let mut v: Vec<(String, Var)> = data
+                .iter()
+                .filter(|(k, _)| {
+                    !k.ends_with("running_mean") && !k.ends_with("running_var") && include(k)
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let velocity = trainable
+            .iter()
+            .map(|(k, _)| saved.get(&format!("momentum.{k}")).cloned())
+            .collect();
+        let mut adam = Vec::new();
+        if cfg.optimizer == Optimizer::Adamw {
+            for (k, v) in &trainable {
+                let z = v.as_tensor().zeros_like().map_err(ce)?;
+                let m = saved
+                    .get(&format!("adam_m.{k}"))
+                    .cloned()
+                    .unwrap_or_else(|| z.clone());
+                let s = saved.get(&format!("adam_v.{k}")).cloned().unwrap_or(z);
+                adam.push((m, s));
+            }
+        }
+        Ok(Optimiser {
+            trainable,
+            velocity,
+            adam,
+            optimizer: cfg.optimizer,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+        })
+    }
+
+    /// The optimiser state by name, as [`TrainState::optimizer`] holds it.
+    pub(super) fn state(&self) -> HashMap<String, Tensor> {
+        let mut optimizer = HashMap::new();
+        for (i, (k, _)) in self.trainable.iter().enumerate() {
+            if let Some(v) = self.velocity.get(i).and_then(|v| v.as_ref()) {
+                optimizer.insert(format!("momentum.{k}"), v.clone());
+            }
+            if let Some((m, s)) = self.adam.get(i) {
+                optimizer.insert(format!("adam_m.{k}"), m.clone());
+                optimizer.insert(format!("adam_v.{k}"), s.clone());
+            }
+        }
+        optimizer
+    }
+
+    /// One update of every parameter at learning rate `lr` (optimisation step `step`,
+    /// counting from 0). Every parameter is on the loss's path: a missing gradient is a cut
+    /// graph, an error.
+    pub(super) fn step(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        lr: f64,
+        step: u64,
+    ) -> Result<(), UserError> {
+        for (k, (name, var)) in self.trainable.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 return Err(crate::models::optim::no_gradient(name));
             };
             let w = var.as_tensor().detach();
             let g = g.detach();
-            let new = match cfg.optimizer {
+            let new = match self.optimizer {
                 Optimizer::Sgd => {
                     let (new, v) = sgd(
                         &w,
                         &g,
-                        velocity[k].as_ref(),
+                        self.velocity[k].as_ref(),
                         lr,
-                        cfg.momentum,
-                        cfg.weight_decay,
+                        self.momentum,
+                        self.weight_decay,
                     )
                     .map_err(ce)?;
-                    velocity[k] = Some(v);
+                    self.velocity[k] = Some(v);
                     new
                 }
                 Optimizer::Adamw => {
                     let (new, moments) =
-                        adamw(&w, &g, &adam[k], step + 1, lr, cfg.weight_decay).map_err(ce)?;
-                    adam[k] = moments;
+                        adamw(&w, &g, &self.adam[k], step + 1, lr, self.weight_decay)
+                            .map_err(ce)?;
+                    self.adam[k] = moments;
                     new
                 }
             };
             var.set(&new).map_err(ce)?;
         }
+        Ok(())
     }
-    Ok(state(until, &velocity, &adam))
 }

@@ -126,6 +126,19 @@ impl Vgg {
     /// Logits; records conv and linear outputs in `taps`. (Dropout is the identity here:
     /// evaluation mode, and training without dropout.)
     pub fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        let mut h = self.features(xs, train, taps)?;
+        let last = self.classifier.len() - 1;
+        for (i, (name, l)) in self.classifier.iter().enumerate() {
+            let y = l.forward(&h)?;
+            taps.record(name, &y);
+            h = if i < last { y.relu()? } else { y };
+        }
+        Ok(h)
+    }
+
+    /// The pooled output of the convolutional stages (the classifier's input); records conv
+    /// outputs in `taps`.
+    pub fn features(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut h = xs.clone();
         for s in &self.features {
             h = match s {
@@ -137,18 +150,11 @@ impl Vgg {
                 Stage::Pool => max_pool2(&h)?,
             };
         }
-        h = if self.small_input {
-            h.mean(D::Minus1)?.mean(D::Minus1)?
+        if self.small_input {
+            h.mean(D::Minus1)?.mean(D::Minus1)
         } else {
-            adaptive_avg_pool_7(&h)?.flatten_from(1)?
-        };
-        let last = self.classifier.len() - 1;
-        for (i, (name, l)) in self.classifier.iter().enumerate() {
-            let y = l.forward(&h)?;
-            taps.record(name, &y);
-            h = if i < last { y.relu()? } else { y };
+            adaptive_avg_pool_7(&h)?.flatten_from(1)
         }
-        Ok(h)
     }
 
     /// Batch-norm layers with their parameter prefixes.

@@ -113,6 +113,14 @@ impl Vit {
 
     /// Logits; records each block's output (all tokens) and the head in `taps`.
     pub fn forward(&self, xs: &Tensor, taps: &mut Taps) -> Result<Tensor> {
+        let cls = self.features(xs, taps)?;
+        let out = self.head.forward(&cls)?;
+        taps.record("heads.head", &out);
+        Ok(out)
+    }
+
+    /// The normalised [CLS] token after the last block (the head's input).
+    pub fn features(&self, xs: &Tensor, taps: &mut Taps) -> Result<Tensor> {
         let p = self.conv_proj.forward(xs)?;
         let (b, h, _, _) = p.dims4()?;
         let p = p.contiguous()?.flatten_from(2)?.transpose(1, 2)?;
@@ -123,10 +131,7 @@ impl Vit {
             taps.record(&format!("encoder.layers.encoder_layer_{i}"), &x);
         }
         let x = self.ln.forward(&x)?;
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
-        let out = self.head.forward(&cls)?;
-        taps.record("heads.head", &out);
-        Ok(out)
+        x.narrow(1, 0, 1)?.squeeze(1)
     }
 
     /// The tapped layers in forward order.

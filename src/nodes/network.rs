@@ -15,6 +15,7 @@ use super::images::from_bundle;
 use super::RunContext;
 use crate::error::UserError;
 use crate::models::extract::{extract, LayerActivations, Reduction};
+use crate::models::probe::{fraction_correct, Probe};
 use crate::models::train::{train_until, TrainConfig, TrainState};
 use crate::models::{ModelConfig, Network};
 
@@ -169,18 +170,20 @@ impl Train {
             start,
             self.step,
             |ck, _| {
-                record = Some((ck.test_accuracy, ck.train_loss, ck.epoch));
+                record = Some((ck.test_accuracy, ck.train_loss, ck.epoch, ck.knn_accuracy));
                 Ok(())
             },
         )?;
-        let (acc, loss, epoch) = record.unwrap_or((f64::NAN, f64::NAN, 0.0));
+        let (acc, loss, epoch, knn) = record.unwrap_or((f64::NAN, f64::NAN, 0.0, None));
         let mut w: Vec<&String> = state.tensors.keys().collect();
         w.sort();
         let mut o: Vec<&String> = state.optimizer.keys().collect();
         o.sort();
         let meta = serde_json::json!({
             "step": self.step, "epoch": epoch, "test_accuracy": acc,
-            "train_loss": if loss.is_nan() { None } else { Some(loss) }, "weights": w, "optimizer": o,
+            "train_loss": if loss.is_nan() { None } else { Some(loss) }, "knn_accuracy": knn,
+            "objective": if self.recipe.objective.is_supervised() { "supervised" } else { "moco" },
+            "weights": w, "optimizer": o,
         });
         let b = tensors_to_bundle(Bundle::meta(meta.to_string()), "w:", &state.tensors)?;
         tensors_to_bundle(b, "opt:", &state.optimizer)
@@ -234,6 +237,8 @@ impl Extract {
         stimuli: &MappedBundle,
     ) -> Result<Bundle, UserError> {
         let tensors = tensors_from_bundle(weights, "w:", &names(weights, "weights")?)?;
+        // a network trained without labels carries its linear probe (`probe.*`)
+        let probe = Probe::from_tensors(&tensors);
         let net = Network::new(
             &self.model,
             VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
@@ -254,10 +259,18 @@ impl Extract {
         };
         let layers = extract(&net, &images, &[], reduction, 256)?;
         // The last layer is the classifier: its accuracy on these stimuli (an OOD set's
-        // accuracy when they are transformed).
+        // accuracy when they are transformed). A projection head classifies nothing: its
+        // network's accuracy is its linear probe's, on the backbone's features.
+        let probe_accuracy = match (&probe, self.model.projection) {
+            (Some(p), true) => {
+                let f = crate::models::probe::features(&net, &images, images.n, (0.0, 1.0))?;
+                Some(fraction_correct(&p.predict(&f)?, &images.labels))
+            }
+            _ => None,
+        };
         let accuracy = layers
             .last()
-            .filter(|l| l.shape == [images.n, self.model.num_classes])
+            .filter(|l| !self.model.projection && l.shape == [images.n, self.model.num_classes])
             .map(|l| {
                 let units = self.model.num_classes;
                 let correct = (0..images.n)
@@ -270,7 +283,8 @@ impl Extract {
                     })
                     .count();
                 correct as f64 / images.n.max(1) as f64
-            });
+            })
+            .or(probe_accuracy);
         let meta = serde_json::json!({
             "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>(), "stimuli": images.ids, "accuracy": accuracy,
         });

@@ -9,10 +9,10 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::expand::{Layer, Model};
-use super::spec::{closest, PipelineSpec};
+use super::spec::{closest, NetworkSpec, PipelineSpec, TrainingSpec};
 use crate::error::UserError;
 use crate::models::extract::Reduction;
-use crate::models::train::{Optimizer, TrainConfig};
+use crate::models::train::{Objective, Optimizer, TrainConfig};
 use crate::models::Arch;
 use crate::models::{ModelConfig, Network};
 use crate::nodes::images::ImageSet;
@@ -54,6 +54,8 @@ pub struct NetworkRef {
 /// Training settings a `[[model]]` table may set for its network alone.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RecipeOverride {
+    /// Objective (always set: `training.objective` unless the table names its own).
+    pub objective: Objective,
     /// Optimiser.
     pub optimizer: Option<Optimizer>,
     /// Peak learning rate.
@@ -65,6 +67,7 @@ pub struct RecipeOverride {
 impl RecipeOverride {
     /// `recipe` with these settings in place.
     pub fn apply(&self, recipe: &mut TrainConfig) {
+        recipe.objective = self.objective;
         if let Some(o) = self.optimizer {
             recipe.optimizer = o;
         }
@@ -73,6 +76,27 @@ impl RecipeOverride {
         }
         if let Some(wd) = self.weight_decay {
             recipe.weight_decay = wd;
+        }
+    }
+}
+
+/// The objective of model table `m`: its own `objective`, else `training.objective`.
+fn objective(file: &str, m: &NetworkSpec, tr: &TrainingSpec) -> Result<Objective, UserError> {
+    let (key, name) = match &m.objective {
+        Some(o) => (format!("model `{}`: objective", m.name), o.as_str()),
+        None => ("training.objective".to_string(), tr.objective.as_str()),
+    };
+    match name {
+        "supervised" => Ok(Objective::Supervised),
+        "moco" => Ok(Objective::Moco(tr.moco.config())),
+        other => {
+            let mut e = UserError::input(format!(
+                "{file}: `{key}` is `{other}`; expected supervised or moco"
+            ));
+            if let Some(c) = closest(other, ["supervised", "moco"]) {
+                e = e.hint(format!("did you mean `{c}`?"));
+            }
+            Err(e)
         }
     }
 }
@@ -290,14 +314,22 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
             ))
             .hint("language models take a `[sentences]` table instead of `[stimuli]`"));
         }
+        let objective = objective(&file, m, &tr)?;
+        let moco = !objective.is_supervised();
+        let arch = Arch::from_name(&m.arch)?;
+        if moco && arch == Arch::Vit {
+            return Err(UserError::input(format!("{file}: model `{}`: MoCo needs a projection head, which the ViT does not have here", m.name)).hint("train a ResNet or a VGG with `objective = \"moco\"`"));
+        }
         let model = ModelConfig {
-            arch: Arch::from_name(&m.arch)?,
+            arch,
             width: m.width,
-            num_classes: m.classes,
+            num_classes: if moco { tr.moco.dim } else { m.classes },
             in_channels,
             small_input: !m.imagenet_stem,
+            projection: moco,
         };
         let recipe = RecipeOverride {
+            objective,
             optimizer: m
                 .optimizer
                 .as_deref()
@@ -378,6 +410,7 @@ pub fn expand_networks(spec: &PipelineSpec) -> Result<(Vec<Model>, NetworkPlan),
                 augment: tr.augment,
                 normalize: FASHION_MNIST_NORMALIZE,
                 checkpoints: steps.clone(),
+                objective: Default::default(),
             },
             train_set: ImageSet {
                 dataset: "fashion-mnist".into(),

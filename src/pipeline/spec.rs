@@ -154,6 +154,8 @@ pub struct NetworkSpec {
     pub weight_decay: Option<f64>,
     /// Decoder blocks of a language model trained here (`arch = "gpt"` with a `seed`).
     pub depth: Option<usize>,
+    /// This network's objective, instead of `training.objective`: `supervised` or `moco`.
+    pub objective: Option<String>,
 }
 
 fn default_width() -> usize {
@@ -288,6 +290,57 @@ pub struct TrainingSpec {
     pub train_limit: Option<usize>,
     /// Measure accuracy on the first N test images only.
     pub test_limit: Option<usize>,
+    /// `supervised` (cross-entropy on the labels) or `moco` (MoCo v2, no labels).
+    pub objective: String,
+    /// MoCo's settings (`[training.moco]`), used by networks trained with `moco`.
+    pub moco: MocoSpec,
+}
+
+/// `[training.moco]`: MoCo v2's settings; `[training.moco.augment]` and
+/// `[training.moco.probe]` hold the views' and the probe's ([`crate::models::augment::ViewAugment`],
+/// [`crate::models::probe::ProbeConfig`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoSpec {
+    /// Output dimension of the projection head.
+    pub dim: usize,
+    /// Keys in the queue of negatives.
+    pub queue: usize,
+    /// Momentum of the key encoder.
+    pub momentum: f64,
+    /// Temperature of the InfoNCE logits.
+    pub temperature: f64,
+    /// The views.
+    pub augment: crate::models::augment::ViewAugment,
+    /// The linear probe and k-NN classifier of each checkpoint.
+    pub probe: crate::models::probe::ProbeConfig,
+}
+
+impl Default for MocoSpec {
+    fn default() -> Self {
+        let m = crate::models::moco::MocoConfig::default();
+        MocoSpec {
+            dim: 128,
+            queue: m.queue,
+            momentum: m.momentum,
+            temperature: m.temperature,
+            augment: m.augment,
+            probe: m.probe,
+        }
+    }
+}
+
+impl MocoSpec {
+    /// The training objective these settings describe.
+    pub fn config(&self) -> crate::models::moco::MocoConfig {
+        crate::models::moco::MocoConfig {
+            queue: self.queue,
+            momentum: self.momentum,
+            temperature: self.temperature,
+            augment: self.augment,
+            probe: self.probe,
+        }
+    }
 }
 
 impl Default for TrainingSpec {
@@ -304,6 +357,8 @@ impl Default for TrainingSpec {
             checkpoints: vec!["end".into()],
             train_limit: None,
             test_limit: None,
+            objective: "supervised".into(),
+            moco: MocoSpec::default(),
         }
     }
 }
@@ -600,6 +655,60 @@ impl PipelineSpec {
             if let Some(l) = t.test_limit {
                 count("training.test_limit", l)?;
             }
+            let m = &t.moco;
+            count("training.moco.dim", m.dim)?;
+            count("training.moco.queue", m.queue)?;
+            real("training.moco.momentum", MOMENTUM, m.momentum)?;
+            real(
+                "training.moco.temperature",
+                crate::ranges::TEMPERATURE,
+                m.temperature,
+            )?;
+            let a = &m.augment;
+            let fraction = Rule {
+                min: 0.0,
+                min_open: false,
+                max: 1.0,
+                words: "a number in [0, 1]",
+            };
+            for (k, v) in [
+                ("jitter_p", a.jitter_p),
+                ("blur_p", a.blur_p),
+                ("flip_p", a.flip_p),
+                ("brightness", a.brightness),
+                ("contrast", a.contrast),
+            ] {
+                real(&format!("training.moco.augment.{k}"), fraction, v)?;
+            }
+            for (k, (lo, hi), rule) in [
+                ("crop_scale", a.crop_scale, fraction),
+                ("crop_ratio", a.crop_ratio, crate::ranges::STD),
+                ("blur_sigma", a.blur_sigma, crate::ranges::STD),
+            ] {
+                let key = format!("training.moco.augment.{k}");
+                real(&key, rule, lo)?;
+                real(&key, rule, hi)?;
+                if lo > hi || (k == "crop_scale" && lo <= 0.0) {
+                    return Err(bad(format!(
+                        "`{key}` is [{lo}, {hi}]; expected [low, high] with 0 < low <= high"
+                    )));
+                }
+            }
+            let p = &m.probe;
+            count("training.moco.probe.images", p.images)?;
+            count("training.moco.probe.steps", p.steps)?;
+            count("training.moco.probe.k", p.k)?;
+            real("training.moco.probe.lr", LEARNING_RATE, p.lr)?;
+            real(
+                "training.moco.probe.weight_decay",
+                WEIGHT_DECAY,
+                p.weight_decay,
+            )?;
+            real(
+                "training.moco.probe.knn_temperature",
+                crate::ranges::TEMPERATURE,
+                p.knn_temperature,
+            )?;
         }
         let st = &self.statistics;
         real("statistics.ci", crate::ranges::CONFIDENCE, st.ci)?;

@@ -353,8 +353,10 @@ fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Clai
         let rotated = layer_mean(r, a, last, "base", "permutation:rotated", None);
         if rotated.pairs > 0 {
             record(&mut values, format!("{a}.rotated"), &rotated);
+            let percent = 100.0 * (native.mean - rotated.mean) / native.mean;
+            values.insert(format!("{a}.rotation_drop_percent"), percent);
             line.push_str(&format!(
-                ", one rotation {} (drop {:.3})",
+                ", one rotation {} (drop {:.3}, {percent:.2}% of native)",
                 plus_minus(&rotated),
                 native.mean - rotated.mean
             ));
@@ -389,10 +391,13 @@ fn rotation(r: &Results, archs: &[String], last: Option<u64>, cnn: bool) -> Clai
                         .iter()
                         .filter(|row| row.rotation_p.is_some_and(|p| p < CLAIM_ALPHA))
                         .count();
+                    let native_tested = observed.iter().sum::<f64>() / observed.len() as f64;
+                    let percent = 100.0 * (native_tested - null.mean) / native_tested;
                     values.insert(format!("{a}.rotation_null_mean"), null.mean);
+                    values.insert(format!("{a}.rotation_null_drop_percent"), percent);
                     values.insert(format!("{a}.rotation_p"), null.p_value);
                     line.push_str(&format!(
-                        "; rotation null ({} Haar rotations of each of {} layer pairs): mean {:.3}, p = {:.3} for the mean over layers; p < {CLAIM_ALPHA} at {per_layer} of {} layer pairs (uncorrected)",
+                        "; rotation null ({} Haar rotations of each of {} layer pairs): mean {:.3} (rotation lowers the mean by {percent:.2}%), p = {:.3} for the mean over layers; p < {CLAIM_ALPHA} at {per_layer} of {} layer pairs (uncorrected)",
                         null.n,
                         tested.len(),
                         null.mean,
