@@ -228,3 +228,77 @@ fn a_seed_gives_identical_weights_and_resuming_gives_the_uninterrupted_ones() {
     let (_, c) = run(&other, &set, 4);
     assert_ne!(a.tensors["conv1.weight"], c.tensors["conv1.weight"]);
 }
+
+/// `repflow train --objective moco` writes checkpoints with the projection head and each
+/// checkpoint's probe and k-NN accuracies; `repflow extract` recognises the head.
+#[test]
+fn the_command_line_trains_moco_and_extracts_its_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let (out, act) = (t.path().join("run"), t.path().join("act"));
+    let repflow = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_repflow"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let out_s = out.to_str().unwrap();
+    repflow(&[
+        "train",
+        "--arch",
+        "resnet18",
+        "--width",
+        "4",
+        "--objective",
+        "moco",
+        "--queue",
+        "128",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "100",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--lr",
+        "0.03",
+        "--weight-decay",
+        "1e-4",
+        "--checkpoints",
+        "0",
+        "--out",
+        out_s,
+    ]);
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 2);
+    for m in &metrics {
+        assert!(
+            m["knn_accuracy"].as_f64().is_some() && m["test_accuracy"].as_f64().is_some(),
+            "{m}"
+        );
+    }
+    let ck = out.join("step-4.safetensors");
+    repflow(&[
+        "extract",
+        "--arch",
+        "resnet18",
+        "--width",
+        "4",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--stimuli",
+        "fashion-mnist-test",
+        "--limit",
+        "50",
+        "--out",
+        act.to_str().unwrap(),
+    ]);
+    let layers = std::fs::read_to_string(act.join("layers.txt")).unwrap();
+    assert!(layers.trim_end().ends_with("fc.0\nfc.2"), "{layers}");
+}

@@ -151,3 +151,45 @@ rotations = 9
     }
     assert_eq!(run(&p, &cache, &[])["executed"], 0);
 }
+
+/// Bad MoCo settings are refused before anything runs, naming the key (exit 2).
+#[test]
+fn bad_moco_settings_are_clear_errors() {
+    let t = tempdir();
+    let cases = [
+        (
+            "[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\nobjective = \"mocco\"\n",
+            "model `a`: objective` is `mocco`",
+        ),
+        (
+            "[training]\nobjective = \"simclr\"\n\n[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\n",
+            "`training.objective` is `simclr`",
+        ),
+        (
+            "[[model]]\nname = \"v\"\narch = \"vit\"\nwidth = 16\nseed = 0\nobjective = \"moco\"\n",
+            "projection head",
+        ),
+        (
+            "[training.moco.augment]\ncrop_scale = [0.8, 0.2]\n\n[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\nobjective = \"moco\"\n",
+            "`training.moco.augment.crop_scale` is [0.8, 0.2]",
+        ),
+        (
+            "[training.moco]\ntemperature = 0\n\n[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\nobjective = \"moco\"\n",
+            "`training.moco.temperature` is 0",
+        ),
+        (
+            "[training.moco]\nqueu = 10\n\n[[model]]\nname = \"a\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\nobjective = \"moco\"\n",
+            "queu",
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let p = write_pipeline(
+            &t.path().join(format!("bad{i}.toml")),
+            &format!("name = \"bad\"\nmetrics = [\"cka\"]\n\n[stimuli]\ncount = 10\n\n{body}"),
+        );
+        let o = repflow(&["plan", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "case {i}: {err}");
+        assert!(err.contains(want), "case {i}: `{want}` not in: {err}");
+    }
+}

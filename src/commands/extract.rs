@@ -182,13 +182,19 @@ pub fn run(args: &ExtractArgs) -> Result<(), UserError> {
     let dev = Device::Cpu;
     let shown = args.checkpoint.display();
     let tensors = crate::models::checkpoint::read(&args.checkpoint)?;
+    // A MoCo checkpoint (`repflow train --objective moco`) ends with the projection head
+    // `fc.0`, `fc.2`: its output dimension is the head's, not --classes.
+    let projection = tensors
+        .get("fc.2.weight")
+        .filter(|_| tensors.contains_key("fc.0.weight"))
+        .map(|w| w.dims()[0]);
     let cfg = ModelConfig {
         arch: Arch::from_name(&args.arch)?,
         width: args.width,
-        num_classes: args.classes,
+        num_classes: projection.unwrap_or(args.classes),
         in_channels: images.c,
         small_input: !args.imagenet_stem,
-        projection: false,
+        projection: projection.is_some(),
     };
     let net = Network::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev)).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
