@@ -90,6 +90,7 @@ setup-torch:
 ## BERT fixtures with transformers, scripts/requirements-bert.txt).
 fixtures: data
 	$(PYTHON) scripts/make_fixtures.py
+	$(PYTHON) scripts/gpt_fixture.py
 	$(PYTHON) -m pip install --quiet -r scripts/requirements-bert.txt
 	$(PYTHON) scripts/bert_fixtures.py
 

@@ -350,3 +350,52 @@ fn a_decoder_checkpoint_with_a_mis_shaped_tensor_is_refused_naming_it() {
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("shape"), "{err}");
 }
+
+/// The decoder's forward pass against an independent numpy implementation
+/// (`scripts/gpt_fixture.py`, float64 from the same float32 weights): every hidden state,
+/// the logits and the loss, to 1e-4.
+#[test]
+fn the_decoder_matches_the_numpy_reference() {
+    use candle_core::{Device, Tensor};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt-tiny");
+    let gpt = repflow::text::gpt::Gpt::load(&dir).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let ids: Vec<Vec<u32>> = serde_json::from_value(want["ids"].clone()).unwrap();
+    let (b, t) = (ids.len(), ids[0].len());
+    let flat: Vec<u32> = ids.concat();
+    let ids = Tensor::from_vec(flat, (b, t), &Device::Cpu).unwrap();
+    let close = |got: &Tensor, want: &serde_json::Value, what: &str| {
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter())
+            .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{what}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{what}: worst difference {worst}");
+    };
+    let states = gpt.states(&ids).unwrap();
+    assert_eq!(states.len(), 3);
+    for (l, s) in states.iter().enumerate() {
+        close(s, &want["states"][l], &format!("state {l}"));
+    }
+    close(
+        &gpt.logits(states.last().unwrap()).unwrap(),
+        &want["logits"],
+        "logits",
+    );
+    let loss = gpt.loss(&ids).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let want_loss = want["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want_loss).abs() < 1e-4,
+        "loss {loss} vs {want_loss}"
+    );
+}
