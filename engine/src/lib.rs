@@ -19,6 +19,7 @@ pub mod dag;
 pub mod execute;
 pub mod executor;
 pub mod files;
+mod heartbeat;
 pub mod keys;
 pub mod local;
 pub mod node;

@@ -6,8 +6,9 @@
 //! stores output and entry; the scheduler only records digests). Decisions for every node
 //! that became ready together are made in parallel.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -16,6 +17,7 @@ use repflow_cache::{Digest, Key, Recipe, Store};
 use crate::dag::Dag;
 use crate::executor::{Completion, Executor, ExecutorStats, Task};
 use crate::files::FileDigests;
+use crate::heartbeat::Heartbeat;
 use crate::keys::KeyParts;
 
 /// Why a node failed: its kind, key (when known), what went wrong and where its log is.
@@ -147,6 +149,9 @@ struct Pass {
     out: Outcome,
     waiting: Vec<usize>,
     ready: Vec<usize>,
+    /// Nodes handed to the executor (for the heartbeat's running kinds).
+    submitted: Vec<bool>,
+    heartbeat: Heartbeat,
 }
 
 impl Pass {
@@ -163,6 +168,8 @@ impl Pass {
             bar.set_message(dag.nodes[i].label.clone());
         }
         bar.inc(1);
+        let ran = self.submitted[i].then(|| dag.nodes[i].node.kind());
+        self.heartbeat.finished(ran, state == State::Executed);
         self.out.states[i] = state;
         self.out.digests[i] = digest;
         for &d in &dag.dependents[i] {
@@ -200,6 +207,13 @@ fn pass<C>(
             .copied()
             .filter(|&i| dag.nodes[i].inputs.is_empty())
             .collect(),
+        submitted: vec![false; n],
+        // a log line every 10 s where no progress bar can be drawn
+        heartbeat: Heartbeat::start(
+            opts.progress && execute && !std::io::stderr().is_terminal(),
+            n,
+            Duration::from_secs(10),
+        ),
     };
     let bar = if opts.progress && execute {
         ProgressBar::new(n as u64)
@@ -255,6 +269,8 @@ fn pass<C>(
                         };
                         p.out.keys[i] = Some(key);
                         p.out.parts[i] = Some(parts);
+                        p.submitted[i] = true;
+                        p.heartbeat.started(node.node.kind());
                         in_flight += 1;
                         executor
                             .as_mut()
