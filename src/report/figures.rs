@@ -7,7 +7,7 @@ use repflow_kernels::{Metric, Named};
 
 use super::claims::{main_metric, ood_accuracy_correlation};
 use super::data::{bucket, by_depth, mean, over_pairs, Results, ScoreRow, BUCKETS};
-use super::plot::{Chart, Heatmap, Lines, Panel, Series, COLOURS};
+use super::plot::{Chart, Heatmap, Lines, Panel, Secondary, Series, COLOURS};
 use crate::error::UserError;
 
 /// A drawn figure.
@@ -373,7 +373,12 @@ fn training_figure(
         let acc = r.test_accuracy_by_step(a);
         if !acc.is_empty() {
             series.push(Series {
-                label: "test accuracy (right axis)".into(),
+                // a MoCo network's top-1 is its linear probe's
+                label: if a.ends_with("-moco") {
+                    "linear-probe accuracy (right axis)".into()
+                } else {
+                    "test accuracy (right axis)".into()
+                },
                 colour: COLOURS[7],
                 light: true,
                 points: acc.iter().map(|&(s, v)| (s as f64 + 1.0, v, 0.0)).collect(),
@@ -394,7 +399,7 @@ fn training_figure(
         panels.iter().flat_map(|p| {
             p.series
                 .iter()
-                .filter(|s| !s.label.starts_with("test"))
+                .filter(|s| !s.label.ends_with("(right axis)"))
                 .flat_map(|s| s.points.iter().map(|p| p.1))
         }),
         0.0,
@@ -408,10 +413,15 @@ fn training_figure(
         x_range: (1.0, last * 1.2),
         y_range: y,
         log_x: true,
-        secondary: Some((
-            "test accuracy".into(),
-            "test accuracy (fraction correct)".into(),
-        )),
+        secondary: Some(Secondary {
+            prefix: "test accuracy".into(),
+            desc: if archs.iter().any(|a| a.ends_with("-moco")) {
+                "test accuracy (fraction correct; MoCo: linear probe)".into()
+            } else {
+                "test accuracy (fraction correct)".into()
+            },
+            range: (0.0, 1.0),
+        }),
         panels,
     };
     let epochs: Vec<String> = steps

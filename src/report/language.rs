@@ -10,7 +10,7 @@ use super::data::{over_pairs, Results, ScoreRow};
 use super::figures::{
     colour_of, depth_series, figure, layer_grid, panel_size, y_range, Figure, LayerGrid,
 };
-use super::plot::{Heatmap, Lines, Panel, Series, COLOURS};
+use super::plot::{Heatmap, Lines, Panel, Secondary, Series, COLOURS};
 use crate::error::UserError;
 
 /// The metrics of Figure 8a, in order of decreasing freedom.
@@ -293,16 +293,24 @@ fn over_training(r: &Results, archs: &[String]) -> Result<Option<Figure>, UserEr
     );
     let last = r.final_step().unwrap_or(1) as f64 + 1.0;
     let n = panels.len();
+    // the losses' own range: from 0 to the largest (step 0's, ~ln 256 = 5.5 nats per byte)
+    let top_loss = panels
+        .iter()
+        .flat_map(|p| p.series.iter().filter(|s| s.label.starts_with("held-out")))
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
     let chart = Lines {
         x_desc: "training step + 1 (log scale; 1 = untrained)".into(),
         y_desc: format!("{MAIN} alignment of seed pairs (fold mean)"),
         x_range: (1.0, last * 1.2),
         y_range: y,
         log_x: true,
-        secondary: Some((
-            "held-out loss".into(),
-            "held-out loss (nats per byte)".into(),
-        )),
+        secondary: Some(Secondary {
+            prefix: "held-out loss".into(),
+            desc: "held-out loss (nats per byte)".into(),
+            range: (0.0, if top_loss > 0.0 { top_loss * 1.05 } else { 1.0 }),
+        }),
         panels,
     };
     Ok(Some(figure(

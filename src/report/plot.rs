@@ -72,8 +72,19 @@ pub struct Lines {
     pub y_range: (f64, f64),
     /// Logarithmic x axis.
     pub log_x: bool,
-    /// A second y axis (right) drawn from series with this label prefix, and its label.
-    pub secondary: Option<(String, String)>,
+    /// A second y axis (right) for some of the series.
+    pub secondary: Option<Secondary>,
+}
+
+/// The right-hand y axis of a [`Lines`] chart.
+#[derive(Debug, Clone)]
+pub struct Secondary {
+    /// Series whose label starts with this are drawn against it.
+    pub prefix: String,
+    /// Its label (with unit).
+    pub desc: String,
+    /// Its range.
+    pub range: (f64, f64),
 }
 
 /// A matrix of scores between the layers of two models.
@@ -184,7 +195,12 @@ impl Chart for Lines {
                 let mut c = b
                     .build_cartesian_2d((x0.max(1e-9)..x1).log_scale(), y0..y1)
                     .map_err(err)?
-                    .set_secondary_coord((x0.max(1e-9)..x1).log_scale(), 0f64..1f64);
+                    .set_secondary_coord(
+                        (x0.max(1e-9)..x1).log_scale(),
+                        self.secondary
+                            .as_ref()
+                            .map_or(0.0..1.0, |s| s.range.0..s.range.1),
+                    );
                 c.configure_mesh()
                     .x_desc(&self.x_desc)
                     .y_desc(&self.y_desc)
@@ -194,9 +210,9 @@ impl Chart for Lines {
                     .label_style(("sans-serif", 12))
                     .draw()
                     .map_err(err)?;
-                if let Some((_, desc)) = &self.secondary {
+                if let Some(sec) = &self.secondary {
                     c.configure_secondary_axes()
-                        .y_desc(desc)
+                        .y_desc(&sec.desc)
                         .label_style(("sans-serif", 12))
                         .draw()
                         .map_err(err)?;
@@ -205,10 +221,21 @@ impl Chart for Lines {
                     let on_secondary = self
                         .secondary
                         .as_ref()
-                        .is_some_and(|(prefix, _)| s.label.starts_with(prefix.as_str()));
+                        .is_some_and(|sec| s.label.starts_with(sec.prefix.as_str()));
                     let st = style(s);
                     let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
-                    if on_secondary {
+                    if let Some(sec) = self.secondary.as_ref().filter(|_| on_secondary) {
+                        let (lo, hi) = sec.range;
+                        if let Some(p) = pts
+                            .iter()
+                            .find(|p| p.1.is_finite() && !(lo..=hi).contains(&p.1))
+                        {
+                            // a value off its axis would be drawn at the edge: a wrong figure
+                            return Err(format!(
+                                "`{}` has {} outside its axis {lo}..{hi}",
+                                s.label, p.1
+                            ));
+                        }
                         c.draw_secondary_series(LineSeries::new(pts, st).point_size(3))
                             .map_err(err)?;
                     } else {
@@ -445,5 +472,43 @@ impl Chart for Heatmap {
         }))
         .map_err(err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart(loss: f64, range: (f64, f64)) -> Lines {
+        let series = |label: &str, y: f64| Series {
+            label: label.into(),
+            colour: COLOURS[0],
+            light: false,
+            points: vec![(1.0, y, 0.0), (10.0, y, 0.0)],
+            scatter: false,
+        };
+        Lines {
+            panels: vec![Panel {
+                title: "p".into(),
+                series: vec![series("score", 0.5), series("held-out loss", loss)],
+            }],
+            x_desc: "step".into(),
+            y_desc: "score".into(),
+            x_range: (1.0, 20.0),
+            y_range: (0.0, 1.0),
+            log_x: true,
+            secondary: Some(Secondary {
+                prefix: "held-out".into(),
+                desc: "loss (nats)".into(),
+                range,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_value_off_its_secondary_axis_is_an_error_not_a_point_at_the_edge() {
+        assert!(render(&chart(2.5, (0.0, 6.0)), (300, 200)).is_ok());
+        let e = render(&chart(2.5, (0.0, 1.0)), (300, 200)).unwrap_err();
+        assert!(e.message.contains("outside its axis"), "{}", e.message);
     }
 }
