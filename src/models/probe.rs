@@ -52,8 +52,8 @@ fn ce(e: candle_core::Error) -> UserError {
     ))
 }
 
-/// The pooled backbone features of `images[range]` in evaluation mode (rows = images),
-/// normalising pixels with `(mean, std)`.
+/// The pooled backbone features of the first `count` images in evaluation mode (rows =
+/// images), normalising pixels with `(mean, std)`.
 pub fn features(
     net: &Network,
     images: &Images,
