@@ -1,8 +1,9 @@
 //! The self-supervised audit, `pipelines/ssl.toml`, reduced for CI (256 training images, two
 //! steps, 100 stimuli, two OOD sets, a small queue and probe; the same networks, objectives,
 //! metrics and report): MoCo networks train as pipeline nodes, `models.csv` records each
-//! checkpoint's probe and k-NN accuracy, the claims table is complete and agrees with the
-//! score table (the rotation effect in percent included). Needs `make data`.
+//! checkpoint's probe and k-NN accuracy, supervised and MoCo networks are compared layer by
+//! layer by name, the claims table is complete and agrees with the score table (the rotation
+//! effect in percent included). Needs `make data`.
 
 mod common;
 
@@ -87,8 +88,38 @@ rotations = 9
             assert!(top1 > 0.3 && knn > 0.3, "{m:?}");
         }
     }
-    // the layers of a MoCo network end with the projection head
+    let sup = models
+        .iter()
+        .find(|m| m["network"] == "supervised_s0")
+        .unwrap();
+    assert_eq!(
+        (sup["arch"].as_str(), sup["objective"].as_str()),
+        ("resnet18", "supervised")
+    );
+    assert!(sup["knn_accuracy"].is_empty());
+
+    // the layers of a MoCo network end with the projection head, compared between MoCo
+    // seeds; supervised against MoCo pairs the layers both have, by name
     let scores = csv_rows(&results.join("scores.csv"));
+    let cross: Vec<_> = scores
+        .iter()
+        .filter(|r| {
+            r["model_a"].starts_with("supervised_s0") && r["model_b"].starts_with("moco_s0")
+        })
+        .collect();
+    assert!(!cross.is_empty());
+    assert!(cross
+        .iter()
+        .all(|r| r["layer_a"] == r["layer_b"] && !r["layer_a"].starts_with("fc")));
+    let convs = cross
+        .iter()
+        .filter(|r| {
+            r["metric"] == "procrustes"
+                && r["stimuli"] == "base"
+                && r["model_a"] == "supervised_s0@step2"
+        })
+        .count();
+    assert_eq!(convs, 20, "every conv layer of ResNet-18, by name");
     assert!(scores
         .iter()
         .any(|r| r["layer_a"] == "fc.2" && r["model_a"].starts_with("moco_s0")));
@@ -192,4 +223,20 @@ fn bad_moco_settings_are_clear_errors() {
         assert_eq!(o.status.code(), Some(2), "case {i}: {err}");
         assert!(err.contains(want), "case {i}: `{want}` not in: {err}");
     }
+}
+
+/// `layers = "named"` between networks that share no layer name is an error naming both.
+#[test]
+fn named_layers_need_a_shared_name() {
+    let t = tempdir();
+    let p = write_pipeline(
+        &t.path().join("named.toml"),
+        "name = \"named\"\nmetrics = [\"cka\"]\nlayers = \"named\"\n\n[stimuli]\ncount = 10\n\n\
+         [[model]]\nname = \"r\"\narch = \"resnet18\"\nwidth = 4\nseed = 0\n\n\
+         [[model]]\nname = \"v\"\narch = \"vgg16-bn\"\nwidth = 4\nseed = 0\n",
+    );
+    let o = repflow(&["plan", &s(&p), "--cache", &s(&t.path().join("cache"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("share no layer name") && err.contains("`r@step"), "{err}");
 }

@@ -512,21 +512,36 @@ pub fn expand(spec: PipelineSpec) -> Result<Plan, UserError> {
     let mut pairs = Vec::new();
     for &(a, b) in &model_pairs {
         let (la, lb) = (&models[a].layers, &models[b].layers);
-        let all = match spec.layers.as_str() {
-            "all" => true,
-            "matched" => false,
+        let layer_pairs = match spec.layers.as_str() {
+            "all" => super::layer_pairs::layer_pairs(la.len(), lb.len(), true),
+            "matched" => super::layer_pairs::layer_pairs(la.len(), lb.len(), false),
+            "named" => {
+                let na: Vec<&str> = la.iter().map(|l| l.name.as_str()).collect();
+                let nb: Vec<&str> = lb.iter().map(|l| l.name.as_str()).collect();
+                let p = super::layer_pairs::named_pairs(&na, &nb);
+                if p.is_empty() {
+                    return Err(UserError::input(format!(
+                        "{}: `layers = \"named\"`, but models `{}` and `{}` share no layer name",
+                        spec.path.display(),
+                        models[a].name,
+                        models[b].name
+                    ))
+                    .hint("pair layers by depth (\"matched\") or all with all (\"all\")"));
+                }
+                p
+            }
             other => {
                 let mut e = UserError::input(format!(
-                    "{}: `layers` is `{other}`; expected \"matched\" or \"all\"",
+                    "{}: `layers` is `{other}`; expected \"matched\", \"named\" or \"all\"",
                     spec.path.display()
                 ));
-                if let Some(c) = closest(other, ["matched", "all"]) {
+                if let Some(c) = closest(other, ["matched", "named", "all"]) {
                     e = e.hint(format!("did you mean `{c}`?"));
                 }
                 return Err(e);
             }
         };
-        for (i, j) in super::layer_pairs::layer_pairs(la.len(), lb.len(), all) {
+        for (i, j) in layer_pairs {
             pairs.push(LayerPair {
                 model_a: a,
                 layer_a: i,

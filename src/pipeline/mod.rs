@@ -6,7 +6,7 @@
 //! results = "results/example"      # default: results/<name>
 //! models = ["net_a", "net_b"]
 //! pairs = "all"                    # every pair of distinct models, or [["net_a", "net_b"]]
-//! layers = "matched"               # matched by normalised depth, or "all" (every x every)
+//! layers = "matched"               # matched by normalised depth, "named", or "all" (every x every)
 //! metrics = ["linear", "procrustes"]
 //!
 //! [source]

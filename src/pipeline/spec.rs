@@ -36,7 +36,8 @@ pub struct PipelineSpec {
     /// Which model pairs: `"all"` or a list of `[a, b]`.
     #[serde(default)]
     pub pairs: Pairs,
-    /// Which layer pairs: `"matched"` (by normalised depth) or `"all"`.
+    /// Which layer pairs: `"matched"` (by normalised depth), `"named"` (the layers both
+    /// models have by name) or `"all"`.
     #[serde(default = "default_layers")]
     pub layers: String,
     /// Explicit layer lists (and order) per model.
