@@ -238,5 +238,8 @@ fn named_layers_need_a_shared_name() {
     let o = repflow(&["plan", &s(&p), "--cache", &s(&t.path().join("cache"))]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("share no layer name") && err.contains("`r@step"), "{err}");
+    assert!(
+        err.contains("share no layer name") && err.contains("`r@step"),
+        "{err}"
+    );
 }
