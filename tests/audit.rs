@@ -37,21 +37,6 @@ checkpoints = ["0", "2", "end"]
 
 const OOD: &str = r#""contrast:0.1", "rotation:90", "uniform-noise:0.35", "mnist5k""#;
 
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
-    lines
-        .map(|l| {
-            header
-                .iter()
-                .cloned()
-                .zip(l.split(',').map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn the_reduced_default_audit_reports_complete_consistent_claims() {
     let t = tempdir();

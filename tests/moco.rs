@@ -2,6 +2,8 @@
 //! exponential moving average of the query encoder, the queue replaces its oldest keys, and
 //! a run is bit-identical for a seed and resumes to the uninterrupted weights.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::Tensor;
@@ -236,11 +238,7 @@ fn the_command_line_trains_moco_and_extracts_its_layers() {
     let t = tempfile::tempdir().unwrap();
     let (out, act) = (t.path().join("run"), t.path().join("act"));
     let repflow = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_repflow"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .unwrap();
+        let o = common::repflow(args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     let out_s = out.to_str().unwrap();

@@ -26,7 +26,7 @@ use super::augment::{view, ViewAugment};
 use super::optim::cosine_lr;
 use super::probe::{features, fraction_correct, knn_accuracy, Probe, ProbeConfig};
 use super::train::{
-    ce, epoch_order, initialise, state_dict, Checkpoint, Optimiser, TrainConfig, TrainState,
+    ce, initialise, state_dict, Batches, Checkpoint, Optimiser, TrainConfig, TrainState,
 };
 use super::{Network, Taps};
 use crate::error::UserError;
@@ -262,9 +262,8 @@ pub fn train_until(
             optimizer,
         })
     };
-    let steps_per_epoch = train_set.n.div_ceil(cfg.batch) as u64;
-    let mut order: Vec<usize> = Vec::new();
-    let mut order_epoch = u64::MAX;
+    let mut batches = Batches::new(train_set.n, cfg.batch, cfg.seed);
+    let steps_per_epoch = batches.steps_per_epoch();
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
     let zeros = Tensor::zeros(cfg.batch, DType::U32, &dev).map_err(ce)?;
     for step in first..=until {
@@ -291,14 +290,7 @@ pub fn train_until(
         if step == until {
             break;
         }
-        let epoch = step / steps_per_epoch;
-        if epoch != order_epoch {
-            order = epoch_order(train_set.n, cfg.seed, epoch);
-            order_epoch = epoch;
-        }
-        let pos = (step % steps_per_epoch) as usize * cfg.batch;
-        let idx = &order[pos..(pos + cfg.batch).min(train_set.n)];
-        let mut rng = LegacyRandomState::new(cfg.seed ^ (step as u32).wrapping_mul(2_654_435_761));
+        let (idx, mut rng) = batches.step(step);
         let (xq, xk) = views(train_set, idx, cfg, &moco.augment, &mut rng).map_err(ce)?;
         momentum_update(&key_map, &query_map, moco.momentum).map_err(ce)?;
         let q = query

@@ -249,15 +249,53 @@ pub struct TrainState {
     pub optimizer: HashMap<String, Tensor>,
 }
 
-/// The stimulus order of epoch `epoch`.
-pub(super) fn epoch_order(n: usize, seed: u32, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    LegacyRandomState::new(
-        seed.wrapping_add(1)
-            .wrapping_add((epoch as u32).wrapping_mul(7919)),
-    )
-    .shuffle(&mut order);
-    order
+/// Which training images each step takes: epoch `e`'s order is a shuffle seeded by the
+/// seed and `e`, cut into batches; each step's augmentation draws from a generator seeded by
+/// the seed and the step. So a step's batch is a function of (seed, step): resuming needs
+/// no generator state.
+pub(super) struct Batches {
+    n: usize,
+    batch: usize,
+    seed: u32,
+    order: Vec<usize>,
+    epoch: Option<u64>,
+}
+
+impl Batches {
+    /// Batches of `batch` of `n` images for runs seeded by `seed`.
+    pub(super) fn new(n: usize, batch: usize, seed: u32) -> Batches {
+        Batches {
+            n,
+            batch,
+            seed,
+            order: Vec::new(),
+            epoch: None,
+        }
+    }
+
+    /// Steps in one epoch (the last batch may be short).
+    pub(super) fn steps_per_epoch(&self) -> u64 {
+        self.n.div_ceil(self.batch) as u64
+    }
+
+    /// The image indices of step `step`, and the generator of its augmentation.
+    pub(super) fn step(&mut self, step: u64) -> (&[usize], LegacyRandomState) {
+        let per = self.steps_per_epoch();
+        let epoch = step / per;
+        if self.epoch != Some(epoch) {
+            self.order = (0..self.n).collect();
+            LegacyRandomState::new(
+                self.seed
+                    .wrapping_add(1)
+                    .wrapping_add((epoch as u32).wrapping_mul(7919)),
+            )
+            .shuffle(&mut self.order);
+            self.epoch = Some(epoch);
+        }
+        let pos = (step % per) as usize * self.batch;
+        let rng = LegacyRandomState::new(self.seed ^ (step as u32).wrapping_mul(2_654_435_761));
+        (&self.order[pos..(pos + self.batch).min(self.n)], rng)
+    }
 }
 
 /// Trains from scratch, calling `on_checkpoint` at every checkpoint step.
@@ -320,9 +358,8 @@ pub fn train_until(
             optimizer: opt.state(),
         }
     };
-    let steps_per_epoch = train_set.n.div_ceil(cfg.batch) as u64;
-    let mut order: Vec<usize> = Vec::new();
-    let mut order_epoch = u64::MAX;
+    let mut batches = Batches::new(train_set.n, cfg.batch, cfg.seed);
+    let steps_per_epoch = batches.steps_per_epoch();
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
     for step in first..=until {
         if cfg.checkpoints.contains(&step) && (step > first || first == 0) {
@@ -346,14 +383,7 @@ pub fn train_until(
         if step == until {
             break;
         }
-        let epoch = step / steps_per_epoch;
-        if epoch != order_epoch {
-            order = epoch_order(train_set.n, cfg.seed, epoch);
-            order_epoch = epoch;
-        }
-        let pos = (step % steps_per_epoch) as usize * cfg.batch;
-        let idx = &order[pos..(pos + cfg.batch).min(train_set.n)];
-        let mut rng = LegacyRandomState::new(cfg.seed ^ (step as u32).wrapping_mul(2_654_435_761));
+        let (idx, mut rng) = batches.step(step);
         let (xs, ys) = batch(train_set, idx, cfg, &mut rng, true).map_err(ce)?;
         let logits = net.forward(&xs, true, &mut Taps::off()).map_err(ce)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &ys).map_err(ce)?;

@@ -133,3 +133,20 @@ pub fn node(plan: &serde_json::Value, label: &str, field: &str) -> String {
         .unwrap_or_else(|| panic!("no node {label}"));
     n[field].as_str().unwrap().to_string()
 }
+
+/// The rows of a CSV file with a header line, as column name → value (no quoting: repflow's
+/// tables have none).
+pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
