@@ -230,6 +230,30 @@ impl Results {
         rows
     }
 
+    /// Scores between a network of family `a` and one of another family `b` (either order)
+    /// at checkpoint `step` (any when None) on set `stimuli` under `metric`, for the layers
+    /// both networks have by name (pipelines with `layers = "named"`).
+    pub fn between(
+        &self,
+        a: &str,
+        b: &str,
+        step: Option<u64>,
+        stimuli: &str,
+        metric: &str,
+    ) -> Vec<&ScoreRow> {
+        self.scores
+            .iter()
+            .filter(|r| {
+                let fams = (self.arch(&r.model_a), self.arch(&r.model_b));
+                r.metric == metric
+                    && r.stimuli == stimuli
+                    && r.layer_a == r.layer_b
+                    && (fams == (Some(a), Some(b)) || fams == (Some(b), Some(a)))
+                    && (step.is_none() || self.step(&r.model_a) == step)
+            })
+            .collect()
+    }
+
     /// Whether any architecture's depth curves carry a standard error over seed pairs (three
     /// or more networks of one architecture in two or more pairs).
     pub fn has_seed_errors(&self) -> bool {

@@ -42,14 +42,53 @@ pub(super) fn figure<C: Chart>(
     })
 }
 
-/// A figure's title; the ViT versions (figure 6 of the paper) say so.
-fn titled(title: &str, suffix: &str) -> String {
-    if suffix == "_vit" {
-        format!("{title} (ViT)")
-    } else {
-        title.to_string()
-    }
+/// The names and titles one family group's figures take: the supervised CNNs' Figures 1, 3,
+/// 4 and 5, the ViTs' versions of them, and the self-supervised networks' Figure 6 (panels
+/// A–D of the paper: depth, OOD, training, rotation).
+pub(super) struct FigureSet {
+    /// Figure 1's file stem.
+    pub depth: &'static str,
+    /// Figure 3's.
+    pub rotation: &'static str,
+    /// Figure 4's.
+    pub training: &'static str,
+    /// Figure 5's.
+    pub ood: &'static str,
+    /// Appended to each title: depth, rotation, training, OOD.
+    pub tags: [&'static str; 4],
 }
+
+/// Supervised CNNs (and the OOD figure of every supervised family).
+pub(super) const SUPERVISED: FigureSet = FigureSet {
+    depth: "fig1_depth",
+    rotation: "fig3_rotation",
+    training: "fig4_training",
+    ood: "fig5_ood",
+    tags: ["", "", "", ""],
+};
+
+/// Vision transformers.
+pub(super) const VIT: FigureSet = FigureSet {
+    depth: "fig1_depth_vit",
+    rotation: "fig3_rotation_vit",
+    training: "fig4_training_vit",
+    ood: "fig5_ood",
+    tags: [" (ViT)", " (ViT)", " (ViT)", ""],
+};
+
+/// Self-supervised (MoCo) networks: the paper's Figure 6.
+pub(super) const MOCO: FigureSet = FigureSet {
+    depth: "fig6a_depth",
+    rotation: "fig6d_rotation",
+    training: "fig6c_training",
+    ood: "fig6b_ood",
+    tags: [
+        " (MoCo, Figure 6A)",
+        " (MoCo, Figure 6D)",
+        " (MoCo, Figure 6C)",
+        " (MoCo, Figure 6B)",
+    ],
+};
 
 /// The colour of a metric (its rotated variant shares it).
 pub(super) fn colour_of(metric: &str) -> plotters::style::RGBColor {
@@ -139,27 +178,28 @@ pub fn figures(r: &Results) -> Result<Vec<Figure>, UserError> {
     let mut out = Vec::new();
     let archs = r.archs();
     let last = r.final_step();
-    let cnns: Vec<String> = archs.iter().filter(|a| *a != "vit").cloned().collect();
-    let vits: Vec<String> = archs.iter().filter(|a| *a == "vit").cloned().collect();
-    for (group, suffix) in [(&cnns, ""), (&vits, "_vit")] {
+    let (moco, supervised): (Vec<String>, Vec<String>) =
+        archs.iter().cloned().partition(|a| is_moco(a));
+    let cnns: Vec<String> = supervised.iter().filter(|a| *a != "vit").cloned().collect();
+    let vits: Vec<String> = supervised.iter().filter(|a| *a == "vit").cloned().collect();
+    for (group, names) in [(&cnns, &SUPERVISED), (&vits, &VIT), (&moco, &MOCO)] {
         if group.is_empty() {
             continue;
         }
-        if let Some(f) = depth_figure(r, group, last, suffix)? {
-            out.push(f);
-        }
-        if let Some(f) = rotation_figure(r, group, last, suffix)? {
-            out.push(f);
-        }
-        if let Some(f) = training_figure(r, group, suffix)? {
-            out.push(f);
-        }
+        out.extend(depth_figure(r, group, last, names)?);
+        out.extend(rotation_figure(r, group, last, names)?);
+        out.extend(training_figure(r, group, names)?);
     }
     out.extend(heatmaps(r)?);
-    if let Some(f) = ood_figure(r, &archs, last)? {
-        out.push(f);
-    }
+    out.extend(ood_figure(r, &supervised, last, &SUPERVISED)?);
+    out.extend(ood_figure(r, &moco, last, &MOCO)?);
+    out.extend(super::objectives::figure_of(r, &moco, last)?);
     Ok(out)
+}
+
+/// Whether a family is of networks trained with MoCo (`models.csv` names them `<arch>-moco`).
+pub(super) fn is_moco(arch: &str) -> bool {
+    arch.ends_with("-moco")
 }
 
 /// Figure 1: alignment versus depth per metric, trained and untrained.
@@ -167,7 +207,7 @@ fn depth_figure(
     r: &Results,
     archs: &[String],
     last: Option<u64>,
-    suffix: &str,
+    names: &FigureSet,
 ) -> Result<Option<Figure>, UserError> {
     let metrics: Vec<&str> = Metric::names()
         .into_iter()
@@ -238,8 +278,8 @@ fn depth_figure(
     };
     let n = chart.panels.len();
     Ok(Some(figure(
-        &format!("fig1_depth{suffix}"),
-        &titled("Alignment versus depth", suffix),
+        names.depth,
+        &format!("Alignment versus depth{}", names.tags[0]),
         format!(
             "Seed-pair alignment per layer for each metric (mean over pairs); trained solid, untrained (step 0) light; error bars: {}.{}",
             bars(r),
@@ -259,7 +299,7 @@ fn rotation_figure(
     r: &Results,
     archs: &[String],
     last: Option<u64>,
-    suffix: &str,
+    names: &FigureSet,
 ) -> Result<Option<Figure>, UserError> {
     let mut panels = Vec::new();
     for a in archs {
@@ -315,8 +355,8 @@ fn rotation_figure(
         panels,
     };
     Ok(Some(figure(
-        &format!("fig3_rotation{suffix}"),
-        &titled("Privileged basis: native versus rotated", suffix),
+        names.rotation,
+        &format!("Privileged basis: native versus rotated{}", names.tags[1]),
         format!(
             "Permutation score of seed pairs with one network's layer in its native basis and after a Haar-random rotation; error bars: {}.{}",
             bars(r),
@@ -335,7 +375,7 @@ fn rotation_figure(
 fn training_figure(
     r: &Results,
     archs: &[String],
-    suffix: &str,
+    names: &FigureSet,
 ) -> Result<Option<Figure>, UserError> {
     let steps = r.steps();
     let Some(metric) = main_metric(r) else {
@@ -374,7 +414,7 @@ fn training_figure(
         if !acc.is_empty() {
             series.push(Series {
                 // a MoCo network's top-1 is its linear probe's
-                label: if a.ends_with("-moco") {
+                label: if is_moco(a) {
                     "linear-probe accuracy (right axis)".into()
                 } else {
                     "test accuracy (right axis)".into()
@@ -415,7 +455,7 @@ fn training_figure(
         log_x: true,
         secondary: Some(Secondary {
             prefix: "test accuracy".into(),
-            desc: if archs.iter().any(|a| a.ends_with("-moco")) {
+            desc: if archs.iter().any(|a| is_moco(a)) {
                 "test accuracy (fraction correct; MoCo: linear probe)".into()
             } else {
                 "test accuracy (fraction correct)".into()
@@ -429,8 +469,8 @@ fn training_figure(
         .filter_map(|&s| r.epoch_of(s).map(|e| format!("{s}→{e:.2}")))
         .collect();
     Ok(Some(figure(
-        &format!("fig4_training{suffix}"),
-        &titled("Alignment during training", suffix),
+        names.training,
+        &format!("Alignment during training{}", names.tags[2]),
         format!(
             "Seed-pair {metric} alignment by depth bucket at each checkpoint (mean over layers, then over pairs{}), with test accuracy (grey, right axis). Steps → epochs: {}.",
             if r.has_seed_errors() { "; error bars: standard error over seed pairs, delete-one-network jackknife" } else { "" },
@@ -532,6 +572,7 @@ fn ood_figure(
     r: &Results,
     archs: &[String],
     last: Option<u64>,
+    names: &FigureSet,
 ) -> Result<Option<Figure>, UserError> {
     let sets = r.ood_sets();
     let Some(metric) = main_metric(r) else {
@@ -688,8 +729,8 @@ fn ood_figure(
     };
     let chart = Stacked(first, scatter, correlation);
     Ok(Some(figure(
-        "fig5_ood",
-        "Out-of-distribution alignment",
+        names.ood,
+        &format!("Out-of-distribution alignment{}", names.tags[3]),
         format!(
             "Top: seed-pair {metric} alignment by depth on the in-distribution set and averaged over {} OOD sets (error bars: standard error over sets). Middle: alignment versus the pair's accuracy on each OOD set, first and last layer. Bottom: their correlation at each depth.",
             sets.len()

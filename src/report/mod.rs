@@ -1,7 +1,8 @@
 //! The report of a pipeline run, made from its results folder alone (`scores.json`,
 //! `models.csv`): the paper's figures ([`figures`], drawn by [`plot`]), the claims table
 //! ([`claims`]) and one self-contained HTML page ([`html`]); language-model results get
-//! the paper's Figure 8 and its claims instead ([`language`]).
+//! the paper's Figure 8 and its claims instead ([`language`]); supervised and self-supervised
+//! networks compared by layer name get the cross-objective figure ([`objectives`]).
 //!
 //! Files written into the results folder: `report.html`, `claims.json`,
 //! `figures/<name>.svg` and `.png`. Unchanged files are not rewritten.
@@ -11,6 +12,7 @@ pub mod data;
 pub mod figures;
 pub mod html;
 pub mod language;
+pub mod objectives;
 pub mod plot;
 
 use std::path::{Path, PathBuf};
