@@ -4,8 +4,11 @@
 //!
 //! Decide (key, lookup, recipe) → execute (the executor, anywhere) → commit (the executor
 //! stores output and entry; the scheduler only records digests). Decisions for every node
-//! that became ready together are made in parallel.
+//! that became ready together are made in parallel. Two nodes with one key (two models of a
+//! pipeline with the same recipe and seed) are computed once: the second waits for the first
+//! and takes its output as cached.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -151,6 +154,10 @@ struct Pass {
     ready: Vec<usize>,
     /// Nodes handed to the executor (for the heartbeat's running kinds).
     submitted: Vec<bool>,
+    /// Nodes waiting for a node in flight with the same key, by that node.
+    followers: HashMap<usize, Vec<usize>>,
+    /// The node in flight for each key being computed.
+    computing: HashMap<Key, usize>,
     heartbeat: Heartbeat,
 }
 
@@ -208,6 +215,8 @@ fn pass<C>(
             .filter(|&i| dag.nodes[i].inputs.is_empty())
             .collect(),
         submitted: vec![false; n],
+        followers: HashMap::new(),
+        computing: HashMap::new(),
         // a log line every 10 s where no progress bar can be drawn
         heartbeat: Heartbeat::start(
             opts.progress && execute && !std::io::stderr().is_terminal(),
@@ -250,6 +259,12 @@ fn pass<C>(
                         (p.out.parts[i], p.out.keys[i]) = keyed.unzip();
                         p.finish(dag, i, state, None, &bar);
                     }
+                    Decision::Run(parts, key, _) if p.computing.contains_key(&key) => {
+                        // the same key is in flight: wait for it rather than compute it twice
+                        p.out.keys[i] = Some(key);
+                        p.out.parts[i] = Some(parts);
+                        p.followers.entry(p.computing[&key]).or_default().push(i);
+                    }
                     Decision::Run(parts, key, input_keys) => {
                         let node = &dag.nodes[i];
                         let task = Task {
@@ -270,6 +285,7 @@ fn pass<C>(
                         p.out.keys[i] = Some(key);
                         p.out.parts[i] = Some(parts);
                         p.submitted[i] = true;
+                        p.computing.insert(key, i);
                         p.heartbeat.started(node.node.kind());
                         in_flight += 1;
                         executor
@@ -292,8 +308,17 @@ fn pass<C>(
         for c in completions {
             in_flight -= 1;
             let i = c.index;
+            if let Some(key) = p.out.keys[i] {
+                p.computing.remove(&key);
+            }
+            let followers = p.followers.remove(&i).unwrap_or_default();
             match c.result {
-                Ok(digest) => p.finish(dag, i, State::Executed, Some(digest), &bar),
+                Ok(digest) => {
+                    p.finish(dag, i, State::Executed, Some(digest), &bar);
+                    for f in followers {
+                        p.finish(dag, f, State::Cached, Some(digest), &bar);
+                    }
+                }
                 Err(e) => {
                     for &pos in &e.corrupt_inputs {
                         let j = dag.nodes[i].inputs[pos].1;
@@ -308,6 +333,9 @@ fn pass<C>(
                         message: e.message,
                         log: e.log,
                     };
+                    for f in followers {
+                        p.finish(dag, f, State::Failed(failure.clone()), None, &bar);
+                    }
                     p.finish(dag, i, State::Failed(failure), None, &bar);
                 }
             }

@@ -157,6 +157,54 @@ fn reruns_reuse_and_unchanged_outputs_stop_the_cascade() {
 }
 
 #[test]
+fn nodes_with_one_key_are_computed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(t.path()).unwrap());
+    // `twin_a` and `twin_b` differ only in their names, which are not in the key: one run;
+    // `sum_a` and `sum_b` then have one key too (equal inputs), and 13 fails them both
+    // (value, executed, cached, failed)
+    for (value, executed, cached, failed) in [(5, 2, 2, 0), (13, 1, 1, 2)] {
+        let dag = Dag::new(vec![
+            node("twin_a", c("twin_a", value, 0, 300), &[]),
+            node("twin_b", c("twin_b", value, 0, 300), &[]),
+            node(
+                "sum_a",
+                Sum {
+                    name: "sum_a".into(),
+                },
+                &[0],
+            ),
+            node(
+                "sum_b",
+                Sum {
+                    name: "sum_b".into(),
+                },
+                &[1],
+            ),
+        ])
+        .unwrap();
+        let (o, log) = execute(&dag, &store);
+        let spans = log.spans.lock().unwrap();
+        let twins = spans.iter().filter(|s| s.0.starts_with("twin")).count();
+        assert_eq!(twins, 1, "the shared key ran {twins} times");
+        assert_eq!(o.keys[0], o.keys[1]);
+        assert_eq!(o.digests[0], o.digests[1]);
+        assert_eq!(
+            (count(&o, State::Executed), count(&o, State::Cached)),
+            (executed, cached),
+            "{:?}",
+            o.states
+        );
+        let fails = o
+            .states
+            .iter()
+            .filter(|s| matches!(s, State::Failed(_)))
+            .count();
+        assert_eq!(fails, failed, "{:?}", o.states);
+    }
+}
+
+#[test]
 fn a_failing_node_fails_alone_and_blocks_its_dependents() {
     let t = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(t.path()).unwrap());
