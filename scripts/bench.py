@@ -10,7 +10,10 @@ score difference.
 
 import argparse
 import json
+import os
 import pathlib
+import resource
+import tempfile
 import subprocess
 import sys
 import time
@@ -73,21 +76,103 @@ def timed(f, *args):
     return time.perf_counter() - t, r
 
 
+def measured(cmd):
+    """Runs `cmd` as a child process: (wall seconds, its peak resident memory in MB, stdout)."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        # wait4 gives this one child's resource usage (ru_maxrss in KiB on Linux)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {err.read().decode()}")
+    return wall, usage.ru_maxrss / 1024, out.decode()
+
+
+def reference_child(metric, px, py):
+    """`bench.py --reference`: one reference metric in a fresh process, on arrays loaded
+    before the clock starts; prints its time, score and this process's peak memory."""
+    x, y = np.load(px), np.load(py)
+    folds = ref.kfold(x.shape[0])
+    t, r = timed(reference, metric, x, y, folds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": t, "score": r["score"], "peak_mb": peak}))
+
+
 def pair_case(name, m, nx, ny, metrics, seed):
+    """One layer pair, each metric measured three ways in the same run: the Python reference
+    on arrays in memory (in its own process, for its peak memory), repflow's kernel inside a
+    process (`benches/metrics.rs`: preparing the layers and scoring), and `repflow score` as a
+    user runs it (the whole process: start, reading both .npy files, scoring, printing)."""
     x, y = layer_pair(m, nx, ny, seed)
     px, py = DATA / f"{name}_x.npy", DATA / f"{name}_y.npy"
     np.save(px, x)
     np.save(py, y)
-    folds = ref.kfold(m)
+    del x, y
     rows = []
-    rust = {r["metric"]: r for r in repflow("pair", str(px), str(py), ",".join(metrics))}
+    kernel = {r["metric"]: r for r in repflow("pair", str(px), str(py), ",".join(metrics))}
+    exe = str(ROOT / "target" / "release" / "repflow")
     for metric in metrics:
-        t_ref, r = timed(reference, metric, x, y, folds)
-        rs = rust[metric]
-        rows.append((name, metric, t_ref, rs["seconds"], abs(rs["score"] - r["score"])))
-        print(f"  {name:<22} {metric:<14} reference {t_ref:8.2f} s   repflow {rs['seconds']:7.2f} s"
-              f"   {t_ref / rs['seconds']:6.1f}x   |diff| {rows[-1][4]:.1e}", flush=True)
+        _, _, out = measured([sys.executable, __file__, "--reference", metric, str(px), str(py)])
+        r = json.loads(out)
+        cli_s, cli_mb, out = measured([exe, "score", str(px), str(py), "--metric", metric,
+                                       "--json", "--device", "cpu"])
+        cli = json.loads(out)
+        cli = cli[0] if isinstance(cli, list) else cli
+        k = kernel[metric]
+        diff = max(abs(k["score"] - r["score"]), abs(cli["score"] - r["score"]))
+        rows.append(dict(case=name, metric=metric, ref_s=r["seconds"], ref_mb=r["peak_mb"],
+                         kernel_s=k["seconds"], cli_s=cli_s, cli_mb=cli_mb, diff=diff))
+        print(f"  {name:<14} {metric:<14} reference {r['seconds']:8.2f} s {r['peak_mb']:7.0f} MB"
+              f" | kernel {k['seconds']:7.3f} s {r['seconds'] / k['seconds']:6.1f}x"
+              f" | whole command {cli_s:7.3f} s {r['seconds'] / cli_s:6.1f}x {cli_mb:7.0f} MB"
+              f" | |diff| {diff:.1e}", flush=True)
     return rows
+
+
+def pair_table(rows):
+    """The single-pair rows as a markdown table."""
+    lines = ["| case | metric | reference (s) | kernel (s) | speed-up, kernel | whole command (s) |"
+             " speed-up, whole command | reference peak (MB) | whole command peak (MB) |"
+             " max abs. score diff |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['metric']} | {r['ref_s']:.2f} | {r['kernel_s']:.3f} |"
+                     f" {r['ref_s'] / r['kernel_s']:.1f}x | {r['cli_s']:.3f} |"
+                     f" {r['ref_s'] / r['cli_s']:.1f}x | {r['ref_mb']:.0f} | {r['cli_mb']:.0f} |"
+                     f" {r['diff']:.1e} |")
+    return "\n".join(lines)
+
+
+def machine():
+    """One line naming the machine the numbers come from."""
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB; numpy {np.__version__};"
+            f" {time.strftime('%Y-%m-%d')}")
+
+
+def update_readme(table):
+    """Replaces the README's block between the bench markers with `table`."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:pairs -->", "<!-- /bench:pairs -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} … {end} block to regenerate")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def all_pairs_case(m, layers, n, seed):
@@ -199,43 +284,56 @@ def statistics_cases(quick):
 
 
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--reference":
+        return reference_child(*sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small matrices, for a smoke run")
     ap.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metrics of the single-pair cases")
+    ap.add_argument("--widths", default="256,1024", help="comma-separated widths n of the single-pair cases (2048: the reference's linear takes ~10 min)")
     ap.add_argument("--skip-all-pairs", action="store_true", help="leave out the all-pairs case")
     ap.add_argument("--engine-only", action="store_true", help="only the pipeline-engine figures")
     ap.add_argument("--stats-only", action="store_true", help="engine figures and null-draw costs only")
+    ap.add_argument("--pairs-only", action="store_true", help="only the single-pair cases")
+    ap.add_argument("--readme", action="store_true", help="write the single-pair table into README.md")
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     m = 2000 if args.quick else 10000
     print(f"repflow vs Python reference (numpy/scipy/scikit-learn/POT), m={m} stimuli, 5 folds, f64")
-    rows = []
-    engine = engine_cases(args.quick)
-    print("| engine case | wall (s) | in scheduler (s) |")
-    print("|---|---:|---:|")
-    for name, _, wall, inner in engine:
-        print(f"| {name} | {wall:.3f} | {inner:.3f} |")
-    if args.engine_only:
-        return
-    stats = statistics_cases(args.quick)
-    print("| null draw (whole command) | metric | fresh score (s) | one draw (s) | draw / fresh | reference draw (s) | speed-up |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, metric, fresh, draw, ref_draw in stats:
-        print(f"| {name} | {metric} | {fresh:.3f} | {draw:.4f} | {draw / fresh:.2f} | {ref_draw:.4f} | {ref_draw / draw:.1f}x |")
-    if args.stats_only:
-        return
+    print(f"machine: {machine()}")
+    if not args.pairs_only:
+        engine = engine_cases(args.quick)
+        print("| engine case | wall (s) | in scheduler (s) |")
+        print("|---|---:|---:|")
+        for name, _, wall, inner in engine:
+            print(f"| {name} | {wall:.3f} | {inner:.3f} |")
+        if args.engine_only:
+            return
+        stats = statistics_cases(args.quick)
+        print("| null draw (whole command) | metric | fresh score (s) | one draw (s) | draw / fresh | reference draw (s) | speed-up |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for name, metric, fresh, draw, ref_draw in stats:
+            print(f"| {name} | {metric} | {fresh:.3f} | {draw:.4f} | {draw / fresh:.2f} | {ref_draw:.4f} | {ref_draw / draw:.1f}x |")
+        if args.stats_only:
+            return
     metrics = [x for x in METRICS if x in args.metrics.split(",")]
-    rows += pair_case("n=256", m, 256, 256, metrics, 1)
-    rows += pair_case("n=1024", m, 1024, 1024, metrics, 2)
-    if "soft-matching" in metrics:
-        rows += pair_case("soft 1024x512", m, 1024, 512, ["soft-matching"], 3)
-    if not args.skip_all_pairs:
-        rows += all_pairs_case(2000 if not args.quick else 500, 8, 256, 10)
+    pairs = []
+    for n in [int(w) for w in args.widths.split(",")]:
+        pairs += pair_case(f"n={n}", m, n, n, metrics, n)
+    if "soft-matching" in metrics and not args.pairs_only:
+        pairs += pair_case("soft 1024x512", m, 1024, 512, ["soft-matching"], 3)
+    table = pair_table(pairs)
     print()
-    print("| case | metric | reference (s) | repflow (s) | speed-up | max abs. score diff |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, metric, t_ref, t_rf, diff in rows:
-        print(f"| {name} | {metric} | {t_ref:.2f} | {t_rf:.2f} | {t_ref / t_rf:.1f}x | {diff:.1e} |")
+    print(f"Single pairs, m = {m}; machine: {machine()}")
+    print(table)
+    if args.readme:
+        update_readme(f"Measured by `make bench` on {machine()}; m = {m} stimuli.\n\n{table}")
+    if not args.skip_all_pairs and not args.pairs_only:
+        rows = all_pairs_case(2000 if not args.quick else 500, 8, 256, 10)
+        print()
+        print("| case | metric | reference (s) | repflow (s) | speed-up | max abs. score diff |")
+        print("|---|---|---:|---:|---:|---:|")
+        for name, metric, t_ref, t_rf, diff in rows:
+            print(f"| {name} | {metric} | {t_ref:.2f} | {t_rf:.2f} | {t_ref / t_rf:.1f}x | {diff:.1e} |")
 
 
 if __name__ == "__main__":

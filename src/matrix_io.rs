@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use faer::{Mat, MatRef};
-use npyz::{DType, NpyFile, Order, TypeChar};
+use npyz::{DType, Endianness, NpyFile, Order, TypeChar};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::UserError;
@@ -52,6 +52,10 @@ fn non_finite(name: &str, value: f64, at: &str) -> UserError {
 /// Checks every value of an in-memory matrix `name` is finite (the first bad one in row
 /// order is named, as for files).
 pub fn check_finite(name: &str, m: MatRef<'_, f64>) -> Result<(), UserError> {
+    // column by column first (the storage order); the row-order search only to name a value
+    if (0..m.ncols()).all(|j| m.col(j).iter().all(|v| v.is_finite())) {
+        return Ok(());
+    }
     for i in 0..m.nrows() {
         for j in 0..m.ncols() {
             let v = m[(i, j)];
@@ -75,21 +79,71 @@ fn unravel(mut pos: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Reads a 2-D float32 or float64 matrix (stimuli × units) from `path` ([`read_array`]).
 pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError> {
+    if path.extension().and_then(|e| e.to_str()) == Some("npy") {
+        let bytes = input::read(path)?;
+        if let Some(m) = npy_matrix(&bytes, path)? {
+            return Ok(m);
+        }
+    }
     let Array { shape, values } = read_array(path, key)?;
     let (m, n) = match shape.as_slice() {
         [m, n] => (*m, *n),
-        other => {
-            return Err(UserError::input(format!(
-                "`{}` holds a {}-D array of shape {:?}; expected 2-D (stimuli × units)",
-                path.display(),
-                other.len(),
-                other
-            ))
-            .hint("reshape it to (n_stimuli, n_units), e.g. x.reshape(len(x), -1) in numpy"))
-        }
+        other => return Err(not_a_matrix(path, other)),
     };
     // values are row-major here
     Ok(Mat::from_fn(m, n, |i, j| values[i * n + j]))
+}
+
+fn not_a_matrix(path: &Path, shape: &[usize]) -> UserError {
+    UserError::input(format!(
+        "`{}` holds a {}-D array of shape {:?}; expected 2-D (stimuli × units)",
+        path.display(),
+        shape.len(),
+        shape
+    ))
+    .hint("reshape it to (n_stimuli, n_units), e.g. x.reshape(len(x), -1) in numpy")
+}
+
+/// The common case of [`read_matrix`] in one pass over the file's bytes: a 2-D little-endian
+/// float array of finite values becomes the column-major matrix directly, with no row-major
+/// copy in between (the whole `repflow score` command reads two of them). `None` for
+/// anything else — another layout, or a non-finite value — which the general path reads or
+/// refuses with its messages.
+fn npy_matrix(bytes: &[u8], path: &Path) -> Result<Option<Mat<f64>>, UserError> {
+    let layout = npy_layout(bytes, bytes.len() as u64, path)?;
+    let [m, n] = layout.shape[..] else {
+        return Err(not_a_matrix(path, &layout.shape));
+    };
+    if !layout.little_endian {
+        return Ok(None);
+    }
+    let data = &bytes[layout.header_len..];
+    let at = |i: usize, j: usize| if layout.fortran { j * m + i } else { i * n + j };
+    let mat = match layout.item_size {
+        4 => {
+            let values = data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+            if !values.clone().all(f32::is_finite) {
+                return Ok(None);
+            }
+            let v =
+                |p: usize| f32::from_le_bytes(data[4 * p..4 * p + 4].try_into().expect("4 bytes"));
+            Mat::from_fn(m, n, |i, j| v(at(i, j)) as f64)
+        }
+        _ => {
+            let values = data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
+            if !values.clone().all(f64::is_finite) {
+                return Ok(None);
+            }
+            let v =
+                |p: usize| f64::from_le_bytes(data[8 * p..8 * p + 8].try_into().expect("8 bytes"));
+            Mat::from_fn(m, n, |i, j| v(at(i, j)))
+        }
+    };
+    Ok(Some(mat))
 }
 
 /// What a `.npy` header says, checked against the file's size.
@@ -100,6 +154,10 @@ pub struct NpyLayout {
     pub item_size: usize,
     /// Whether the values are column-major (`fortran_order`).
     pub fortran: bool,
+    /// Whether the values are little-endian (`<` in the dtype, this machine's order).
+    pub little_endian: bool,
+    /// Length of the preamble and header: the values start here.
+    pub header_len: usize,
 }
 
 /// Length of the `.npy` preamble and header, from its first bytes (magic, version, length).
@@ -132,11 +190,14 @@ fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, Use
         )));
     }
     let npy = NpyFile::new(&bytes[..header_len]).map_err(|e| invalid(e.to_string()))?;
-    let item_size = match npy.dtype() {
+    let (item_size, little_endian) = match npy.dtype() {
         DType::Plain(ts)
             if ts.type_char() == TypeChar::Float && matches!(ts.size_field(), 4 | 8) =>
         {
-            ts.size_field() as usize
+            (
+                ts.size_field() as usize,
+                ts.endianness() == Endianness::Little,
+            )
         }
         other => {
             return Err(UserError::input(format!(
@@ -169,6 +230,8 @@ fn npy_layout(bytes: &[u8], file_len: u64, path: &Path) -> Result<NpyLayout, Use
         shape,
         item_size,
         fortran: npy.order() == Order::Fortran,
+        little_endian,
+        header_len,
     })
 }
 
@@ -273,4 +336,101 @@ fn read_safetensors(
         }
     };
     Ok((view.shape().to_vec(), values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 `.npy` file of a 2 × 3 array with dtype `descr` in `order`.
+    fn npy(
+        dir: &Path,
+        name: &str,
+        descr: &str,
+        fortran: bool,
+        values: &[f64],
+    ) -> std::path::PathBuf {
+        let mut header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': (2, 3), }}",
+            if fortran { "True" } else { "False" }
+        );
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        for &v in values {
+            match descr {
+                "<f8" => bytes.extend(v.to_le_bytes()),
+                ">f8" => bytes.extend(v.to_be_bytes()),
+                "<f4" => bytes.extend((v as f32).to_le_bytes()),
+                _ => bytes.extend((v as f32).to_be_bytes()),
+            }
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_byte_order_and_layout_reads_as_the_same_matrix() {
+        let dir = tempfile::tempdir().unwrap();
+        // the matrix [[1, 2, 3], [4, 5, 6]] in row-major and column-major order
+        let (c_order, f_order) = (
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [1.0, 4.0, 2.0, 5.0, 3.0, 6.0],
+        );
+        for descr in ["<f8", ">f8", "<f4", ">f4"] {
+            for (fortran, values) in [(false, &c_order), (true, &f_order)] {
+                let p = npy(
+                    dir.path(),
+                    &format!("{}{fortran}.npy", &descr[1..]),
+                    descr,
+                    fortran,
+                    values,
+                );
+                let m = read_matrix(&p, None).unwrap();
+                let got: Vec<f64> = (0..2)
+                    .flat_map(|i| (0..3).map(move |j| (i, j)))
+                    .map(|(i, j)| m[(i, j)])
+                    .collect();
+                assert_eq!(got, c_order, "{descr} fortran={fortran}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_finite_value_is_named_by_row_and_column_in_every_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        for descr in ["<f8", ">f8", "<f4"] {
+            // NaN at row 1, column 0 of [[1, 2, 3], [NaN, 5, 6]]
+            let c = [1.0, 2.0, 3.0, f64::NAN, 5.0, 6.0];
+            let f = [1.0, f64::NAN, 2.0, 5.0, 3.0, 6.0];
+            for (fortran, values) in [(false, &c), (true, &f)] {
+                let p = npy(
+                    dir.path(),
+                    &format!("nan{}{fortran}.npy", &descr[1..]),
+                    descr,
+                    fortran,
+                    values,
+                );
+                let e = read_matrix(&p, None).unwrap_err();
+                assert!(
+                    e.message.contains("row 1, column 0"),
+                    "{descr} {fortran}: {}",
+                    e.message
+                );
+            }
+        }
+        let m = Mat::from_fn(
+            3,
+            2,
+            |i, j| if (i, j) == (2, 1) { f64::INFINITY } else { 1.0 },
+        );
+        let e = check_finite("m", m.as_ref()).unwrap_err();
+        assert!(e.message.contains("row 2, column 1"), "{}", e.message);
+        assert!(check_finite("m", Mat::<f64>::zeros(3, 2).as_ref()).is_ok());
+    }
 }

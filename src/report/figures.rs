@@ -708,7 +708,11 @@ fn ood_figure(
                 series: scatter_last,
             },
         ],
-        x_desc: "OOD accuracy of the pair (fraction correct)".into(),
+        x_desc: if archs.iter().any(|a| is_moco(a)) {
+            "OOD accuracy of the pair's linear probes (fraction correct)".into()
+        } else {
+            "OOD accuracy of the pair (fraction correct)".into()
+        },
         y_desc: format!("{metric} alignment on the set"),
         x_range: acc_range,
         y_range: sy,
