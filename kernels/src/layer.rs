@@ -70,6 +70,25 @@ pub struct LayerParts {
     pub stats: Vec<FoldStats>,
 }
 
+/// A fold's ridge factorisation: the one the layer keeps, or one computed for a single use
+/// ([`PreparedLayer::ridge_fold`]).
+pub enum FoldFactor<'a> {
+    /// Kept by the layer for every pair.
+    Kept(&'a RidgeFactor),
+    /// Computed for this use, dropped after it.
+    Once(Box<RidgeFactor>),
+}
+
+impl std::ops::Deref for FoldFactor<'_> {
+    type Target = RidgeFactor;
+    fn deref(&self) -> &RidgeFactor {
+        match self {
+            FoldFactor::Kept(r) => r,
+            FoldFactor::Once(r) => r,
+        }
+    }
+}
+
 /// One layer's activations, prepared once and reused by every pair it takes part in.
 pub struct PreparedLayer {
     settings: Settings,
@@ -87,6 +106,8 @@ pub struct PreparedLayer {
     ridge: OnceLock<Result<Vec<RidgeFactor>, KernelError>>,
     ranks: OnceLock<Vec<FoldRanks>>,
     rdm: OnceLock<Rdm>,
+    /// Whether the ridge factorisations are kept for the next pair (see [`Self::single_use`]).
+    keep_factors: bool,
 }
 
 impl PreparedLayer {
@@ -174,6 +195,7 @@ impl PreparedLayer {
             ridge: OnceLock::new(),
             ranks: OnceLock::new(),
             rdm: OnceLock::new(),
+            keep_factors: true,
         })
     }
 
@@ -226,6 +248,7 @@ impl PreparedLayer {
             ridge: OnceLock::new(),
             ranks: OnceLock::new(),
             rdm: OnceLock::new(),
+            keep_factors: true,
         })
     }
 
@@ -358,6 +381,26 @@ impl PreparedLayer {
         .as_ref()
         .map(|v| v.as_slice())
         .map_err(Clone::clone)
+    }
+
+    /// Marks the layer as taking part in one pair only (`repflow score` without statistics):
+    /// its ridge factorisation of a fold is then computed where it is used and dropped
+    /// after, instead of being kept for every fold at once. Scores are identical; at
+    /// n = 2,048 units the kept factorisations of two layers are most of the linear metric's
+    /// memory.
+    pub fn single_use(mut self) -> Self {
+        self.keep_factors = false;
+        self
+    }
+
+    /// Fold `f`'s ridge factorisation, kept ([`Self::ridge`]) or computed for this use only
+    /// ([`Self::single_use`]).
+    pub fn ridge_fold(&self, f: usize) -> Result<FoldFactor<'_>, KernelError> {
+        if self.keep_factors {
+            Ok(FoldFactor::Kept(&self.ridge()?[f]))
+        } else {
+            RidgeFactor::new(self, f).map(|r| FoldFactor::Once(Box::new(r)))
+        }
     }
 
     /// Average ranks of every unit within each fold's train rows and test rows.

@@ -25,7 +25,7 @@ fn fold_direction(
     cross_tr: MatRef<'_, f64>,
     f: usize,
 ) -> Result<FoldDirection, KernelError> {
-    let rf = &src.ridge()?[f];
+    let rf = src.ridge_fold(f)?;
     let settings = src.settings();
     let alphas = &settings.alphas;
     let (n_s, n_t) = (src.n_units(), tgt.n_units());
