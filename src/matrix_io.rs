@@ -52,8 +52,13 @@ fn non_finite(name: &str, value: f64, at: &str) -> UserError {
 /// Checks every value of an in-memory matrix `name` is finite (the first bad one in row
 /// order is named, as for files).
 pub fn check_finite(name: &str, m: MatRef<'_, f64>) -> Result<(), UserError> {
-    // column by column first (the storage order); the row-order search only to name a value
-    if (0..m.ncols()).all(|j| m.col(j).iter().all(|v| v.is_finite())) {
+    // in the storage order first; the row-order search only to name a value
+    let finite = if m.row_stride() == 1 {
+        (0..m.ncols()).all(|j| m.col(j).iter().all(|v| v.is_finite()))
+    } else {
+        (0..m.nrows()).all(|i| m.row(i).iter().all(|v| v.is_finite()))
+    };
+    if finite {
         return Ok(());
     }
     for i in 0..m.nrows() {
@@ -79,9 +84,37 @@ fn unravel(mut pos: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Reads a 2-D float32 or float64 matrix (stimuli × units) from `path` ([`read_array`]).
 pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError> {
+    Ok(read_file_matrix(path, key)?.as_ref().to_owned())
+}
+
+/// A matrix as its file stores it: float64 values in the file's own order, viewed as a
+/// matrix without a transposing copy.
+pub struct FileMatrix {
+    values: Vec<f64>,
+    shape: (usize, usize),
+    column_major: bool,
+}
+
+impl FileMatrix {
+    /// The matrix (stimuli × units).
+    pub fn as_ref(&self) -> MatRef<'_, f64> {
+        let (m, n) = self.shape;
+        if self.column_major {
+            MatRef::from_column_major_slice(&self.values, m, n)
+        } else {
+            MatRef::from_row_major_slice(&self.values, m, n)
+        }
+    }
+}
+
+/// Reads a 2-D float32 or float64 matrix (stimuli × units) from `path` with as few passes
+/// over memory as it can: a little-endian float64 `.npy` file's values are read straight
+/// into the buffer the matrix views (first touched once, by the read). `repflow score`
+/// reads its two layers this way; at n = 256 units a fresh page costs more than the
+/// arithmetic on it, so each copy saved shows in the whole command's time.
+pub fn read_file_matrix(path: &Path, key: Option<&str>) -> Result<FileMatrix, UserError> {
     if path.extension().and_then(|e| e.to_str()) == Some("npy") {
-        let bytes = input::read(path)?;
-        if let Some(m) = npy_matrix(&bytes, path)? {
+        if let Some(m) = npy_matrix(path)? {
             return Ok(m);
         }
     }
@@ -90,8 +123,11 @@ pub fn read_matrix(path: &Path, key: Option<&str>) -> Result<Mat<f64>, UserError
         [m, n] => (*m, *n),
         other => return Err(not_a_matrix(path, other)),
     };
-    // values are row-major here
-    Ok(Mat::from_fn(m, n, |i, j| values[i * n + j]))
+    Ok(FileMatrix {
+        values,
+        shape: (m, n),
+        column_major: false,
+    })
 }
 
 fn not_a_matrix(path: &Path, shape: &[usize]) -> UserError {
@@ -104,46 +140,54 @@ fn not_a_matrix(path: &Path, shape: &[usize]) -> UserError {
     .hint("reshape it to (n_stimuli, n_units), e.g. x.reshape(len(x), -1) in numpy")
 }
 
-/// The common case of [`read_matrix`] in one pass over the file's bytes: a 2-D little-endian
-/// float array of finite values becomes the column-major matrix directly, with no row-major
-/// copy in between (the whole `repflow score` command reads two of them). `None` for
-/// anything else — another layout, or a non-finite value — which the general path reads or
+/// The common case of [`read_file_matrix`]: a 2-D little-endian float `.npy` file of finite
+/// values, read without an intermediate byte buffer for float64. `None` for anything else —
+/// another dtype or byte order, or a non-finite value — which the general path reads or
 /// refuses with its messages.
-fn npy_matrix(bytes: &[u8], path: &Path) -> Result<Option<Mat<f64>>, UserError> {
-    let layout = npy_layout(bytes, bytes.len() as u64, path)?;
+fn npy_matrix(path: &Path) -> Result<Option<FileMatrix>, UserError> {
+    use std::io::Read;
+    let layout = npy_header(path)?;
     let [m, n] = layout.shape[..] else {
         return Err(not_a_matrix(path, &layout.shape));
     };
     if !layout.little_endian {
         return Ok(None);
     }
-    let data = &bytes[layout.header_len..];
-    let at = |i: usize, j: usize| if layout.fortran { j * m + i } else { i * n + j };
-    let mat = match layout.item_size {
-        4 => {
-            let values = data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
-            if !values.clone().all(f32::is_finite) {
-                return Ok(None);
-            }
-            let v =
-                |p: usize| f32::from_le_bytes(data[4 * p..4 * p + 4].try_into().expect("4 bytes"));
-            Mat::from_fn(m, n, |i, j| v(at(i, j)) as f64)
+    let cannot =
+        |e: std::io::Error| UserError::input(format!("cannot read `{}`: {e}", path.display()));
+    let mut file = input::open(path)?;
+    std::io::copy(
+        &mut (&mut file).take(layout.header_len as u64),
+        &mut std::io::sink(),
+    )
+    .map_err(cannot)?;
+    // the header's shape was checked against the file's size: m·n values follow it
+    let values: Vec<f64> = if layout.item_size == 8 {
+        let mut values = vec![0.0f64; m * n];
+        file.read_exact(bytemuck::cast_slice_mut(&mut values))
+            .map_err(cannot)?;
+        if cfg!(target_endian = "big") {
+            values
+                .iter_mut()
+                .for_each(|v| *v = f64::from_bits(v.to_bits().swap_bytes()));
         }
-        _ => {
-            let values = data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
-            if !values.clone().all(f64::is_finite) {
-                return Ok(None);
-            }
-            let v =
-                |p: usize| f64::from_le_bytes(data[8 * p..8 * p + 8].try_into().expect("8 bytes"));
-            Mat::from_fn(m, n, |i, j| v(at(i, j)))
-        }
+        values
+    } else {
+        let mut bytes = vec![0u8; 4 * m * n];
+        file.read_exact(&mut bytes).map_err(cannot)?;
+        bytes
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))))
+            .collect()
     };
-    Ok(Some(mat))
+    if !values.iter().all(|v| v.is_finite()) {
+        return Ok(None);
+    }
+    Ok(Some(FileMatrix {
+        values,
+        shape: (m, n),
+        column_major: layout.fortran,
+    }))
 }
 
 /// What a `.npy` header says, checked against the file's size.

@@ -29,11 +29,21 @@ fn single_use_layers_score_linear_exactly_as_kept_ones() {
             PreparedLayer::new(y.as_ref(), &settings).unwrap(),
         );
         let once = (
-            PreparedLayer::new(x.as_ref(), &settings).unwrap().single_use(),
-            PreparedLayer::new(y.as_ref(), &settings).unwrap().single_use(),
+            PreparedLayer::new(x.as_ref(), &settings)
+                .unwrap()
+                .single_use(),
+            PreparedLayer::new(y.as_ref(), &settings)
+                .unwrap()
+                .single_use(),
         );
-        let a = Pair::new(&kept.0, &kept.1).unwrap().score(Metric::Linear).unwrap();
-        let b = Pair::new(&once.0, &once.1).unwrap().score(Metric::Linear).unwrap();
+        let a = Pair::new(&kept.0, &kept.1)
+            .unwrap()
+            .score(Metric::Linear)
+            .unwrap();
+        let b = Pair::new(&once.0, &once.1)
+            .unwrap()
+            .score(Metric::Linear)
+            .unwrap();
         assert_eq!(a.score.to_bits(), b.score.to_bits(), "{m}x{nx}/{ny}");
         assert_eq!(a.x_to_y, b.x_to_y);
         assert_eq!(a.y_to_x, b.y_to_x);

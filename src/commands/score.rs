@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cli::{MetricSelection, ScoreArgs};
 use crate::error::UserError;
-use crate::matrix_io::{check_finite, read_matrix};
+use crate::matrix_io::{check_finite, read_file_matrix};
 use crate::score_json::{draws_json, interval_json, to_json};
 use repflow_kernels::inference::{self, Draws, Interval};
 
@@ -18,8 +18,8 @@ type Outcome = Result<Score, (Metric, repflow_kernels::KernelError)>;
 /// Runs `repflow score` and prints its table or JSON; the exit code is 1 when a metric could
 /// not be computed (every other metric is still printed, the failed one with its reason).
 pub fn run(args: &ScoreArgs) -> Result<i32, UserError> {
-    let x = read_matrix(&args.x, args.x_key.as_deref())?;
-    let y = read_matrix(&args.y, args.y_key.as_deref())?;
+    let x = read_file_matrix(&args.x, args.x_key.as_deref())?;
+    let y = read_file_matrix(&args.y, args.y_key.as_deref())?;
     let names = (args.x.display().to_string(), args.y.display().to_string());
     let (a, b) = prepare(args, x.as_ref(), y.as_ref(), (&names.0, &names.1))?;
     // the prepared layers hold everything the metrics read: the raw matrices can go
