@@ -21,7 +21,8 @@
 
 use std::sync::OnceLock;
 
-use faer::{Mat, MatRef};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef};
 use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
@@ -126,16 +127,22 @@ impl RidgeFactor {
         let offset: Vec<f64> = (0..r)
             .map(|k| (0..n).map(|i| mu[i] * v_scaled[(i, k)]).sum())
             .collect();
+        // written block by block into one matrix (no copy of the m_tr × r products)
         let [p0, p1] = layer.train_parts(fold);
-        let (u0, u1) = (p0 * &v_scaled, p1 * &v_scaled);
-        let u = Mat::from_fn(m_tr, r, |i, k| {
-            let raw = if i < p0.nrows() {
-                u0[(i, k)]
-            } else {
-                u1[(i - p0.nrows(), k)]
-            };
-            raw - offset[k]
-        });
+        let mut u = Mat::<f64>::zeros(m_tr, r);
+        for (rows, part) in [(0, p0), (p0.nrows(), p1)] {
+            matmul(
+                u.as_mut().subrows_mut(rows, part.nrows()),
+                Accum::Replace,
+                part,
+                v_scaled.as_ref(),
+                1.0,
+                faer::get_global_parallelism(),
+            );
+        }
+        for k in 0..r {
+            u.col_mut(k).iter_mut().for_each(|v| *v -= offset[k]);
+        }
 
         let alphas = &layer.settings().alphas;
         let n_alpha = alphas.len();
@@ -165,8 +172,23 @@ impl RidgeFactor {
     fn prepare_loo(&mut self, alphas: &[f64]) {
         let (m_tr, r) = self.u.shape();
         let n_alpha = alphas.len();
-        let u2 = Mat::from_fn(m_tr, r, |i, k| self.u[(i, k)] * self.u[(i, k)]);
-        let h = &u2 * &self.f;
+        // leverages h = (U ∘ U) f, a row block at a time (no m_tr × r square of U)
+        let mut h = Mat::<f64>::zeros(m_tr, n_alpha);
+        let block = 256;
+        for start in (0..m_tr).step_by(block) {
+            let rows = block.min(m_tr - start);
+            let u2 = Mat::from_fn(rows, r, |i, k| {
+                self.u[(start + i, k)] * self.u[(start + i, k)]
+            });
+            matmul(
+                h.as_mut().subrows_mut(start, rows),
+                Accum::Replace,
+                u2.as_ref(),
+                self.f.as_ref(),
+                1.0,
+                faer::get_global_parallelism(),
+            );
+        }
         let one_minus_h = Mat::from_fn(m_tr, n_alpha, |i, a| 1.0 - 1.0 / m_tr as f64 - h[(i, a)]);
         self.weights = Mat::from_fn(m_tr, n_alpha, |i, a| {
             1.0 / (one_minus_h[(i, a)] * one_minus_h[(i, a)])
@@ -262,8 +284,13 @@ impl RidgeFactor {
         let r = self.rank();
         let (m_tr, n_t) = yc.shape();
         let a_mat = Mat::from_fn(r, n_t, |k, j| c[(k, j)] / self.lambda[k].sqrt());
-        let b = yc * a_mat.transpose();
-        let ub = Mat::from_fn(m_tr, r, |i, k| self.u[(i, k)] * b[(i, k)]);
+        // U ∘ (Y_c Aᵀ), in place
+        let mut ub = yc * a_mat.transpose();
+        for k in 0..r {
+            for (v, u) in ub.col_mut(k).iter_mut().zip(self.u.col(k).iter()) {
+                *v *= u;
+            }
+        }
         let s = &ub * &self.f;
         let gram_a = &a_mat * a_mat.transpose();
         let y_sq: Vec<f64> = (0..m_tr)
