@@ -451,11 +451,25 @@ fn first_epoch(r: &Results, archs: &[String], metric: &str) -> Claim {
         let (Some(&(_, start)), Some(&(_, end))) = (curve.first(), curve.last()) else {
             continue;
         };
-        let progress = |v: f64| (v - start) / (end - start);
-        let at90 = curve
+        // a fraction of the net change means something only when the net change dominates
+        // the curve: a dip and recovery to where it started has no "90% of the change"
+        let (lo, hi) = curve
             .iter()
-            .find(|(_, v)| progress(*v) >= 0.9)
-            .map(|(s, _)| *s);
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &(_, v)| {
+                (l.min(v), h.max(v))
+            });
+        let net = end - start;
+        if !(net.abs() >= 0.5 * (hi - lo)) {
+            text.push(format!(
+                "{a} ({metric}): no fraction of the change is defined — the net change from step 0 ({net:+.3}) is under half the curve's range ({lo:.3}–{hi:.3})"
+            ));
+            continue;
+        }
+        let progress = |v: f64| (v - start) / net;
+        // the first checkpoint from which the curve stays at 90% of the change or beyond
+        let at90 = (0..curve.len())
+            .find(|&i| curve[i..].iter().all(|(_, v)| progress(*v) >= 0.9))
+            .map(|i| curve[i].0);
         let within = curve
             .iter()
             .rfind(|(s, _)| epoch(*s) <= 1.0 + 1e-9)
@@ -688,6 +702,71 @@ fn ood_accuracy_trend(r: &Results, archs: &[String], last: Option<u64>, metric: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two networks at checkpoints 0, 10, 100 and 200 (epochs 0, 0.5, 1, 2) whose one layer
+    /// pair scores `curve[k]` at checkpoint k.
+    fn trajectory(curve: [f64; 4]) -> Results {
+        let steps = [0u64, 10, 100, 200];
+        let mut r = Results::default();
+        for (k, &s) in steps.iter().enumerate() {
+            for net in ["a", "b"] {
+                r.models.push(super::super::data::ModelRow {
+                    model: format!("{net}@step{s}"),
+                    network: net.into(),
+                    arch: "resnet18".into(),
+                    stimuli: "base".into(),
+                    accuracy: None,
+                    step: Some(s),
+                    epoch: Some(s as f64 / 100.0),
+                    test_accuracy: None,
+                    held_out_loss: None,
+                });
+            }
+            r.scores.push(ScoreRow {
+                model_a: format!("a@step{s}"),
+                model_b: format!("b@step{s}"),
+                layer_a: "conv1".into(),
+                layer_b: "conv1".into(),
+                depth_a: 0.0,
+                depth_b: 0.0,
+                metric: "procrustes".into(),
+                score: curve[k],
+                std: 0.0,
+                stimuli: "base".into(),
+                null_p: None,
+                null_n: None,
+                null_q95: None,
+                rotation_q95: None,
+                rotation_p: None,
+                rotation_draws: None,
+                ci_half_width: None,
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn the_first_epoch_claim_needs_a_net_change_and_a_curve_that_stays() {
+        let archs = vec!["resnet18".to_string()];
+        // a dip and a recovery to where it started: no fraction of a change, no verdict
+        let dip = first_epoch(&trajectory([0.70, 0.45, 0.60, 0.696]), &archs, "procrustes");
+        assert_eq!(dip.holds, None, "{}", dip.measured);
+        assert!(
+            dip.measured.contains("no fraction of the change"),
+            "{}",
+            dip.measured
+        );
+        assert!(dip.values.is_empty());
+        // a rise that stays at 90% of its change from epoch 0.5; one that passes it at epoch
+        // 0.5, falls back and stays only from epoch 2: the step from which it stays is the
+        // one reported, and 55% of the change by epoch 1 still counts as "most"
+        let rise = first_epoch(&trajectory([0.40, 0.80, 0.78, 0.80]), &archs, "procrustes");
+        assert_eq!(rise.values["resnet18.step_90"], 10.0);
+        let back = first_epoch(&trajectory([0.40, 0.80, 0.62, 0.80]), &archs, "procrustes");
+        assert_eq!(back.values["resnet18.step_90"], 200.0);
+        assert_eq!(back.holds, Some(true), "{}", back.measured);
+        assert!((back.values["resnet18.progress_epoch1"] - 0.55).abs() < 1e-12);
+    }
 
     #[test]
     fn holm_matches_statsmodels() {
