@@ -95,11 +95,14 @@ fixtures: data
 	$(PYTHON) scripts/bert_fixtures.py
 
 ## repflow vs the Python reference on the same matrices, in the same run.
+## GNU time measures each child's peak memory.
 bench: setup
+	test -x /usr/bin/time || apt-get install -y -qq time
 	$(CARGO) build --release --benches --bins
-	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench.py --readme
 
 bench-quick: setup
+	test -x /usr/bin/time || apt-get install -y -qq time
 	$(CARGO) build --release --benches --bins
 	$(PYTHON) scripts/bench.py --quick
 

@@ -77,20 +77,19 @@ def timed(f, *args):
 
 
 def measured(cmd):
-    """Runs `cmd` as a child process: (wall seconds, its peak resident memory in MB, stdout)."""
-    with tempfile.TemporaryFile() as err:
+    """Runs `cmd` as a child process: (wall seconds, its peak resident memory in MB, stdout).
+    The peak comes from GNU time, which starts the command from its own small process: a
+    child forked from this one would count this process's pages in its high-water mark
+    (ru_maxrss survives exec)."""
+    with tempfile.NamedTemporaryFile() as rss:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
-        out = proc.stdout.read()
-        # wait4 gives this one child's resource usage (ru_maxrss in KiB on Linux)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd],
+                              capture_output=True, text=True)
         wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        proc.stdout.close()
         if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {err.read().decode()}")
-    return wall, usage.ru_maxrss / 1024, out.decode()
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {proc.stderr}")
+        peak_kib = int(open(rss.name).read().split()[-1])
+    return wall, peak_kib / 1024, proc.stdout
 
 
 def reference_child(metric, px, py):
