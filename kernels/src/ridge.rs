@@ -140,8 +140,8 @@ impl RidgeFactor {
                 faer::get_global_parallelism(),
             );
         }
-        for k in 0..r {
-            u.col_mut(k).iter_mut().for_each(|v| *v -= offset[k]);
+        for (k, &o) in offset.iter().enumerate() {
+            u.col_mut(k).iter_mut().for_each(|v| *v -= o);
         }
 
         let alphas = &layer.settings().alphas;

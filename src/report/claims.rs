@@ -459,7 +459,8 @@ fn first_epoch(r: &Results, archs: &[String], metric: &str) -> Claim {
                 (l.min(v), h.max(v))
             });
         let net = end - start;
-        if !(net.abs() >= 0.5 * (hi - lo)) {
+        // (a NaN net change counts as too small)
+        if net.is_nan() || net.abs() < 0.5 * (hi - lo) {
             text.push(format!(
                 "{a} ({metric}): no fraction of the change is defined — the net change from step 0 ({net:+.3}) is under half the curve's range ({lo:.3}–{hi:.3})"
             ));
