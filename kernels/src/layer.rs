@@ -136,18 +136,23 @@ impl PreparedLayer {
                 "the matrix has no units (0 columns)".into(),
             ));
         }
-        for j in 0..n_in {
-            for i in 0..m {
-                if !x[(i, j)].is_finite() {
-                    return Err(KernelError::Invalid(format!(
-                        "non-finite value {} at row {i}, column {j}",
-                        x[(i, j)]
-                    )));
+        // one pass in the storage order (a row-major view read column by column would jump
+        // a row's length at every value): each unit's range, and whether all are finite
+        let (lo, hi) = column_ranges(x);
+        if lo.iter().chain(&hi).any(|v| !v.is_finite()) {
+            // the first non-finite value in column order, for the message
+            for j in 0..n_in {
+                for i in 0..m {
+                    if !x[(i, j)].is_finite() {
+                        return Err(KernelError::Invalid(format!(
+                            "non-finite value {} at row {i}, column {j}",
+                            x[(i, j)]
+                        )));
+                    }
                 }
             }
         }
-        let (kept, dropped): (Vec<usize>, Vec<usize>) =
-            (0..n_in).partition(|&j| !stats::is_constant(x.col(j).iter().copied()));
+        let (kept, dropped): (Vec<usize>, Vec<usize>) = (0..n_in).partition(|&j| lo[j] != hi[j]);
         if kept.is_empty() {
             return Err(KernelError::Invalid(format!(
                 "all {n_in} units are constant over the {m} stimuli; nothing to compare"
@@ -163,12 +168,24 @@ impl PreparedLayer {
         // Every metric is invariant to the matrix's scale, but products of raw values over-
         // or underflow outside about 1e±150: the data are brought to a largest |value| in
         // [1, 2) by a power of two, which is exact, so scores are the same at any scale.
-        let [f0, f1] = unit_scale(x);
+        let largest = lo.iter().chain(&hi).fold(0.0f64, |a, v| a.max(v.abs()));
+        let [f0, f1] = scale_of(largest);
         let scaled = |v: f64| v * f0 * f1;
-        let mean: Vec<f64> = kept
-            .iter()
-            .map(|&j| x.col(j).iter().map(|&v| scaled(v)).sum::<f64>() / m as f64)
-            .collect();
+        // each kept unit's sum over rows 0, 1, …, m − 1 in that order, in the storage order
+        let mut sums = vec![0.0; kept.len()];
+        if x.row_stride() == 1 || m == 0 {
+            for (s, &j) in sums.iter_mut().zip(&kept) {
+                *s = x.col(j).iter().map(|&v| scaled(v)).sum::<f64>();
+            }
+        } else {
+            for i in 0..m {
+                let row = x.row(i);
+                for (s, &j) in sums.iter_mut().zip(&kept) {
+                    *s += scaled(row[j]);
+                }
+            }
+        }
+        let mean: Vec<f64> = sums.iter().map(|s| s / m as f64).collect();
         // Centred, rows in fold order, column-major: written once, straight into the buffer.
         let n_units = kept.len();
         let mut data = vec![0.0; m * n_units];
@@ -426,6 +443,32 @@ impl PreparedLayer {
     }
 }
 
+/// Each column's minimum and maximum, read in `x`'s storage order. A non-finite value makes
+/// its column's range non-finite (NaN is carried, not skipped as `f64::min` would).
+fn column_ranges(x: MatRef<'_, f64>) -> (Vec<f64>, Vec<f64>) {
+    let n = x.ncols();
+    let (mut lo, mut hi) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
+    let mut see = |j: usize, v: f64| {
+        if v.is_nan() {
+            lo[j] = f64::NAN;
+            hi[j] = f64::NAN;
+        } else if !lo[j].is_nan() {
+            lo[j] = lo[j].min(v);
+            hi[j] = hi[j].max(v);
+        }
+    };
+    if x.row_stride() == 1 {
+        for j in 0..n {
+            x.col(j).iter().for_each(|&v| see(j, v));
+        }
+    } else {
+        for i in 0..x.nrows() {
+            x.row(i).iter().enumerate().for_each(|(j, &v)| see(j, v));
+        }
+    }
+    (lo, hi)
+}
+
 /// Two factors whose product is the power of two that brings the largest |value| of `x`
 /// into [1, 2) (one f64 cannot hold every such power: subnormal inputs need up to 2^1074).
 /// Multiplying by them is exact for every value that stays normal. `[1, 1]` for a zero or
@@ -437,6 +480,11 @@ pub fn unit_scale(x: MatRef<'_, f64>) -> [f64; 2] {
             max = max.max(v.abs());
         }
     }
+    scale_of(max)
+}
+
+/// [`unit_scale`] of a matrix whose largest absolute value is `max`.
+fn scale_of(max: f64) -> [f64; 2] {
     if max == 0.0 || !max.is_finite() {
         return [1.0, 1.0];
     }
