@@ -145,7 +145,7 @@ fn not_a_matrix(path: &Path, shape: &[usize]) -> UserError {
 /// another dtype or byte order, or a non-finite value — which the general path reads or
 /// refuses with its messages.
 fn npy_matrix(path: &Path) -> Result<Option<FileMatrix>, UserError> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
     let layout = npy_header(path)?;
     let [m, n] = layout.shape[..] else {
         return Err(not_a_matrix(path, &layout.shape));
@@ -156,11 +156,8 @@ fn npy_matrix(path: &Path) -> Result<Option<FileMatrix>, UserError> {
     let cannot =
         |e: std::io::Error| UserError::input(format!("cannot read `{}`: {e}", path.display()));
     let mut file = input::open(path)?;
-    std::io::copy(
-        &mut (&mut file).take(layout.header_len as u64),
-        &mut std::io::sink(),
-    )
-    .map_err(cannot)?;
+    file.seek(SeekFrom::Start(layout.header_len as u64))
+        .map_err(cannot)?;
     // the header's shape was checked against the file's size: m·n values follow it
     let values: Vec<f64> = if layout.item_size == 8 {
         let mut values = vec![0.0f64; m * n];

@@ -125,7 +125,7 @@ fn score_prepared(
     b: PreparedLayer,
     progress: bool,
 ) -> Result<Scored, UserError> {
-    let settings = args.settings()?;
+    let settings = a.settings().clone();
     let pair = Pair::new(&a, &b)?;
 
     let mut metrics = args.metrics();

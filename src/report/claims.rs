@@ -723,25 +723,13 @@ mod tests {
                     held_out_loss: None,
                 });
             }
-            r.scores.push(ScoreRow {
-                model_a: format!("a@step{s}"),
-                model_b: format!("b@step{s}"),
-                layer_a: "conv1".into(),
-                layer_b: "conv1".into(),
-                depth_a: 0.0,
-                depth_b: 0.0,
-                metric: "procrustes".into(),
-                score: curve[k],
-                std: 0.0,
-                stimuli: "base".into(),
-                null_p: None,
-                null_n: None,
-                null_q95: None,
-                rotation_q95: None,
-                rotation_p: None,
-                rotation_draws: None,
-                ci_half_width: None,
-            });
+            r.scores.push(ScoreRow::for_test(
+                &format!("a@step{s}"),
+                &format!("b@step{s}"),
+                "conv1",
+                (0.0, 0.0),
+                curve[k],
+            ));
         }
         r
     }

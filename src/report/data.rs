@@ -47,6 +47,39 @@ pub struct ScoreRow {
     pub ci_half_width: Option<f64>,
 }
 
+#[cfg(test)]
+impl ScoreRow {
+    /// A base-set row between namesake layers `layer` of `model_a` and `model_b` at depths
+    /// `depth`, fold standard deviation 0.01, no statistics (for report tests).
+    pub fn for_test(
+        model_a: &str,
+        model_b: &str,
+        layer: &str,
+        depth: (f64, f64),
+        score: f64,
+    ) -> ScoreRow {
+        ScoreRow {
+            model_a: model_a.into(),
+            model_b: model_b.into(),
+            layer_a: layer.into(),
+            layer_b: layer.into(),
+            depth_a: depth.0,
+            depth_b: depth.1,
+            metric: "procrustes".into(),
+            score,
+            std: 0.01,
+            stimuli: "base".into(),
+            null_p: None,
+            null_n: None,
+            null_q95: None,
+            rotation_q95: None,
+            rotation_p: None,
+            rotation_draws: None,
+            ci_half_width: None,
+        }
+    }
+}
+
 /// One extracted network on one stimulus set (a row of `models.csv`).
 #[derive(Debug, Clone)]
 pub struct ModelRow {

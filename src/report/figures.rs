@@ -116,6 +116,17 @@ pub(super) fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64) -> (f
     (a - 0.02, b + 0.02)
 }
 
+/// [`y_range`] of every point of `panels`, at least `[0, 1]` (scores).
+pub(super) fn score_range(panels: &[Panel]) -> (f64, f64) {
+    y_range(
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
+        0.0,
+        1.0,
+    )
+}
+
 /// What the error bars of a depth curve are (see `data::by_depth`), for captions.
 fn bars(r: &Results) -> String {
     let mut parts = Vec::new();
@@ -259,13 +270,7 @@ fn depth_figure(
     if panels.is_empty() {
         return Ok(None);
     }
-    let y = y_range(
-        panels
-            .iter()
-            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
-        0.0,
-        1.0,
-    );
+    let y = score_range(&panels);
     let with_null = r.scores.iter().any(|s| s.null_q95.is_some());
     let chart = Lines {
         x_desc: "normalised depth (0 = first layer, 1 = last)".into(),
@@ -337,13 +342,7 @@ fn rotation_figure(
     if panels.is_empty() {
         return Ok(None);
     }
-    let y = y_range(
-        panels
-            .iter()
-            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
-        0.0,
-        1.0,
-    );
+    let y = score_range(&panels);
     let n = panels.len();
     let chart = Lines {
         x_desc: "normalised depth (0 = first layer, 1 = last)".into(),

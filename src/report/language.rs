@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use super::claims::{has_metric, not_measured, ordering, Claim};
 use super::data::{over_pairs, Results, ScoreRow};
 use super::figures::{
-    colour_of, depth_series, figure, layer_grid, panel_size, y_range, Figure, LayerGrid,
+    colour_of, depth_series, figure, layer_grid, panel_size, score_range, y_range, Figure,
+    LayerGrid,
 };
 use super::plot::{Heatmap, Lines, Panel, Secondary, Series, COLOURS};
 use crate::error::UserError;
@@ -79,13 +80,7 @@ fn per_layer(
     if panels.is_empty() {
         return Ok(None);
     }
-    let y = y_range(
-        panels
-            .iter()
-            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
-        0.0,
-        1.0,
-    );
+    let y = score_range(&panels);
     let n = panels.len();
     let chart = Lines {
         x_desc: "relative depth (0 = embedding output, 1 = last block)".into(),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use repflow_kernels::{Metric, Named};
 
 use super::data::{mean, over_pairs, Results, ScoreRow};
-use super::figures::{figure, is_moco, panel_size, y_range, Figure};
+use super::figures::{figure, is_moco, panel_size, score_range, Figure};
 use super::plot::{Lines, Panel, Series, COLOURS};
 use crate::error::UserError;
 
@@ -87,13 +87,7 @@ fn chart(r: &Results, moco: &[String], last: Option<u64>) -> Option<Lines> {
     if panels.is_empty() {
         return None;
     }
-    let y = y_range(
-        panels
-            .iter()
-            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
-        0.0,
-        1.0,
-    );
+    let y = score_range(&panels);
     Some(Lines {
         x_desc: "normalised depth in the MoCo network (layers both networks have)".into(),
         y_desc: "alignment score (fold mean)".into(),
@@ -151,25 +145,13 @@ mod tests {
     }
 
     fn row(a: &str, b: &str, layer: &str, depth: (f64, f64), score: f64) -> ScoreRow {
-        ScoreRow {
-            model_a: format!("{a}@step9"),
-            model_b: format!("{b}@step9"),
-            layer_a: layer.into(),
-            layer_b: layer.into(),
-            depth_a: depth.0,
-            depth_b: depth.1,
-            metric: "procrustes".into(),
+        ScoreRow::for_test(
+            &format!("{a}@step9"),
+            &format!("{b}@step9"),
+            layer,
+            depth,
             score,
-            std: 0.01,
-            stimuli: "base".into(),
-            null_p: None,
-            null_n: None,
-            null_q95: None,
-            rotation_q95: None,
-            rotation_p: None,
-            rotation_draws: None,
-            ci_half_width: None,
-        }
+        )
     }
 
     #[test]
