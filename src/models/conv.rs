@@ -4,15 +4,23 @@
 //! `conv_transpose2d`, a direct loop that takes about half of a ResNet training step. Here the
 //! forward pass is `Y = W · cols(X)`, the weight gradient `dW = Σ dY · cols(X)ᵀ` and the input
 //! gradient `dX = col2im(Wᵀ · dY)`, all faer gemms. The images go through in chunks of a few
-//! megabytes of columns, chunks in parallel, so the column matrix (9 × the activations for a
-//! 3 × 3 conv) is never built for the whole batch. The output is channel-major (`out × batch × h × w`, seen as
-//! `batch × out × h × w` through a transpose), which is what batch norm wants, and the input
-//! may be either order. f32 on the CPU; other devices and dtypes use candle's `conv2d`. Same
-//! parameter names and shapes as torch's `Conv2d`, so checkpoints load unchanged.
+//! megabytes of columns, chunks in parallel, each thread reusing one column buffer, so the
+//! column matrix (9 × the activations for a 3 × 3 conv) is never built for the whole batch.
+//!
+//! The output is channel-major (`out × batch × h × w`, [`Order::ChannelMajor`]), the order the
+//! conv stacks keep from one layer to the next: batch norm reads each channel as one run and
+//! the next convolution's products read whole rows, so no transpose, reshape or copy stands
+//! between layers (each would be a copy and a gradient accumulation in candle's backward
+//! pass). The input may be in either order. f32 on the CPU; other devices and dtypes use
+//! candle's `conv2d`. Same parameter names and shapes as torch's `Conv2d`, so checkpoints load
+//! unchanged.
+
+use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
@@ -20,6 +28,33 @@ use super::storage::{contiguous, f32_data, is_cpu_f32, plane_start, planes_conti
 
 /// Bytes of column matrix per chunk of images.
 const CHUNK_BYTES: usize = 4 << 20;
+
+thread_local! {
+    /// This thread's column buffer, kept from one chunk to the next (a fresh one per chunk
+    /// was an allocation, a zeroing pass and page faults each time).
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's column buffer, at least `len` long (its contents are whatever
+/// the last use left).
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = COLUMNS.with(|c| c.take());
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    COLUMNS.with(|c| c.replace(buf));
+    out
+}
+
+/// The order of a 4-D activation tensor's first two dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// `batch × channels × height × width`, torch's order (images).
+    Nchw,
+    /// `channels × batch × height × width`: what [`Conv`] writes and the conv stacks keep.
+    ChannelMajor,
+}
 
 /// The shape of one convolution.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +66,8 @@ struct Geometry {
     kernel: usize,
     stride: usize,
     padding: usize,
+    /// The order of the input's dimensions.
+    input: Order,
 }
 
 /// A run of output pixels of one output row whose inputs lie in the image: column offsets
@@ -79,6 +116,19 @@ impl Geometry {
             .collect()
     }
 
+    /// Where the input's plane (image b, channel c) starts; planes must be contiguous.
+    fn input_plane(&self, layout: &Layout) -> Result<impl Fn(usize, usize) -> usize + Sync> {
+        let start = plane_start(layout, "conv")?;
+        let channel_major = self.input == Order::ChannelMajor;
+        Ok(move |b: usize, c: usize| {
+            if channel_major {
+                start(c, b)
+            } else {
+                start(b, c)
+            }
+        })
+    }
+
     /// The in-image spans of one channel plane, for every kernel tap and output row.
     fn spans(&self) -> Vec<Span> {
         let (ho, wo) = (self.out_height(), self.out_width());
@@ -109,7 +159,7 @@ impl Geometry {
         out
     }
 
-    /// Columns of images `b0..b0 + nb` into `cols` (`k² ` rows per channel, `nb · L` columns).
+    /// Columns of images `b0..b0 + nb` into `cols` (`k²` rows per channel, `nb · L` columns).
     /// `plane(b, c)` is the start of image b's channel c in `x`.
     fn im2col(
         &self,
@@ -122,45 +172,73 @@ impl Geometry {
     ) {
         let (l, taps, s) = (self.l(), self.kernel * self.kernel, self.stride);
         let ld = nb * l;
+        // zeros first, then the in-image spans: one streaming pass over the buffer makes the
+        // many short copies land in cache (copying into cold lines and zeroing only the
+        // padding was 2.5x slower, measured)
         cols[..self.k() * ld].fill(0.0);
-        cols[..self.k() * ld]
-            .chunks_mut(taps * ld)
-            .enumerate()
-            .for_each(|(c, rows)| {
-                for b in 0..nb {
-                    let input = &x[plane(b0 + b, c)..][..self.height * self.width];
-                    for sp in spans {
-                        let dst = &mut rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
-                        if s == 1 {
-                            dst.copy_from_slice(&input[sp.src..sp.src + sp.len]);
-                        } else {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                *d = input[sp.src + j * s];
-                            }
+        for (c, rows) in cols[..self.k() * ld].chunks_mut(taps * ld).enumerate() {
+            for b in 0..nb {
+                let input = &x[plane(b0 + b, c)..][..self.height * self.width];
+                for sp in spans {
+                    let dst = &mut rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
+                    if s == 1 {
+                        dst.copy_from_slice(&input[sp.src..sp.src + sp.len]);
+                    } else {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = input[sp.src + j * s];
                         }
                     }
                 }
-            });
+            }
+        }
     }
 
-    /// Adds columns `cols` of `nb` images back into their pixels `dx` (NCHW, those images).
-    fn col2im(&self, cols: &[f32], nb: usize, spans: &[Span], dx: &mut [f32]) {
+    /// Adds columns `cols` of `nb` images back into their pixels: `dx` is those images'
+    /// block of the channel-major gradient (`channels` rows of `nb` planes).
+    fn col2im(&self, cols: &[f32], nb: usize, spans: &[Span], mut dx: MatMut<'_, f32>) {
         let (l, taps, s) = (self.l(), self.kernel * self.kernel, self.stride);
         let (ld, plane) = (nb * l, self.height * self.width);
-        dx.chunks_mut(plane).enumerate().for_each(|(bc, out)| {
-            let (b, c) = (bc / self.channels, bc % self.channels);
+        for c in 0..self.channels {
+            let row = dx
+                .rb_mut()
+                .row_mut(c)
+                .try_as_row_major_mut()
+                .expect("rows of a row-major block are contiguous")
+                .as_slice_mut();
             let rows = &cols[c * taps * ld..][..taps * ld];
-            for sp in spans {
-                let src = &rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
-                for (j, v) in src.iter().enumerate() {
-                    out[sp.src + j * s] += v;
+            for (b, out) in row.chunks_mut(plane).enumerate() {
+                for sp in spans {
+                    let src = &rows[sp.tap * ld + b * l + sp.dst..][..sp.len];
+                    if s == 1 {
+                        let dst = &mut out[sp.src..sp.src + sp.len];
+                        dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                    } else {
+                        for (j, v) in src.iter().enumerate() {
+                            out[sp.src + j * s] += v;
+                        }
+                    }
                 }
             }
-        });
+        }
     }
 }
 
-/// `(x: B × C × H × W, w: O × C·k²)` → `O × B·L`.
+/// `m`'s columns split into one block per chunk, `per` columns per image, in order.
+fn column_blocks<'a>(
+    mut m: MatMut<'a, f32>,
+    chunks: &[(usize, usize)],
+    per: usize,
+) -> Vec<MatMut<'a, f32>> {
+    let mut blocks = Vec::with_capacity(chunks.len());
+    for &(_, nb) in chunks {
+        let (block, rest) = m.split_at_col_mut(nb * per);
+        blocks.push(block);
+        m = rest;
+    }
+    blocks
+}
+
+/// `(x: B × C × H × W in either order, w: O × C·k²)` → `O × B × Ho × Wo`.
 struct ConvForward(Geometry);
 
 impl CustomOp2 for ConvForward {
@@ -177,37 +255,36 @@ impl CustomOp2 for ConvForward {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = f32_data(s1, "conv")?;
-        let plane = plane_start(l1, "conv")?;
+        let plane = g.input_plane(l1)?;
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
         let wm = MatRef::from_row_major_slice(w, o, k);
-        // each chunk: its columns, then Y_chunk = W · cols (O × nb·L)
-        let parts: Vec<Vec<f32>> = g
-            .chunks()
-            .into_par_iter()
-            .map(|(b0, nb)| {
-                let mut cols = vec![0f32; k * nb * l];
-                g.im2col(x, &plane, b0, nb, &spans, &mut cols);
-                let mut y = vec![0f32; o * nb * l];
+        let chunks = g.chunks();
+        let mut out = vec![0f32; o * bl];
+        // each chunk: its columns, then its block of Y = W · cols (O × nb·L), in place
+        column_blocks(
+            MatMut::from_row_major_slice_mut(&mut out, o, bl),
+            &chunks,
+            l,
+        )
+        .into_par_iter()
+        .zip(chunks.par_iter())
+        .for_each(|(y, &(b0, nb))| {
+            with_columns(k * nb * l, |cols| {
+                g.im2col(x, &plane, b0, nb, &spans, cols);
                 matmul(
-                    MatMut::from_row_major_slice_mut(&mut y, o, nb * l),
+                    y,
                     Accum::Replace,
                     wm,
-                    MatRef::from_row_major_slice(&cols, k, nb * l),
+                    MatRef::from_row_major_slice(cols, k, nb * l),
                     1.0,
                     Par::Seq,
                 );
-                y
             })
-            .collect();
-        let mut out = vec![0f32; o * bl];
-        for ((b0, nb), y) in g.chunks().into_iter().zip(&parts) {
-            for (row, src) in out.chunks_mut(bl).zip(y.chunks(nb * l)) {
-                row[b0 * l..(b0 + nb) * l].copy_from_slice(src);
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((o, bl))))
+        });
+        let shape = (o, g.batch, g.out_height(), g.out_width());
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
     fn bwd(
@@ -220,7 +297,11 @@ impl CustomOp2 for ConvForward {
         let grad = grad.contiguous()?;
         // The first layer's input (the images) needs no gradient.
         let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?)
+            let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
+            Some(match self.0.input {
+                Order::ChannelMajor => dx,
+                Order::Nchw => dx.transpose(0, 1)?,
+            })
         } else {
             None
         };
@@ -229,7 +310,7 @@ impl CustomOp2 for ConvForward {
     }
 }
 
-/// `(dY: O × B·L, w: O × C·k²)` → `dX: B × C × H × W`.
+/// `(dY: O × B·L, w: O × C·k²)` → `dX: C × B × H × W` (channel-major).
 struct ConvInputGrad(Geometry);
 
 impl CustomOp2 for ConvInputGrad {
@@ -250,32 +331,34 @@ impl CustomOp2 for ConvInputGrad {
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
         let wt = MatRef::from_row_major_slice(w, o, k).transpose();
-        let image = g.channels * g.height * g.width;
-        let mut dx = vec![0f32; g.batch * image];
-        // each chunk: dcols = Wᵀ · dY_chunk, scattered into its own images of dX
-        dx.par_chunks_mut(g.chunk() * image)
-            .zip(g.chunks())
-            .for_each(|(dxc, (b0, nb))| {
+        let plane = g.height * g.width;
+        let chunks = g.chunks();
+        let mut dx = vec![0f32; g.channels * g.batch * plane];
+        // each chunk: dcols = Wᵀ · dY_chunk, scattered into its own images' block of dX
+        let dxm = MatMut::from_row_major_slice_mut(&mut dx, g.channels, g.batch * plane);
+        column_blocks(dxm, &chunks, plane)
+            .into_par_iter()
+            .zip(chunks.par_iter())
+            .for_each(|(block, &(b0, nb))| {
                 let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
-                let mut cols = vec![0f32; k * nb * l];
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut cols, k, nb * l),
-                    Accum::Replace,
-                    wt,
-                    dyc,
-                    1.0,
-                    Par::Seq,
-                );
-                g.col2im(&cols, nb, &spans, dxc);
+                with_columns(k * nb * l, |cols| {
+                    matmul(
+                        MatMut::from_row_major_slice_mut(cols, k, nb * l),
+                        Accum::Replace,
+                        wt,
+                        dyc,
+                        1.0,
+                        Par::Seq,
+                    );
+                    g.col2im(cols, nb, &spans, block);
+                })
             });
-        Ok((
-            CpuStorage::F32(dx),
-            Shape::from((g.batch, g.channels, g.height, g.width)),
-        ))
+        let shape = (g.channels, g.batch, g.height, g.width);
+        Ok((CpuStorage::F32(dx), Shape::from(shape)))
     }
 }
 
-/// `(x: B × C × H × W, dY: O × B·L)` → `dW: O × C·k²`.
+/// `(x: B × C × H × W in either order, dY: O × B·L)` → `dW: O × C·k²`.
 struct ConvWeightGrad(Geometry);
 
 impl CustomOp2 for ConvWeightGrad {
@@ -292,7 +375,7 @@ impl CustomOp2 for ConvWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = f32_data(s1, "conv")?;
-        let plane = plane_start(l1, "conv")?;
+        let plane = g.input_plane(l1)?;
         let dy = contiguous(s2, l2, "conv output gradient")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
@@ -302,18 +385,19 @@ impl CustomOp2 for ConvWeightGrad {
             .chunks()
             .into_par_iter()
             .map(|(b0, nb)| {
-                let mut cols = vec![0f32; k * nb * l];
-                g.im2col(x, &plane, b0, nb, &spans, &mut cols);
                 let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
                 let mut dw = vec![0f32; o * k];
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dw, o, k),
-                    Accum::Replace,
-                    dyc,
-                    MatRef::from_row_major_slice(&cols, k, nb * l).transpose(),
-                    1.0,
-                    Par::Seq,
-                );
+                with_columns(k * nb * l, |cols| {
+                    g.im2col(x, &plane, b0, nb, &spans, cols);
+                    matmul(
+                        MatMut::from_row_major_slice_mut(&mut dw, o, k),
+                        Accum::Replace,
+                        dyc,
+                        MatRef::from_row_major_slice(cols, k, nb * l).transpose(),
+                        1.0,
+                        Par::Seq,
+                    );
+                });
                 dw
             })
             .collect();
@@ -327,7 +411,7 @@ impl CustomOp2 for ConvWeightGrad {
     }
 }
 
-/// `(y: O × N, b: O)` → `y + b` per row; the bias gradient is a row sum of the contiguous
+/// `(y: O × …, b: O)` → `y + b` per output channel; the bias gradient is a row sum of the contiguous
 /// output gradient (a broadcast add would sum over a transposed view, a slow strided pass).
 struct AddBias;
 
@@ -345,7 +429,7 @@ impl CustomOp2 for AddBias {
     ) -> Result<(CpuStorage, Shape)> {
         let y = contiguous(s1, l1, "conv bias")?;
         let b = contiguous(s2, l2, "conv bias")?;
-        let n = l1.dims()[1];
+        let n = l1.shape().elem_count() / b.len().max(1);
         let mut out = y.to_vec();
         out.par_chunks_mut(n.max(1))
             .zip(b)
@@ -361,7 +445,7 @@ impl CustomOp2 for AddBias {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let db = grad.sum(1)?;
+        let db = grad.flatten_from(1)?.sum(1)?;
         Ok((Some(grad), Some(db)))
     }
 }
@@ -409,18 +493,24 @@ impl Conv {
     }
 }
 
-impl Module for Conv {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, channels, height, width) = xs.dims4()?;
-        let cout = self.weight.dim(0)?;
+impl Conv {
+    /// The convolution of `xs` (`batch × channels × h × w` in order `input`), channel-major:
+    /// `out × batch × h' × w'`.
+    pub fn forward_cm(&self, xs: &Tensor, input: Order) -> Result<Tensor> {
+        let nchw = |t: &Tensor| match input {
+            Order::Nchw => Ok(t.clone()),
+            Order::ChannelMajor => t.transpose(0, 1),
+        };
         if !is_cpu_f32(xs) {
             let cfg = candle_nn::Conv2dConfig {
                 padding: self.padding,
                 stride: self.stride,
                 ..Default::default()
             };
-            return candle_nn::Conv2d::new(self.weight.clone(), self.bias.clone(), cfg).forward(xs);
+            let conv = candle_nn::Conv2d::new(self.weight.clone(), self.bias.clone(), cfg);
+            return conv.forward(&nchw(xs)?)?.transpose(0, 1)?.contiguous();
         }
+        let (batch, channels, height, width) = nchw(xs)?.dims4()?;
         let g = Geometry {
             batch,
             channels,
@@ -429,18 +519,21 @@ impl Module for Conv {
             kernel: self.kernel,
             stride: self.stride,
             padding: self.padding,
+            input,
         };
-        let (ho, wo) = (g.out_height(), g.out_width());
-        let xs = planes_contiguous(xs)?;
-        let w = self.weight.reshape((cout, g.k()))?;
-        // (O, B·L) → (B, O, Ho, Wo), seen through a transpose: batch norm works channel-major,
-        // and the next convolution reads either order, so no copy is made here.
-        let ys = xs.apply_op2(&w, ConvForward(g))?;
-        let ys = match &self.bias {
-            Some(b) => ys.apply_op2(b, AddBias)?,
-            None => ys,
-        };
-        ys.reshape((cout, batch, ho, wo))?.transpose(0, 1)
+        let w = self.weight.reshape((self.weight.dim(0)?, g.k()))?;
+        let ys = planes_contiguous(xs)?.apply_op2(&w, ConvForward(g))?;
+        match &self.bias {
+            Some(b) => ys.apply_op2(b, AddBias),
+            None => Ok(ys),
+        }
+    }
+}
+
+impl Module for Conv {
+    /// NCHW in, NCHW out (a transposed view of [`Conv::forward_cm`]'s output).
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_cm(xs, Order::Nchw)?.transpose(0, 1)
     }
 }
 
@@ -456,20 +549,26 @@ mod tests {
     }
 
     /// Forward output, input gradient and weight gradient agree with candle's own conv2d, for
-    /// contiguous inputs and for channel-major ones seen through a transpose (a conv's output),
-    /// and when the batch goes through in several chunks.
+    /// NCHW inputs (contiguous, or a transposed view of channel-major storage) and for
+    /// channel-major ones (a conv's output, read as they are), and when the batch goes
+    /// through in several chunks.
     #[test]
     fn matches_candle_conv2d_forward_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
-        for (batch, cin, cout, k, stride, pad, h, transposed) in [
-            (2, 3, 5, 3, 1, 1, 9, false),
-            (2, 3, 5, 3, 1, 1, 9, true),
-            (2, 4, 6, 3, 2, 1, 8, false),
-            (2, 4, 6, 1, 2, 0, 7, true),
-            (2, 2, 3, 1, 1, 0, 5, false),
-            (2, 3, 4, 7, 2, 3, 12, false),
+        for (batch, cin, cout, k, stride, pad, h, transposed, order) in [
+            (2, 3, 5, 3, 1, 1, 9, false, Order::Nchw),
+            (2, 3, 5, 3, 1, 1, 9, true, Order::Nchw),
+            (2, 3, 5, 3, 1, 1, 9, true, Order::ChannelMajor),
+            (2, 4, 6, 3, 2, 1, 8, false, Order::Nchw),
+            (2, 4, 6, 3, 2, 1, 8, true, Order::ChannelMajor),
+            (2, 4, 6, 1, 2, 0, 7, true, Order::Nchw),
+            (2, 4, 6, 1, 2, 0, 7, true, Order::ChannelMajor),
+            (2, 2, 3, 1, 1, 0, 5, false, Order::Nchw),
+            (2, 3, 4, 7, 2, 3, 12, false, Order::Nchw),
+            (3, 3, 4, 7, 2, 3, 12, true, Order::ChannelMajor),
             // 144 × 784 columns per image: 9 images per chunk, so 3 chunks
-            (20, 16, 8, 3, 1, 1, 28, true),
+            (20, 16, 8, 3, 1, 1, 28, true, Order::Nchw),
+            (20, 16, 8, 3, 1, 1, 28, true, Order::ChannelMajor),
         ] {
             let values = ramp(batch * cin * h * h, 1.0);
             let (x, input) = if transposed {
@@ -482,14 +581,20 @@ mod tests {
                 (x, input)
             };
             let w = Var::from_vec(ramp(cout * cin * k * k, 0.3), (cout, cin, k, k), &dev)?;
-            let ours = Conv {
+            let conv = Conv {
                 weight: w.as_tensor().clone(),
                 bias: None,
                 kernel: k,
                 stride,
                 padding: pad,
-            }
-            .forward(&input)?;
+            };
+            let ours = match order {
+                Order::Nchw => conv.forward(&input)?,
+                // the same values, handed over channel-major
+                Order::ChannelMajor => conv
+                    .forward_cm(&input.transpose(0, 1)?, order)?
+                    .transpose(0, 1)?,
+            };
             let theirs = input
                 .contiguous()?
                 .conv2d(w.as_tensor(), pad, stride, 1, 1)?;

@@ -109,6 +109,14 @@ impl Taps {
             self.outputs.push((name.to_string(), xs.clone()));
         }
     }
+
+    /// Records channel-major `xs` (a conv's output) batch-first, as [`Taps::record`] does.
+    pub fn record_cm(&mut self, name: &str, xs: &Tensor) -> Result<()> {
+        if self.enabled {
+            self.outputs.push((name.to_string(), xs.transpose(0, 1)?));
+        }
+        Ok(())
+    }
 }
 
 /// A network built from a [`ModelConfig`].

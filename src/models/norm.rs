@@ -53,8 +53,9 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
-    /// Normalises with the batch's statistics (and updates the running ones) when `train`, with
-    /// the running statistics otherwise.
+    /// Normalises channel-major `xs` (`channels × batch × h × w`, a
+    /// [`super::conv::Conv::forward_cm`] output) with the batch's statistics (and updates the
+    /// running ones) when `train`, with the running statistics otherwise; channel-major out.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_fused(xs, train, false)
     }
@@ -65,55 +66,54 @@ impl BatchNorm {
     }
 
     fn forward_fused(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
-        let n = b * h * w;
-        // channel-major (C, B·H·W): free when the input is a convolution's output
-        let cm = xs.transpose(0, 1)?.contiguous()?.reshape((c, n))?;
-        let fast = is_cpu_f32(&cm);
-        let ys = if !train {
-            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            if fast {
-                cm.apply_op3_no_bwd(&scale, &shift, &Affine { relu })?
+        // channel-major: each channel's values are one run (no copy for a conv's output)
+        let xs = xs.contiguous()?;
+        let c = xs.dim(0)?;
+        let n = xs.elem_count() / c.max(1);
+        if is_cpu_f32(&xs) {
+            return if train {
+                let op = TrainForward {
+                    eps: self.eps,
+                    relu,
+                    saved: Arc::default(),
+                };
+                let saved = op.saved.clone();
+                let ys = xs.apply_op3(&self.weight, &self.bias, op)?;
+                let saved = saved.lock().expect("batch-norm statistics");
+                let column = |v: Vec<f32>| Tensor::from_vec(v, c, xs.device());
+                let mean = column(saved.stats.iter().map(|s| s.mean as f32).collect())?;
+                let var = column(saved.stats.iter().map(|s| s.var as f32).collect())?;
+                self.update_running(&mean, &var, n)?;
+                Ok(ys)
             } else {
-                let ys = cm
-                    .broadcast_mul(&scale.reshape((c, 1))?)?
-                    .broadcast_add(&shift.reshape((c, 1))?)?;
-                if relu {
-                    ys.relu()?
-                } else {
-                    ys
-                }
-            }
-        } else if fast {
-            let op = TrainForward {
-                eps: self.eps,
-                relu,
-                saved: Arc::default(),
+                let (scale, shift) = self.eval_affine()?;
+                xs.apply_op3_no_bwd(&scale, &shift, &Affine { relu })
             };
-            let saved = op.saved.clone();
-            let ys = cm.apply_op3(&self.weight, &self.bias, op)?;
-            let saved = saved.lock().expect("batch-norm statistics");
-            let mean = Tensor::from_slice(&saved.mean, c, cm.device())?;
-            let var = Tensor::from_slice(&saved.var, c, cm.device())?;
-            self.update_running(&mean, &var, n)?;
-            ys
-        } else {
+        }
+        let cm = xs.reshape((c, n))?;
+        let ys = if train {
             let mean = cm.mean_keepdim(1)?;
             let centred = cm.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim(1)?;
             self.update_running(&mean.flatten_all()?, &var.flatten_all()?, n)?;
-            let ys = centred
+            centred
                 .broadcast_div(&(var + self.eps)?.sqrt()?)?
                 .broadcast_mul(&self.weight.reshape((c, 1))?)?
-                .broadcast_add(&self.bias.reshape((c, 1))?)?;
-            if relu {
-                ys.relu()?
-            } else {
-                ys
-            }
+                .broadcast_add(&self.bias.reshape((c, 1))?)?
+        } else {
+            let (scale, shift) = self.eval_affine()?;
+            cm.broadcast_mul(&scale.reshape((c, 1))?)?
+                .broadcast_add(&shift.reshape((c, 1))?)?
         };
-        ys.reshape((c, b, h, w))?.transpose(0, 1)
+        let ys = if relu { ys.relu()? } else { ys };
+        ys.reshape(xs.dims())
+    }
+
+    /// Evaluation mode's per-channel `(scale, shift)`.
+    fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
     }
 
     /// torch's update: `r ← (1 − m)·r + m·batch`, the variance with Bessel's correction.
@@ -128,18 +128,38 @@ impl BatchNorm {
     }
 }
 
-/// Per-channel mean and 1/√(var + ε) of channel-major data `x` (C × N), in f64.
-fn channel_stats(x: &[f32], n: usize, eps: f64) -> Vec<(f64, f64, f64)> {
+/// One channel's batch statistics, in f64.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    mean: f64,
+    /// The biased variance.
+    var: f64,
+    /// 1/√(var + ε).
+    inv_std: f64,
+}
+
+/// Per-channel statistics of channel-major data `x` (C × N).
+fn channel_stats(x: &[f32], n: usize, eps: f64) -> Vec<Stats> {
     x.par_chunks(n)
         .map(|row| {
             let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-            (mean, var, 1.0 / (var + eps).sqrt())
+            Stats {
+                mean,
+                var,
+                inv_std: 1.0 / (var + eps).sqrt(),
+            }
         })
         .collect()
 }
 
-/// Evaluation mode on channel-major `x` (C × N): `x·scale + shift` per channel (then ReLU).
+/// A channel-major tensor's (channels, values per channel).
+fn rows(layout: &Layout) -> (usize, usize) {
+    let c = layout.dims().first().copied().unwrap_or(1).max(1);
+    (c, layout.shape().elem_count() / c)
+}
+
+/// Evaluation mode on channel-major `x` (C × …): `x·scale + shift` per channel (then ReLU).
 /// Forward only.
 struct Affine {
     relu: bool,
@@ -164,9 +184,9 @@ impl CustomOp3 for Affine {
             contiguous(s2, l2, "batch norm scale")?,
             contiguous(s3, l3, "batch norm shift")?,
         );
-        let (c, n) = l1.shape().dims2()?;
+        let (_, n) = rows(l1);
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        let mut ys = vec![0f32; c * n];
+        let mut ys = vec![0f32; x.len()];
         ys.par_chunks_mut(n)
             .zip(x.par_chunks(n))
             .enumerate()
@@ -176,19 +196,18 @@ impl CustomOp3 for Affine {
                     *o = (v * a + b).max(floor);
                 }
             });
-        Ok((CpuStorage::F32(ys), Shape::from((c, n))))
+        Ok((CpuStorage::F32(ys), l1.shape().clone()))
     }
 }
 
 /// What the forward pass leaves for the running statistics and the backward pass.
 #[derive(Default)]
 struct Saved {
-    mean: Vec<f32>,
-    var: Vec<f32>,
+    stats: Vec<Stats>,
     gamma: Vec<f32>,
 }
 
-/// Training-mode forward pass on channel-major `x` (C × N) with `weight` and `bias` (C), then
+/// Training-mode forward pass on channel-major `x` (C × …) with `weight` and `bias` (C), then
 /// ReLU when `relu`: the output, and the batch mean and biased variance left in `saved`.
 struct TrainForward {
     eps: f64,
@@ -215,15 +234,15 @@ impl CustomOp3 for TrainForward {
             contiguous(s2, l2, "batch norm weight")?,
             contiguous(s3, l3, "batch norm bias")?,
         );
-        let (c, n) = l1.shape().dims2()?;
+        let (_, n) = rows(l1);
         let stats = channel_stats(x, n, self.eps);
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        let mut ys = vec![0f32; c * n];
+        let mut ys = vec![0f32; x.len()];
         ys.par_chunks_mut(n)
             .zip(x.par_chunks(n))
             .enumerate()
             .for_each(|(ch, (out, row))| {
-                let (mean, _, inv_std) = stats[ch];
+                let Stats { mean, inv_std, .. } = stats[ch];
                 let scale = (gamma[ch] as f64 * inv_std) as f32;
                 let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv_std) as f32;
                 for (o, &v) in out.iter_mut().zip(row) {
@@ -231,11 +250,10 @@ impl CustomOp3 for TrainForward {
                 }
             });
         *self.saved.lock().expect("batch-norm statistics") = Saved {
-            mean: stats.iter().map(|s| s.0 as f32).collect(),
-            var: stats.iter().map(|s| s.1 as f32).collect(),
+            stats,
             gamma: gamma.to_vec(),
         };
-        Ok((CpuStorage::F32(ys), Shape::from((c, n))))
+        Ok((CpuStorage::F32(ys), l1.shape().clone()))
     }
 
     fn bwd(
@@ -246,20 +264,18 @@ impl CustomOp3 for TrainForward {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (c, n) = x.dims2()?;
-        let gamma = self
-            .saved
-            .lock()
-            .expect("batch-norm statistics")
-            .gamma
-            .clone();
-        let op = TrainBackward {
-            eps: self.eps,
-            relu: self.relu,
-            gamma,
+        let c = x.dim(0)?;
+        let n = x.elem_count() / c.max(1);
+        let op = {
+            let saved = self.saved.lock().expect("batch-norm statistics");
+            TrainBackward {
+                relu: self.relu,
+                stats: saved.stats.clone(),
+                gamma: saved.gamma.clone(),
+            }
         };
         let all = x.apply_op3_no_bwd(&grad.contiguous()?, res, &op)?;
-        let dx = all.narrow(0, 0, c * n)?.reshape((c, n))?;
+        let dx = all.narrow(0, 0, c * n)?.reshape(x.dims())?;
         let dgamma = all.narrow(0, c * n, c)?;
         let dbeta = all.narrow(0, c * n + c, c)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
@@ -267,10 +283,11 @@ impl CustomOp3 for TrainForward {
 }
 
 /// Gradients of [`TrainForward`] from (x, dy, y): dx (C·N), then dweight (C), dbias (C), in
-/// one flat vector. With ReLU, dy counts only where the output is positive.
+/// one flat vector, with the forward pass's statistics. With ReLU, dy counts only where the
+/// output is positive.
 struct TrainBackward {
-    eps: f64,
     relu: bool,
+    stats: Vec<Stats>,
     gamma: Vec<f32>,
 }
 
@@ -293,8 +310,7 @@ impl CustomOp3 for TrainBackward {
             contiguous(s2, l2, "batch norm output gradient")?,
             contiguous(s3, l3, "batch norm output")?,
         );
-        let (c, n) = l1.shape().dims2()?;
-        let stats = channel_stats(x, n, self.eps);
+        let (c, n) = rows(l1);
         let relu = self.relu;
         let grad = |g: f32, y: f32| if relu && y <= 0.0 { 0.0 } else { g as f64 };
         let mut out = vec![0f32; c * n + 2 * c];
@@ -305,7 +321,7 @@ impl CustomOp3 for TrainBackward {
             .zip(x.par_chunks(n).zip(dy.par_chunks(n).zip(y.par_chunks(n))))
             .enumerate()
             .map(|(ch, (out, (row, (dys, ys))))| {
-                let (mean, _, inv_std) = stats[ch];
+                let Stats { mean, inv_std, .. } = self.stats[ch];
                 let (mut dbeta, mut dgamma) = (0f64, 0f64);
                 for ((&v, &g), &o) in row.iter().zip(dys).zip(ys) {
                     let g = grad(g, o);
@@ -336,8 +352,9 @@ mod tests {
     use candle_nn::{ModuleT, VarMap};
 
     /// Output, gradients (input, weight, bias) and running statistics agree with candle-nn's
-    /// `BatchNorm` (then `relu`) in training mode, for contiguous and channel-major
-    /// (transposed) inputs, with and without the fused ReLU; then the evaluation mode.
+    /// `BatchNorm` (then `relu`) on the NCHW view in training mode, for contiguous
+    /// channel-major inputs (a conv's output) and transposed NCHW ones (copied first), with
+    /// and without the fused ReLU; then the evaluation mode.
     #[test]
     fn matches_candle_nn_in_training_mode() -> Result<()> {
         let dev = Device::Cpu;
@@ -351,11 +368,14 @@ mod tests {
             } else {
                 Var::from_vec(data.clone(), (b, c, h, w), &dev)?
             };
+            // `input` is NCHW, `cm` the same values channel-major
             let input = if transposed {
                 x.as_tensor().transpose(0, 1)?
             } else {
                 x.as_tensor().clone()
             };
+            let cm = input.transpose(0, 1)?;
+            let nchw = |t: Tensor| t.transpose(0, 1);
             let (vm_ours, vm_ref) = (VarMap::new(), VarMap::new());
             let ours =
                 BatchNorm::new(c, 1e-5, VarBuilder::from_varmap(&vm_ours, DType::F32, &dev))?;
@@ -370,12 +390,12 @@ mod tests {
             }
             let (y1, y2) = if relu {
                 (
-                    ours.forward_relu_t(&input, true)?,
+                    nchw(ours.forward_relu_t(&cm, true)?)?,
                     theirs.forward_t(&input, true)?.relu()?,
                 )
             } else {
                 (
-                    ours.forward_t(&input, true)?,
+                    nchw(ours.forward_t(&cm, true)?)?,
                     theirs.forward_t(&input, true)?,
                 )
             };
@@ -406,12 +426,12 @@ mod tests {
             assert!(max((ours.running_var() - theirs.running_var())?)? < 1e-5);
             let (e1, e2) = if relu {
                 (
-                    ours.forward_relu_t(&input, false)?,
+                    nchw(ours.forward_relu_t(&cm, false)?)?,
                     theirs.forward_t(&input, false)?.relu()?,
                 )
             } else {
                 (
-                    ours.forward_t(&input, false)?,
+                    nchw(ours.forward_t(&cm, false)?)?,
                     theirs.forward_t(&input, false)?,
                 )
             };

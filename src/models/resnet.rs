@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
-use super::conv::Conv;
+use super::conv::{Conv, Order};
 use super::elementwise::add_relu;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
@@ -76,12 +76,13 @@ impl Block {
         })
     }
 
+    /// Channel-major in and out.
     fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut h = xs.clone();
         let last = self.convs.len() - 1;
         for (i, (c, b)) in self.convs.iter().enumerate() {
-            let y = c.forward(&h)?;
-            taps.record(&format!("{}.conv{}", self.prefix, i + 1), &y);
+            let y = c.forward_cm(&h, Order::ChannelMajor)?;
+            taps.record_cm(&format!("{}.conv{}", self.prefix, i + 1), &y)?;
             h = if i < last {
                 b.forward_relu_t(&y, train)?
             } else {
@@ -90,8 +91,8 @@ impl Block {
         }
         let shortcut = match &self.downsample {
             Some((c, b)) => {
-                let y = c.forward(xs)?;
-                taps.record(&format!("{}.downsample.0", self.prefix), &y);
+                let y = c.forward_cm(xs, Order::ChannelMajor)?;
+                taps.record_cm(&format!("{}.downsample.0", self.prefix), &y)?;
                 b.forward_t(&y, train)?
             }
             None => xs.clone(),
@@ -197,8 +198,9 @@ impl ResNet {
     /// The globally pooled output of the last stage (the head's input); records conv
     /// outputs in `taps`.
     pub fn features(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
-        let y = self.conv1.forward(xs)?;
-        taps.record("conv1", &y);
+        // channel-major from here to the pooling (see `conv`)
+        let y = self.conv1.forward_cm(xs, Order::Nchw)?;
+        taps.record_cm("conv1", &y)?;
         let mut h = self.bn1.forward_relu_t(&y, train)?;
         if !self.small_input {
             // 3 × 3 max-pool, stride 2, padding 1: inputs are ≥ 0 after ReLU, so zero padding
@@ -211,7 +213,7 @@ impl ResNet {
         for b in &self.blocks {
             h = b.forward(&h, train, taps)?;
         }
-        h.mean(D::Minus1)?.mean(D::Minus1)
+        h.mean(D::Minus1)?.mean(D::Minus1)?.t()
     }
 
     /// Batch-norm layers with their parameter prefixes.

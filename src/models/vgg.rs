@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
-use super::conv::Conv;
+use super::conv::{Conv, Order};
 use super::elementwise::max_pool2;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
@@ -139,21 +139,24 @@ impl Vgg {
     /// The pooled output of the convolutional stages (the classifier's input); records conv
     /// outputs in `taps`.
     pub fn features(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
+        // channel-major after the first conv (see `conv`)
         let mut h = xs.clone();
+        let mut order = Order::Nchw;
         for s in &self.features {
             h = match s {
                 Stage::Conv(name, c, _, b) => {
-                    let y = c.forward(&h)?;
-                    taps.record(name, &y);
+                    let y = c.forward_cm(&h, order)?;
+                    order = Order::ChannelMajor;
+                    taps.record_cm(name, &y)?;
                     b.forward_relu_t(&y, train)?
                 }
                 Stage::Pool => max_pool2(&h)?,
             };
         }
         if self.small_input {
-            h.mean(D::Minus1)?.mean(D::Minus1)
+            h.mean(D::Minus1)?.mean(D::Minus1)?.t()
         } else {
-            adaptive_avg_pool_7(&h)?.flatten_from(1)
+            adaptive_avg_pool_7(&h)?.transpose(0, 1)?.flatten_from(1)
         }
     }
 
