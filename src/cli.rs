@@ -294,6 +294,11 @@ pub struct RunArgs {
     /// Print one JSON summary object.
     #[arg(long)]
     pub json: bool,
+    /// Memory budget of the nodes run in this process (e.g. `8G`, `512M`): a node starts
+    /// when its estimated memory fits beside the running ones', evicting cached prepared
+    /// layers first; a node that alone needs more fails and says so. Default: no budget.
+    #[arg(long, value_name = "SIZE", value_parser = repflow_engine::budget::parse_size)]
+    pub max_memory: Option<u64>,
     /// Where nodes run: `local` (threads of this process) or `slurm` (array jobs; the store
     /// must be on a filesystem the cluster's nodes share).
     #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]

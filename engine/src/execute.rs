@@ -7,12 +7,20 @@ use std::time::Instant;
 
 use repflow_cache::{now, Bundle, CacheError, Digest, Entry, Key, Store};
 
+use crate::budget::MemoryBudget;
 use crate::executor::{Task, TaskError};
 use crate::keys::KeyParts;
 use crate::node::{Input, Inputs, Node, NodeError};
 
-/// Runs `task` against `store` with the per-run context `ctx`; returns its output's digest.
-pub fn execute<C>(store: &Store, ctx: &C, task: &Task<C>) -> Result<Digest, TaskError> {
+/// Runs `task` against `store` with the per-run context `ctx`, within `budget` when there is
+/// one (it waits for room, or fails when the node alone exceeds it); returns its output's
+/// digest.
+pub fn execute<C>(
+    store: &Store,
+    ctx: &C,
+    task: &Task<C>,
+    budget: Option<&MemoryBudget>,
+) -> Result<Digest, TaskError> {
     let mut items = Vec::with_capacity(task.inputs.len());
     let (mut corrupt, mut why) = (Vec::new(), Vec::new());
     // Every input is checked, so that all the corrupt ones are recomputed in one pass.
@@ -38,9 +46,16 @@ pub fn execute<C>(store: &Store, ctx: &C, task: &Task<C>) -> Result<Digest, Task
             log: None,
         });
     }
+    let inputs = Inputs::new(items);
+    let _reservation = match budget {
+        Some(b) => Some(
+            b.reserve(task.node.memory(&inputs))
+                .map_err(TaskError::new)?,
+        ),
+        None => None,
+    };
     let t = Instant::now();
-    let bundle =
-        run_guarded(task.node.as_ref(), ctx, &Inputs::new(items)).map_err(TaskError::new)?;
+    let bundle = run_guarded(task.node.as_ref(), ctx, &inputs).map_err(TaskError::new)?;
     commit(
         store,
         &task.key,

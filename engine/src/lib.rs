@@ -13,8 +13,10 @@
 //!   (array jobs on a cluster, each element running the [`worker`]).
 //!
 //! The domain supplies a per-run context `C` (state its nodes share within one process);
-//! the engine only passes it through.
+//! the engine only passes it through. A [`MemoryBudget`] (given to [`Local`]) admits nodes by
+//! their estimated memory and evicts the context's caches through [`Evict`].
 
+pub mod budget;
 pub mod dag;
 pub mod execute;
 pub mod executor;
@@ -28,6 +30,7 @@ pub mod schedule;
 pub mod slurm;
 pub mod worker;
 
+pub use budget::{Evict, MemoryBudget};
 pub use dag::{Dag, DagNode, GraphError};
 pub use executor::{Completion, Executor, ExecutorStats, Task, TaskError};
 pub use keys::KeyParts;

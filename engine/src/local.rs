@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use repflow_cache::Store;
 
+use crate::budget::MemoryBudget;
 use crate::execute::execute;
 use crate::executor::{Completion, Executor, Task};
 
@@ -29,13 +30,23 @@ pub struct Local<C> {
 impl<C: Send + Sync + 'static> Local<C> {
     /// An executor with `jobs` task threads, writing to `store`, sharing `ctx`.
     pub fn new(jobs: usize, store: Arc<Store>, ctx: Arc<C>) -> Self {
+        Self::with_budget(jobs, store, ctx, None)
+    }
+
+    /// [`Local::new`], its nodes admitted within `budget` when there is one.
+    pub fn with_budget(
+        jobs: usize,
+        store: Arc<Store>,
+        ctx: Arc<C>,
+        budget: Option<Arc<MemoryBudget>>,
+    ) -> Self {
         let (tasks, queue) = channel::<Task<C>>();
         let queue = Arc::new(Mutex::new(queue));
         let (sender, receiver) = channel();
         let threads = (0..jobs.max(1))
             .map(|i| {
                 let (queue, sender) = (queue.clone(), sender.clone());
-                let (store, ctx) = (store.clone(), ctx.clone());
+                let (store, ctx, budget) = (store.clone(), ctx.clone(), budget.clone());
                 std::thread::Builder::new()
                     .name(format!("repflow-task-{i}"))
                     .stack_size(STACK_BYTES)
@@ -43,7 +54,7 @@ impl<C: Send + Sync + 'static> Local<C> {
                         // the lock is held only while taking a task
                         let next = queue.lock().expect("task queue").recv();
                         let Ok(task) = next else { break };
-                        let result = execute(&store, &*ctx, &task);
+                        let result = execute(&store, &*ctx, &task, budget.as_deref());
                         // the receiver outlives every task of the run
                         let _ = sender.send(Completion {
                             index: task.index,

@@ -36,6 +36,13 @@ pub trait Kind<C>: Serialize + DeserializeOwned + Send + Sync + 'static {
         false
     }
 
+    /// An upper estimate of the working memory (bytes) the node needs while it runs, given
+    /// its inputs (mapped, not read): what a [`crate::MemoryBudget`] reserves for it. 0 (the
+    /// default) for kinds whose memory does not grow with the user's data.
+    fn memory(&self, _inputs: &Inputs) -> u64 {
+        0
+    }
+
     /// Computes the output from the inputs' outputs.
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
 }
@@ -54,6 +61,8 @@ pub trait Node<C>: Send + Sync {
     fn verify_when_cached(&self) -> bool;
     /// The node's recipe: the JSON its kind decodes from.
     fn recipe(&self) -> serde_json::Value;
+    /// See [`Kind::memory`].
+    fn memory(&self, inputs: &Inputs) -> u64;
     /// Computes the output.
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
     /// The node as `Any`, so that the domain can read its own kinds back.
@@ -78,6 +87,9 @@ impl<C, T: Kind<C>> Node<C> for T {
     }
     fn recipe(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("node kinds serialise to JSON")
+    }
+    fn memory(&self, inputs: &Inputs) -> u64 {
+        Kind::memory(self, inputs)
     }
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError> {
         Kind::run(self, ctx, inputs)

@@ -95,6 +95,6 @@ where
         inputs,
         node,
     };
-    let digest = execute(store, ctx, &task).map_err(|e| at(e.message))?;
+    let digest = execute(store, ctx, &task, None).map_err(|e| at(e.message))?;
     Ok(WorkerOutcome::Executed(recipe.label, digest))
 }

@@ -441,6 +441,37 @@ impl PreparedLayer {
     pub fn rdm(&self) -> &Rdm {
         crate::lazy::get_or_compute(&self.rdm, || Rdm::new(self))
     }
+
+    /// Bytes of memory the layer holds now: its data (owned or mapped: mapped pages count
+    /// once read), means, and whatever fold statistics, Gram, ridge factorisations, ranks and
+    /// RDM have been computed so far. What a run's cache of prepared layers adds up to decide
+    /// what to evict under a memory budget.
+    pub fn heap_bytes(&self) -> u64 {
+        let mat = |m: &Mat<f64>| (m.nrows() * m.ncols() * 8) as u64;
+        let vals = |n: usize| n as u64 * 8;
+        let stats = self.stats.get().map_or(0, |s| {
+            s.iter()
+                .map(|f| {
+                    vals(f.train_mean.len() + f.train_std.len())
+                        + vals(f.test_mean.len() + f.test_std.len())
+                })
+                .sum()
+        });
+        let ridge = match self.ridge.get() {
+            Some(Ok(factors)) => factors.iter().map(RidgeFactor::heap_bytes).sum(),
+            _ => 0,
+        };
+        let ranks = self
+            .ranks
+            .get()
+            .map_or(0, |r| r.iter().map(|f| mat(&f.train) + mat(&f.test)).sum());
+        vals(self.data.as_slice().len() + self.mean.len())
+            + stats
+            + self.gram_total.get().map_or(0, mat)
+            + ridge
+            + ranks
+            + self.rdm.get().map_or(0, Rdm::heap_bytes)
+    }
 }
 
 /// Each column's minimum and maximum, read in `x`'s storage order. A non-finite value makes

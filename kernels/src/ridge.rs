@@ -64,6 +64,22 @@ pub struct RidgeFactor {
     exact: Vec<OnceLock<Mat<f64>>>,
 }
 
+impl RidgeFactor {
+    /// Bytes of memory it holds (its matrices and vectors, the exact `T_α` computed so far).
+    pub fn heap_bytes(&self) -> u64 {
+        let mats = [&self.v, &self.u, &self.f, &self.weights, &self.coef]
+            .into_iter()
+            .chain(&self.basis)
+            .chain(self.exact.iter().filter_map(OnceLock::get));
+        let values: usize = mats.map(|m| m.nrows() * m.ncols()).sum::<usize>()
+            + self.scale.len()
+            + self.lambda.len()
+            + self.rho.len()
+            + self.high.len();
+        (values * 8 + self.constant.len() + self.is_high.len()) as u64
+    }
+}
+
 /// `Mᵀ diag(d) M`.
 fn weighted_gram(m: MatRef<'_, f64>, d: impl Fn(usize) -> f64) -> Mat<f64> {
     stats::gram(m, Some(&d))

@@ -21,6 +21,11 @@ pub struct Rdm {
 }
 
 impl Rdm {
+    /// Bytes of memory it holds.
+    pub fn heap_bytes(&self) -> u64 {
+        self.z.as_ref().map_or(0, |z| z.len() as u64 * 8)
+    }
+
     /// Computes the RDM of `layer` over all stimuli, ranked when RSA compares by Spearman.
     pub fn new(layer: &PreparedLayer) -> Rdm {
         let data = layer.data();

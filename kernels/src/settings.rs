@@ -94,6 +94,25 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// An upper estimate of the memory (bytes) scoring two layers of `m` stimuli and `nx`,
+    /// `ny` units takes, the two prepared layers and what they keep for later pairs
+    /// included. Calibrated on `make bench`'s peak resident memory of `repflow score` at
+    /// m = 10,000 (README) with a margin: the layers' data are `8·m·(nx + ny)` bytes; linear's
+    /// kept ridge factorisations (every fold, both directions) took ~20 times that (6.4 GB
+    /// at n = 2,048), Procrustes 3.5, the matchings and CKA 2.2 plus their n × n matrices,
+    /// RSA two m × m RDMs (2.2 GB at m = 10,000 whatever n).
+    pub fn working_bytes(self, m: usize, nx: usize, ny: usize) -> u64 {
+        let (m, nx, ny) = (m as u64, nx as u64, ny as u64);
+        let data = 8 * m * (nx + ny);
+        let units = 8 * (nx + ny) * (nx + ny);
+        match self {
+            Metric::Linear => 20 * data,
+            Metric::Procrustes => 4 * data + 2 * units,
+            Metric::Permutation | Metric::SoftMatching | Metric::Cka => 3 * data + 2 * units,
+            Metric::Rsa => 3 * data + 24 * m * m,
+        }
+    }
+
     /// Whether the metric is scored on held-out folds (CKA and RSA use all stimuli).
     pub fn cross_validated(self) -> bool {
         !matches!(self, Metric::Cka | Metric::Rsa)

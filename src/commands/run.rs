@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use repflow_engine::schedule::{run as run_dag, Outcome, RunOptions, State};
-use repflow_engine::{Executor, Local, Slurm, SlurmConfig};
+use repflow_engine::{Executor, Local, MemoryBudget, Slurm, SlurmConfig};
 
 use crate::cli::RunArgs;
 use crate::error::UserError;
@@ -58,7 +58,11 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();
-    let local = Local::new(jobs, store.clone(), Arc::new(RunContext::default()));
+    let ctx = Arc::new(RunContext::default());
+    let budget = args
+        .max_memory
+        .map(|limit| Arc::new(MemoryBudget::new(limit, ctx.clone())));
+    let local = Local::with_budget(jobs, store.clone(), ctx, budget);
     let mut executor: Box<dyn Executor<RunContext>> = match args.executor.as_str() {
         "slurm" => Box::new(
             Slurm::new(slurm_config(args, &plan.spec)?, store.clone(), local)

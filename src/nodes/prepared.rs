@@ -121,6 +121,15 @@ impl Prepared {
     }
 }
 
+/// A stored prepared layer's (stimuli, units), read from its data array's shape.
+pub fn shape(bundle: &MappedBundle) -> Option<(usize, usize)> {
+    let data = bundle.array("data")?;
+    match data.shape() {
+        &[m, n] => Some((m, n)),
+        _ => None,
+    }
+}
+
 /// Rebuilds a prepared layer from its stored output, for scoring with `settings`. The data
 /// stay in the memory map.
 pub fn load(bundle: &MappedBundle, settings: &Settings) -> Result<PreparedLayer, UserError> {

@@ -36,6 +36,11 @@ impl Kind<RunContext> for ScoreNode {
         metric_params(self.metric, &self.settings)
     }
 
+    /// The metric's estimate for the pair's shapes ([`pair_memory`]).
+    fn memory(&self, inputs: &Inputs) -> u64 {
+        pair_memory(self.metric, inputs)
+    }
+
     /// Scores the pair: metadata is `repflow score --json`'s object.
     fn run(&self, ctx: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
         let (x, y) = pair_inputs(ctx, inputs, &self.settings)?;
@@ -46,6 +51,17 @@ impl Kind<RunContext> for ScoreNode {
         Ok(Bundle::meta(
             to_json(&s, &x, &y, &self.settings).to_string(),
         ))
+    }
+}
+
+/// The memory `metric` needs on the prepared layers `x` and `y` of a pair node's inputs
+/// ([`Metric::working_bytes`] of their shapes; 0 when an input is not a prepared layer, which
+/// the node's run then reports).
+pub fn pair_memory(metric: Metric, inputs: &Inputs) -> u64 {
+    let shape = |name: &str| inputs.bundle(name).ok().and_then(super::prepared::shape);
+    match (shape("x"), shape("y")) {
+        (Some((m, nx)), Some((_, ny))) => metric.working_bytes(m, nx, ny),
+        _ => 0,
     }
 }
 

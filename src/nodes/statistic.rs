@@ -6,7 +6,7 @@ use repflow_engine::{Inputs, Kind, NodeError};
 use repflow_kernels::{inference, Metric, Pair, Settings};
 use serde::{Deserialize, Serialize};
 
-use super::score::{metric_params, pair_inputs};
+use super::score::{metric_params, pair_inputs, pair_memory};
 use super::RunContext;
 use crate::error::UserError;
 use crate::score_json::{draws_json, interval_json};
@@ -73,6 +73,11 @@ impl Kind<RunContext> for StatisticNode {
     }
 
     /// Runs the test: metadata `{"<field>": {...}}` as in `repflow score --json`.
+    /// As the score node's: the draws reuse the layers' factorisations.
+    fn memory(&self, inputs: &Inputs) -> u64 {
+        pair_memory(self.metric, inputs)
+    }
+
     fn run(&self, ctx: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
         let (x, y) = pair_inputs(ctx, inputs, &self.settings)?;
         let observed = Pair::new(&x, &y)
