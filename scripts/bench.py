@@ -109,7 +109,8 @@ def reference_child(metric, px, py):
 
 
 def pair_case(name, m, nx, ny, metrics, seed):
-    """One layer pair, each metric measured three ways in the same run: the Python reference
+    """One layer pair, each metric measured three ways in the same run (the median of three
+    runs where they are short; peak memory the largest of them): the Python reference
     on arrays in memory (in its own process, for its peak memory), repflow's kernel inside a
     process (`benches/metrics.rs`: preparing the layers and scoring), and `repflow score` as a
     user runs it (the whole process: start, reading both .npy files, scoring, printing)."""
@@ -122,10 +123,22 @@ def pair_case(name, m, nx, ny, metrics, seed):
     kernel = {r["metric"]: r for r in repflow("pair", str(px), str(py), ",".join(metrics))}
     exe = str(ROOT / "target" / "release" / "repflow")
     for metric in metrics:
-        _, _, out = measured([sys.executable, __file__, "--reference", metric, str(px), str(py)])
-        r = json.loads(out)
-        cli_s, cli_mb, out = measured([exe, "score", str(px), str(py), "--metric", metric,
-                                       "--json", "--device", "cpu"])
+        # Short cases run three times, reference and command interleaved, and report the
+        # median of each: this VM's speed drifts 10-40% between runs, which is the size of
+        # the margins the goals are judged by. Long ones (over 5 s) run once.
+        refs, clis = [], []
+        for _ in range(3):
+            _, _, out = measured([sys.executable, __file__, "--reference", metric, str(px), str(py)])
+            refs.append(json.loads(out))
+            cli_s, cli_mb, out = measured([exe, "score", str(px), str(py), "--metric", metric,
+                                           "--json", "--device", "cpu"])
+            clis.append((cli_s, cli_mb, out))
+            if refs[-1]["seconds"] > 5 or cli_s > 5:
+                break
+        r = dict(sorted(refs, key=lambda v: v["seconds"])[len(refs) // 2])
+        r["peak_mb"] = max(v["peak_mb"] for v in refs)
+        cli_s, _, out = sorted(clis)[len(clis) // 2]
+        cli_mb = max(c[1] for c in clis)
         cli = json.loads(out)
         cli = cli[0] if isinstance(cli, list) else cli
         k = kernel[metric]
