@@ -410,6 +410,11 @@ impl PreparedLayer {
         self
     }
 
+    /// Whether the layer keeps its ridge factorisations (not [`Self::single_use`]).
+    pub(crate) fn keeps_factors(&self) -> bool {
+        self.keep_factors
+    }
+
     /// Fold `f`'s ridge factorisation, kept ([`Self::ridge`]) or computed for this use only
     /// ([`Self::single_use`]).
     pub fn ridge_fold(&self, f: usize) -> Result<FoldFactor<'_>, KernelError> {

@@ -81,15 +81,21 @@ pub const READS: &[Setting] = &[Setting::Corr, Setting::TestZscore, Setting::Alp
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();
-    let results: Vec<Result<[FoldDirection; 2], KernelError>> = (0..k)
-        .into_par_iter()
-        .map(|f| {
-            let cross = pair.train_cross(f);
-            let xy = fold_direction(x, y, cross.as_ref(), f)?;
-            let yx = fold_direction(y, x, cross.transpose(), f)?;
-            Ok([xy, yx])
-        })
-        .collect();
+    let fold = |f: usize| -> Result<[FoldDirection; 2], KernelError> {
+        let cross = pair.train_cross(f);
+        let xy = fold_direction(x, y, cross.as_ref(), f)?;
+        let yx = fold_direction(y, x, cross.transpose(), f)?;
+        Ok([xy, yx])
+    };
+    // Layers that keep their factorisations share them between folds run side by side;
+    // single-use ones build a factorisation per fold and direction, so folds run one after
+    // another (the products inside are parallel) and only one is alive at a time.
+    let results: Vec<Result<[FoldDirection; 2], KernelError>> =
+        if x.keeps_factors() || y.keeps_factors() {
+            (0..k).into_par_iter().map(fold).collect()
+        } else {
+            (0..k).map(fold).collect()
+        };
     let mut xy = Vec::with_capacity(k);
     let mut yx = Vec::with_capacity(k);
     let (mut alpha_xy, mut alpha_yx) = (Vec::with_capacity(k), Vec::with_capacity(k));
