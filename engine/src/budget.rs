@@ -44,11 +44,6 @@ impl MemoryBudget {
         }
     }
 
-    /// The limit in bytes.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Waits until `bytes` fit (evicting caches to make room) and reserves them; an error
     /// when `bytes` alone exceed the limit.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, String> {

@@ -38,7 +38,7 @@ pub trait Kind<C>: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// An upper estimate of the working memory (bytes) the node needs while it runs, given
     /// its inputs (mapped, not read): what a [`crate::MemoryBudget`] reserves for it. 0 (the
-    /// default) for kinds whose memory does not grow with the user's data.
+    /// default) gives no estimate, and the node is never held back.
     fn memory(&self, _inputs: &Inputs) -> u64 {
         0
     }
