@@ -94,15 +94,9 @@ pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
         .into_par_iter()
         .map(|f| {
             let r = train_correlations(pair, f);
-            let flat: Vec<f64> = (0..nx)
-                .flat_map(|i| (0..ny).map(move |j| (i, j)))
-                .map(|(i, j)| r[(i, j)])
-                .collect();
-            let (rows, cols) = lsap::solve(nx, ny, &flat, true)
-                .map_err(|e| KernelError::Numerical(format!("linear assignment failed: {e:?}")))?;
             let mut undefined = 0;
             let mut sum = 0.0;
-            for (&i, &j) in rows.iter().zip(&cols) {
+            for (i, j) in transport::assignment(r.as_ref(), true)? {
                 match test_correlation(pair, f, i, j) {
                     Some(r) => sum += r,
                     None => undefined += 1,

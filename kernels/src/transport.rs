@@ -98,20 +98,27 @@ pub fn uniform_transport(cost: MatRef<'_, f64>) -> Result<Plan, KernelError> {
     simplex_transport(cost)
 }
 
+/// The exact assignment of rows to columns of `m` (one pair per row of the smaller side)
+/// minimising, or when `maximize` maximising, the sum of the chosen entries.
+pub(crate) fn assignment(
+    m: MatRef<'_, f64>,
+    maximize: bool,
+) -> Result<Vec<(usize, usize)>, KernelError> {
+    let (nr, nc) = m.shape();
+    let flat: Vec<f64> = (0..nr)
+        .flat_map(|i| (0..nc).map(move |j| m[(i, j)]))
+        .collect();
+    let (rows, cols) = lsap::solve(nr, nc, &flat, maximize)
+        .map_err(|e| KernelError::Numerical(format!("linear assignment failed: {e:?}")))?;
+    Ok(rows.into_iter().zip(cols).collect())
+}
+
 /// Equal widths: the optimal plan as an exact assignment, mass `1/n` on each matched pair.
 fn square_transport(cost: MatRef<'_, f64>) -> Result<Plan, KernelError> {
-    let n = cost.nrows();
-    let flat: Vec<f64> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| (i, j)))
-        .map(|(i, j)| cost[(i, j)])
-        .collect();
-    let (rows, cols) = lsap::solve(n, n, &flat, false)
-        .map_err(|e| KernelError::Numerical(format!("linear assignment failed: {e:?}")))?;
-    let mass = 1.0 / n as f64;
-    let entries: Vec<(usize, usize, f64)> = rows
-        .iter()
-        .zip(&cols)
-        .map(|(&i, &j)| (i, j, mass))
+    let mass = 1.0 / cost.nrows() as f64;
+    let entries: Vec<(usize, usize, f64)> = assignment(cost, false)?
+        .into_iter()
+        .map(|(i, j)| (i, j, mass))
         .collect();
     let cost = entries.iter().map(|&(i, j, p)| p * cost[(i, j)]).sum();
     Ok(Plan { entries, cost })

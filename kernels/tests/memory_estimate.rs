@@ -17,14 +17,7 @@ fn estimates_cover_what_scored_layers_hold() {
     let settings = Settings::default();
     for (m, nx, ny) in [(300, 24, 24), (120, 150, 40)] {
         let (x, y) = (gaussian(m, nx, 1), gaussian(m, ny, 2));
-        for metric in [
-            Metric::Linear,
-            Metric::Procrustes,
-            Metric::Permutation,
-            Metric::SoftMatching,
-            Metric::Cka,
-            Metric::Rsa,
-        ] {
+        for metric in Metric::ALL {
             if metric == Metric::Permutation && nx != ny {
                 continue;
             }
