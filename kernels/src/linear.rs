@@ -81,6 +81,7 @@ pub const READS: &[Setting] = &[Setting::Corr, Setting::TestZscore, Setting::Alp
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();
+    pair.fold_products();
     let fold = |f: usize| -> Result<[FoldDirection; 2], KernelError> {
         let cross = pair.train_cross(f);
         let xy = fold_direction(x, y, cross.as_ref(), f)?;

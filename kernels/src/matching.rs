@@ -43,6 +43,14 @@ pub fn train_correlations(pair: &Pair<'_>, f: usize) -> Mat<f64> {
     }
 }
 
+/// The shared cross-products the Pearson train correlations read (Spearman's come from
+/// the ranks).
+fn fold_products(pair: &Pair<'_>) {
+    if pair.x().settings().corr == Corr::Pearson {
+        pair.fold_products();
+    }
+}
+
 /// Columns centred and scaled to unit norm (a constant column becomes 0).
 fn standardise_columns(a: &Mat<f64>) -> Mat<f64> {
     let (m, n) = a.shape();
@@ -90,6 +98,7 @@ pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
              (after dropping constant units); use --metric soft-matching for unequal widths"
         )));
     }
+    fold_products(pair);
     let folds: Vec<Result<(f64, usize), KernelError>> = (0..pair.x().k())
         .into_par_iter()
         .map(|f| {
@@ -113,6 +122,7 @@ pub(crate) fn permutation_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
 pub const SOFT_MATCHING_READS: &[Setting] = &[Setting::Corr];
 
 pub(crate) fn soft_matching_score(pair: &Pair<'_>) -> Result<Score, KernelError> {
+    fold_products(pair);
     let folds: Vec<Result<(f64, usize), KernelError>> = (0..pair.x().k())
         .into_par_iter()
         .map(|f| {

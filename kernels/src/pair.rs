@@ -152,13 +152,22 @@ impl<'a> Pair<'a> {
         })
     }
 
+    /// Computes the test blocks and their sum once. A metric calls this before its folds
+    /// run side by side: a fold finding them missing would compute its own copy (see
+    /// `lazy`), and a total asked for before the blocks would be a second full product.
+    pub(crate) fn fold_products(&self) {
+        self.blocks();
+        self.cross_total();
+    }
+
     /// Fold `f`'s train cross-product centred with the train means:
     /// `(XᵀY − X_teᵀY_te) − m_tr μ_x μ_yᵀ`.
     pub fn train_cross(&self, f: usize) -> Mat<f64> {
         let m = self.a.n_train(f) as f64;
         let (sa, sb) = (self.a.stats(f), self.b.stats(f));
-        let total = self.cross_total();
+        // blocks first: the total is then their sum, not a second full product
         let block = &self.blocks()[f];
+        let total = self.cross_total();
         Mat::from_fn(total.nrows(), total.ncols(), |i, j| {
             (total[(i, j)] - block[(i, j)]) - m * sa.train_mean[i] * sb.train_mean[j]
         })

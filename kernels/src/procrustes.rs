@@ -118,6 +118,7 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
 pub const READS: &[Setting] = &[Setting::Corr, Setting::DimMatch];
 
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
+    pair.fold_products();
     let results: Vec<Result<FoldResult, KernelError>> = (0..pair.x().k())
         .into_par_iter()
         .map(|f| fold(pair, f))
