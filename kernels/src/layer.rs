@@ -390,6 +390,9 @@ impl PreparedLayer {
     /// The ridge factorisation of every fold (for this layer as a regression source).
     pub fn ridge(&self) -> Result<&[RidgeFactor], KernelError> {
         crate::lazy::get_or_compute(&self.ridge, || {
+            // what every fold's factorisation reads, computed once before they run side by side
+            self.gram_total();
+            self.all_stats();
             (0..self.k())
                 .into_par_iter()
                 .map(|f| RidgeFactor::new(self, f))

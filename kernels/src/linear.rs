@@ -82,6 +82,11 @@ pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();
     pair.fold_products();
+    for layer in [x, y] {
+        if layer.keeps_factors() {
+            layer.ridge()?;
+        }
+    }
     let fold = |f: usize| -> Result<[FoldDirection; 2], KernelError> {
         let cross = pair.train_cross(f);
         let xy = fold_direction(x, y, cross.as_ref(), f)?;

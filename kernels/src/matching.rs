@@ -43,11 +43,15 @@ pub fn train_correlations(pair: &Pair<'_>, f: usize) -> Mat<f64> {
     }
 }
 
-/// The shared cross-products the Pearson train correlations read (Spearman's come from
-/// the ranks).
+/// What every fold's train correlations read, computed once before the folds run side by
+/// side: the shared cross-products (Pearson) or the layers' ranks (Spearman).
 fn fold_products(pair: &Pair<'_>) {
-    if pair.x().settings().corr == Corr::Pearson {
-        pair.fold_products();
+    match pair.x().settings().corr {
+        Corr::Pearson => pair.fold_products(),
+        Corr::Spearman => {
+            pair.x().ranks();
+            pair.y().ranks();
+        }
     }
 }
 

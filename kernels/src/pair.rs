@@ -152,12 +152,15 @@ impl<'a> Pair<'a> {
         })
     }
 
-    /// Computes the test blocks and their sum once. A metric calls this before its folds
+    /// Computes the test blocks, their sum and both layers' fold statistics once. A metric
+    /// calls this before its folds
     /// run side by side: a fold finding them missing would compute its own copy (see
     /// `lazy`), and a total asked for before the blocks would be a second full product.
     pub(crate) fn fold_products(&self) {
         self.blocks();
         self.cross_total();
+        self.a.stats(0);
+        self.b.stats(0);
     }
 
     /// Fold `f`'s train cross-product centred with the train means:

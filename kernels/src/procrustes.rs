@@ -119,6 +119,12 @@ pub const READS: &[Setting] = &[Setting::Corr, Setting::DimMatch];
 
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     pair.fold_products();
+    let (x, y) = (pair.x(), pair.y());
+    if x.settings().dim_match == DimMatch::Pca && x.n_units() != y.n_units() {
+        // the wider layer's Gram, which every fold's PCA reads
+        let wider = if x.n_units() > y.n_units() { x } else { y };
+        wider.gram_total();
+    }
     let results: Vec<Result<FoldResult, KernelError>> = (0..pair.x().k())
         .into_par_iter()
         .map(|f| fold(pair, f))
