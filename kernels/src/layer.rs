@@ -6,7 +6,9 @@
 //! every pair and direction the layer takes part in, so an audit of L layers does O(L)
 //! factorisations, not O(L²).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use crate::lazy::Lazy;
 
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
@@ -101,11 +103,11 @@ pub struct PreparedLayer {
     n_units: usize,
     bounds: Vec<(usize, usize)>,
     /// Fold statistics, computed on first use (CKA and RSA need none).
-    stats: OnceLock<Vec<FoldStats>>,
-    gram_total: OnceLock<Mat<f64>>,
-    ridge: OnceLock<Result<Vec<RidgeFactor>, KernelError>>,
-    ranks: OnceLock<Vec<FoldRanks>>,
-    rdm: OnceLock<Rdm>,
+    stats: Lazy<Vec<FoldStats>>,
+    gram_total: Lazy<Mat<f64>>,
+    ridge: Lazy<Result<Vec<RidgeFactor>, KernelError>>,
+    ranks: Lazy<Vec<FoldRanks>>,
+    rdm: Lazy<Rdm>,
     /// Whether the ridge factorisations are kept for the next pair (see [`Self::single_use`]).
     keep_factors: bool,
 }
@@ -207,11 +209,11 @@ impl PreparedLayer {
             n_rows: m,
             n_units,
             bounds,
-            stats: OnceLock::new(),
-            gram_total: OnceLock::new(),
-            ridge: OnceLock::new(),
-            ranks: OnceLock::new(),
-            rdm: OnceLock::new(),
+            stats: Lazy::new(),
+            gram_total: Lazy::new(),
+            ridge: Lazy::new(),
+            ranks: Lazy::new(),
+            rdm: Lazy::new(),
             keep_factors: true,
         })
     }
@@ -260,11 +262,11 @@ impl PreparedLayer {
             n_rows: parts.n_rows,
             n_units,
             bounds,
-            stats: OnceLock::from(parts.stats),
-            gram_total: OnceLock::new(),
-            ridge: OnceLock::new(),
-            ranks: OnceLock::new(),
-            rdm: OnceLock::new(),
+            stats: Lazy::with(parts.stats),
+            gram_total: Lazy::new(),
+            ridge: Lazy::new(),
+            ranks: Lazy::new(),
+            rdm: Lazy::new(),
             keep_factors: true,
         })
     }
@@ -342,7 +344,8 @@ impl PreparedLayer {
     }
 
     fn all_stats(&self) -> &[FoldStats] {
-        crate::lazy::get_or_compute(&self.stats, || all_fold_stats(self.x(), &self.bounds))
+        self.stats
+            .get_or_compute(|| all_fold_stats(self.x(), &self.bounds))
             .as_slice()
     }
 
@@ -382,25 +385,25 @@ impl PreparedLayer {
 
     /// `Xᵀ X` over all stimuli (centred data), computed once.
     pub fn gram_total(&self) -> &Mat<f64> {
-        crate::lazy::get_or_compute(&self.gram_total, || {
-            crate::backend::current().gram(self.x())
-        })
+        self.gram_total
+            .get_or_compute(|| crate::backend::current().gram(self.x()))
     }
 
     /// The ridge factorisation of every fold (for this layer as a regression source).
     pub fn ridge(&self) -> Result<&[RidgeFactor], KernelError> {
-        crate::lazy::get_or_compute(&self.ridge, || {
-            // what every fold's factorisation reads, computed once before they run side by side
-            self.gram_total();
-            self.all_stats();
-            (0..self.k())
-                .into_par_iter()
-                .map(|f| RidgeFactor::new(self, f))
-                .collect()
-        })
-        .as_ref()
-        .map(|v| v.as_slice())
-        .map_err(Clone::clone)
+        self.ridge
+            .get_or_compute(|| {
+                // what every fold's factorisation reads, computed once before they run side by side
+                self.gram_total();
+                self.all_stats();
+                (0..self.k())
+                    .into_par_iter()
+                    .map(|f| RidgeFactor::new(self, f))
+                    .collect()
+            })
+            .as_ref()
+            .map(|v| v.as_slice())
+            .map_err(Clone::clone)
     }
 
     /// Marks the layer as taking part in one pair only (`repflow score` without statistics):
@@ -430,24 +433,25 @@ impl PreparedLayer {
 
     /// Average ranks of every unit within each fold's train rows and test rows.
     pub fn ranks(&self) -> &[FoldRanks] {
-        crate::lazy::get_or_compute(&self.ranks, || {
-            (0..self.k())
-                .into_par_iter()
-                .map(|f| FoldRanks {
-                    train: stats::rank_columns(
-                        self.train_rows_minus(f, &vec![0.0; self.n_units()])
-                            .as_ref(),
-                    ),
-                    test: stats::rank_columns(self.test_rows(f)),
-                })
-                .collect()
-        })
-        .as_slice()
+        self.ranks
+            .get_or_compute(|| {
+                (0..self.k())
+                    .into_par_iter()
+                    .map(|f| FoldRanks {
+                        train: stats::rank_columns(
+                            self.train_rows_minus(f, &vec![0.0; self.n_units()])
+                                .as_ref(),
+                        ),
+                        test: stats::rank_columns(self.test_rows(f)),
+                    })
+                    .collect()
+            })
+            .as_slice()
     }
 
     /// The layer's representational dissimilarity matrix, standardised for comparison.
     pub fn rdm(&self) -> &Rdm {
-        crate::lazy::get_or_compute(&self.rdm, || Rdm::new(self))
+        self.rdm.get_or_compute(|| Rdm::new(self))
     }
 
     /// Bytes of memory the layer holds now: its data (owned or mapped: mapped pages count

@@ -1,7 +1,7 @@
 //! Two prepared layers compared together: the pair's shared cross-products and the
 //! scores of every metric.
 
-use std::sync::OnceLock;
+use crate::lazy::Lazy;
 
 use faer::Mat;
 use rayon::prelude::*;
@@ -88,8 +88,8 @@ impl Score {
 pub struct Pair<'a> {
     a: &'a PreparedLayer,
     b: &'a PreparedLayer,
-    blocks: OnceLock<Vec<Mat<f64>>>,
-    total: OnceLock<Mat<f64>>,
+    blocks: Lazy<Vec<Mat<f64>>>,
+    total: Lazy<Mat<f64>>,
 }
 
 impl<'a> Pair<'a> {
@@ -110,8 +110,8 @@ impl<'a> Pair<'a> {
         Ok(Self {
             a,
             b,
-            blocks: OnceLock::new(),
-            total: OnceLock::new(),
+            blocks: Lazy::new(),
+            total: Lazy::new(),
         })
     }
 
@@ -127,20 +127,21 @@ impl<'a> Pair<'a> {
 
     /// Per-fold test-block cross-products `X_teᵀ Y_te` (centred data).
     fn blocks(&self) -> &[Mat<f64>] {
-        crate::lazy::get_or_compute(&self.blocks, || {
-            let backend = crate::backend::current();
-            (0..self.a.k())
-                .into_par_iter()
-                .map(|f| backend.cross(self.a.test_rows(f), self.b.test_rows(f)))
-                .collect()
-        })
-        .as_slice()
+        self.blocks
+            .get_or_compute(|| {
+                let backend = crate::backend::current();
+                (0..self.a.k())
+                    .into_par_iter()
+                    .map(|f| backend.cross(self.a.test_rows(f), self.b.test_rows(f)))
+                    .collect()
+            })
+            .as_slice()
     }
 
     /// `Xᵀ Y` over all stimuli: the sum of the test blocks when they exist (the folds
     /// partition the rows), else one product (CKA alone needs no blocks).
     pub fn cross_total(&self) -> &Mat<f64> {
-        crate::lazy::get_or_compute(&self.total, || {
+        self.total.get_or_compute(|| {
             let Some(blocks) = self.blocks.get() else {
                 return crate::backend::current().cross(self.a.data(), self.b.data());
             };

@@ -19,7 +19,7 @@
 //! would lose their tiny residuals to cancellation in the expansion: theirs are computed
 //! directly.
 
-use std::sync::OnceLock;
+use crate::lazy::Lazy;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -61,7 +61,7 @@ pub struct RidgeFactor {
     /// Relative error bound of each α's low-rank weights.
     rho: Vec<f64>,
     /// Exact `T_α` (over ordinary rows), computed on first use.
-    exact: Vec<OnceLock<Mat<f64>>>,
+    exact: Vec<Lazy<Mat<f64>>>,
 }
 
 impl RidgeFactor {
@@ -70,7 +70,7 @@ impl RidgeFactor {
         let mats = [&self.v, &self.u, &self.f, &self.weights, &self.coef]
             .into_iter()
             .chain(&self.basis)
-            .chain(self.exact.iter().filter_map(OnceLock::get));
+            .chain(self.exact.iter().filter_map(Lazy::get));
         let values: usize = mats.map(|m| m.nrows() * m.ncols()).sum::<usize>()
             + self.scale.len()
             + self.lambda.len()
@@ -269,7 +269,7 @@ impl RidgeFactor {
             .collect();
         self.coef = coef;
         self.rho = rho;
-        self.exact = (0..n_alpha).map(|_| OnceLock::new()).collect();
+        self.exact = (0..n_alpha).map(|_| Lazy::new()).collect();
     }
 
     /// Number of directions kept (the rank of the z-scored train source).
@@ -279,7 +279,7 @@ impl RidgeFactor {
 
     /// Exact `T_α` over the ordinary rows, computed once.
     fn exact_t(&self, a: usize) -> &Mat<f64> {
-        crate::lazy::get_or_compute(&self.exact[a], || {
+        self.exact[a].get_or_compute(|| {
             weighted_gram(self.u.as_ref(), |i| {
                 if self.is_high[i] {
                     0.0

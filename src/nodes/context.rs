@@ -4,18 +4,18 @@
 //! evicts layers from it under a memory budget ([`Evict`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use repflow_cache::{Digest, MappedBundle};
 use repflow_engine::Evict;
-use repflow_kernels::lazy::get_or_compute;
+use repflow_kernels::lazy::Lazy;
 use repflow_kernels::{PreparedLayer, Settings};
 
 use super::prepared;
 use crate::error::UserError;
 
 /// One prepared layer, loaded by the first score node that needs it.
-type LoadOnce = OnceLock<Result<Arc<PreparedLayer>, String>>;
+type LoadOnce = Lazy<Result<Arc<PreparedLayer>, String>>;
 
 /// The cached layers, each with the tick of its last use.
 #[derive(Default)]
@@ -48,8 +48,8 @@ impl RunContext {
             entry.1 = tick;
             entry.0.clone()
         };
-        // never blocks on another thread's load (see `repflow_kernels::lazy`)
-        get_or_compute(&cell, || {
+        // a second task thread waits for the first's load (see `repflow_kernels::lazy`)
+        cell.get_or_compute(|| {
             prepared::load(bundle, settings)
                 .map(Arc::new)
                 .map_err(|e| e.message)
