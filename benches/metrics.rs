@@ -97,7 +97,8 @@ fn store_read(dir: &str) {
 }
 
 /// Training and inference throughput (images/s) of a network at 28 × 28, random data:
-/// median over timed steps after two warm-up steps.
+/// the median of ten timed training steps (batch 128, after two warm-up steps) and of eight
+/// inference batches of 256 (after one warm-up).
 fn model_speed(arch: &str, width: usize) {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
@@ -141,26 +142,39 @@ fn model_speed(arch: &str, width: usize) {
         objective: Default::default(),
     };
     let tiny = images.take(10);
-    // Two warm-up steps, then time the rest.
-    let warm = train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
-    let start = Instant::now();
-    train_until(&cfg, &images, &tiny, Some(warm), steps, |_, _| Ok(())).expect("training runs");
-    let train_ips = ((steps - 2) as usize * batch) as f64 / start.elapsed().as_secs_f64();
+    // Two warm-up steps, then each step timed on its own (resuming is exact, see
+    // `train_until`): the median step is robust to this machine's passing slow-downs.
+    let mut state = train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
+    let mut step_s = Vec::new();
+    for until in 3..=steps {
+        let start = Instant::now();
+        state = train_until(&cfg, &images, &tiny, Some(state), until, |_, _| Ok(()))
+            .expect("training runs");
+        step_s.push(start.elapsed().as_secs_f64());
+    }
+    let train_ips = batch as f64 / median(&mut step_s);
     let vm = VarMap::new();
     let net = Network::new(
         &model,
         VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
     )
     .expect("network builds");
-    let xs = Tensor::from_slice(&images.data[..256 * 784], (256, 1, 28, 28), &Device::Cpu)
-        .expect("tensor");
+    let infer_batch = 256;
+    let xs = Tensor::from_slice(
+        &images.data[..infer_batch * 784],
+        (infer_batch, 1, 28, 28),
+        &Device::Cpu,
+    )
+    .expect("tensor");
     net.forward(&xs, false, &mut Taps::off()).expect("forward");
-    let start = Instant::now();
-    let reps = 4;
-    for _ in 0..reps {
-        net.forward(&xs, false, &mut Taps::off()).expect("forward");
-    }
-    let infer_ips = (reps * 256) as f64 / start.elapsed().as_secs_f64();
+    let mut batch_s: Vec<f64> = (0..8)
+        .map(|_| {
+            let start = Instant::now();
+            net.forward(&xs, false, &mut Taps::off()).expect("forward");
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let infer_ips = infer_batch as f64 / median(&mut batch_s);
     let params: usize = vm
         .data()
         .lock()
@@ -173,6 +187,17 @@ fn model_speed(arch: &str, width: usize) {
         "{}",
         json!({"metric": "model-speed", "train_images_per_s": train_ips, "infer_images_per_s": infer_ips, "params": params})
     );
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {

@@ -7,6 +7,7 @@ run (2 threads each). Needs torch (installed only for this benchmark):
 """
 
 import json
+import statistics
 import pathlib
 import subprocess
 import sys
@@ -22,6 +23,8 @@ CASES = [("resnet18", 16), ("vgg16-bn", 8)]
 
 
 def torch_speed(arch, width, batch=128, steps=12):
+    """Median of ten timed training steps (after two warm-up steps) and of eight inference
+    batches of 256 (after one warm-up), as `metrics model-speed` measures candle."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
     m = (resnet if arch.startswith("resnet") else vgg)(arch, width, 1, True)
@@ -30,24 +33,24 @@ def torch_speed(arch, width, batch=128, steps=12):
     x = torch.rand(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     m.train()
-    times = []
+    step_s = []
     for i in range(steps):
         t = time.perf_counter()
         opt.zero_grad()
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
         if i >= 2:
-            times.append(time.perf_counter() - t)
-    train = batch * len(times) / sum(times)
+            step_s.append(time.perf_counter() - t)
     m.eval()
     xe = torch.rand(256, 1, 28, 28)
+    batch_s = []
     with torch.no_grad():
         m(xe)
-        t = time.perf_counter()
-        for _ in range(4):
+        for _ in range(8):
+            t = time.perf_counter()
             m(xe)
-        infer = 4 * 256 / (time.perf_counter() - t)
-    return train, infer, params
+            batch_s.append(time.perf_counter() - t)
+    return batch / statistics.median(step_s), 256 / statistics.median(batch_s), params
 
 
 def candle_speed(arch, width):
@@ -58,15 +61,26 @@ def candle_speed(arch, width):
     return r["train_images_per_s"], r["infer_images_per_s"], r["params"]
 
 
+ROUNDS = 3
+
+
 def main():
-    print("| model | params | candle train (img/s) | torch train | ratio | candle infer (img/s) | torch infer | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    # Each case twice, interleaved: this machine's speed drifts by 10-40% between minutes.
-    for arch, width in CASES + CASES:
-        ct, ci, cp = candle_speed(arch, width)
-        tt, ti, tp = torch_speed(arch, width)
-        assert cp == tp, f"parameter counts differ: {cp} vs {tp}"
-        print(f"| {arch} w{width} | {cp:,} | {ct:.0f} | {tt:.0f} | {ct / tt:.2f}x | {ci:.0f} | {ti:.0f} | {ci / ti:.2f}x |", flush=True)
+    print("| model | round | params | candle train (img/s) | torch train | ratio | candle infer (img/s) | torch infer | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # Rounds interleaved, candle then torch in each: this machine's speed drifts by 10-40%
+    # between minutes, so each round's ratio compares neighbours in time; the summary row
+    # of each model is the median of its rounds' ratios.
+    ratios = {case: ([], []) for case in CASES}
+    for r in range(ROUNDS):
+        for arch, width in CASES:
+            ct, ci, cp = candle_speed(arch, width)
+            tt, ti, tp = torch_speed(arch, width)
+            assert cp == tp, f"parameter counts differ: {cp} vs {tp}"
+            ratios[(arch, width)][0].append(ct / tt)
+            ratios[(arch, width)][1].append(ci / ti)
+            print(f"| {arch} w{width} | {r + 1} | {cp:,} | {ct:.0f} | {tt:.0f} | {ct / tt:.2f}x | {ci:.0f} | {ti:.0f} | {ci / ti:.2f}x |", flush=True)
+    for (arch, width), (train, infer) in ratios.items():
+        print(f"| **{arch} w{width}** | median | | | | **{statistics.median(train):.2f}x** | | | **{statistics.median(infer):.2f}x** |")
 
 
 if __name__ == "__main__":
