@@ -144,7 +144,8 @@ fn model_speed(arch: &str, width: usize) {
     let tiny = images.take(10);
     // Two warm-up steps, then each step timed on its own (resuming is exact, see
     // `train_until`): the median step is robust to this machine's passing slow-downs.
-    let mut state = train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
+    let mut state =
+        train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
     let mut step_s = Vec::new();
     for until in 3..=steps {
         let start = Instant::now();

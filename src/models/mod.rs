@@ -13,6 +13,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod extract;
 pub mod layer_norm;
+pub mod memory;
 pub mod moco;
 pub mod norm;
 pub mod optim;

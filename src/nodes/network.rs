@@ -15,6 +15,7 @@ use super::images::from_bundle;
 use super::RunContext;
 use crate::error::UserError;
 use crate::models::extract::{extract, LayerActivations, Reduction};
+use crate::models::memory::Footprint;
 use crate::models::probe::{fraction_correct, Probe};
 use crate::models::train::{train_until, TrainConfig, TrainState};
 use crate::models::{ModelConfig, Network};
@@ -105,6 +106,15 @@ impl Weights {
     }
 }
 
+/// Images per forward pass when extracting.
+const EXTRACT_BATCH: usize = 256;
+
+/// The `[n, c, h, w]` shape of the image set an input holds, if it holds one.
+fn image_shape(inputs: &Inputs, name: &str) -> Option<[usize; 4]> {
+    let a = inputs.bundle(name).ok()?.array("images")?;
+    <[usize; 4]>::try_from(a.shape()).ok()
+}
+
 /// One checkpoint of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Train {
@@ -128,6 +138,30 @@ impl Kind<RunContext> for Train {
             .expect("recipe is an object")
             .remove("checkpoints");
         serde_json::json!({ "recipe": r, "step": self.step })
+    }
+
+    /// The network's footprint at the batch size, with both image sets (0 when an input is
+    /// not an image set, which the run then reports).
+    fn memory(&self, inputs: &Inputs) -> u64 {
+        let (Some(train), Some(test)) = (
+            image_shape(inputs, "train_set"),
+            image_shape(inputs, "test_set"),
+        ) else {
+            return 0;
+        };
+        let [_, c, h, w] = train;
+        let encoders = if self.recipe.objective.is_supervised() {
+            1
+        } else {
+            2
+        };
+        Footprint::of(&self.recipe.model, (c, h, w)).map_or(0, |f| {
+            f.training_bytes(
+                self.recipe.batch,
+                train.iter().product::<usize>() + test.iter().product::<usize>(),
+                encoders,
+            )
+        })
     }
 
     fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
@@ -223,6 +257,22 @@ impl Kind<RunContext> for Extract {
         p
     }
 
+    /// The network's footprint over the stimuli, with the full maps or the reduced rows.
+    fn memory(&self, inputs: &Inputs) -> u64 {
+        let Some(stimuli) = image_shape(inputs, "stimuli") else {
+            return 0;
+        };
+        let [n, c, h, w] = stimuli;
+        Footprint::of(&self.model, (c, h, w)).map_or(0, |f| {
+            let out = if self.maps {
+                f.recorded_per_image
+            } else {
+                f.reduced_per_image
+            };
+            f.extraction_bytes(n, n * c * h * w, EXTRACT_BATCH, out)
+        })
+    }
+
     fn run(&self, _: &RunContext, inputs: &Inputs) -> Result<Bundle, NodeError> {
         Ok(self.extract(inputs.bundle("weights")?, inputs.bundle("stimuli")?)?)
     }
@@ -257,7 +307,7 @@ impl Extract {
         } else {
             Some(self.reduction)
         };
-        let layers = extract(&net, &images, &[], reduction, 256)?;
+        let layers = extract(&net, &images, &[], reduction, EXTRACT_BATCH)?;
         // The last layer is the classifier: its accuracy on these stimuli (an OOD set's
         // accuracy when they are transformed). A projection head classifies nothing: its
         // network's accuracy is its linear probe's, on the backbone's features.
