@@ -26,8 +26,14 @@ use rayon::prelude::*;
 
 use super::storage::{contiguous, f32_data, is_cpu_f32, plane_start, planes_contiguous};
 
-/// Bytes of column matrix per chunk of images.
-const CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of column matrix per chunk of images in the forward pass and the input gradient: the
+/// chunk's columns stay in a core's L2 cache between im2col and the gemm that reads them (4 MiB
+/// chunks were 25% slower in inference, measured; see the README's network benchmark).
+const CHUNK_BYTES: usize = 512 << 10;
+
+/// Bytes of column matrix per chunk for the weight gradient, whose chunks each make a partial
+/// weight gradient that is then summed: fewer, larger chunks.
+const WEIGHT_CHUNK_BYTES: usize = 4 << 20;
 
 thread_local! {
     /// This thread's column buffer, kept from one chunk to the next (a fresh one per chunk
@@ -98,18 +104,18 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Images per chunk: at most `CHUNK_BYTES` of columns, and at least four chunks per
-    /// thread so that chunks, not gemms, are what runs in parallel.
-    fn chunk(&self) -> usize {
+    /// Images per chunk: at most `bytes` of columns, and at least four chunks per thread so
+    /// that chunks, not gemms, are what runs in parallel.
+    fn chunk(&self, bytes: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
-        (CHUNK_BYTES / (4 * self.k() * self.l()).max(1))
+        (bytes / (4 * self.k() * self.l()).max(1))
             .min(self.batch.div_ceil(4 * threads))
             .clamp(1, self.batch.max(1))
     }
 
-    /// The chunks: (first image, images).
-    fn chunks(&self) -> Vec<(usize, usize)> {
-        let c = self.chunk();
+    /// The chunks of at most `bytes` of columns each: (first image, images).
+    fn chunks(&self, bytes: usize) -> Vec<(usize, usize)> {
+        let c = self.chunk(bytes);
         (0..self.batch)
             .step_by(c)
             .map(|b0| (b0, c.min(self.batch - b0)))
@@ -159,12 +165,156 @@ impl Geometry {
         out
     }
 
+    /// Whether the output planes are the input planes' size at stride 1 ("same" padding): then
+    /// a kernel tap's row of columns is its input plane shifted by one offset, so im2col is one
+    /// copy per run of adjacent planes and a few zeroed pixels, not a copy per output row
+    /// ([`Geometry::im2col_same`], [`Geometry::col2im_same`]).
+    fn same(&self) -> bool {
+        self.stride == 1 && 2 * self.padding + 1 == self.kernel
+    }
+
+    /// Kernel tap `tap`'s input offset from its output pixel: (rows, columns).
+    fn shift(&self, tap: usize) -> (isize, isize) {
+        let p = self.padding as isize;
+        (
+            (tap / self.kernel) as isize - p,
+            (tap % self.kernel) as isize - p,
+        )
+    }
+
+    /// Zeros the pixels of one image's tap row (`h · w`) whose input pixel, offset by
+    /// `(dy, dx)`, lies in the padding.
+    fn zero_padding(&self, row: &mut [f32], (dy, dx): (isize, isize)) {
+        let (h, w) = (self.height as isize, self.width);
+        let cut = dx.unsigned_abs().min(w);
+        for (y, line) in row.chunks_mut(w).enumerate() {
+            if !(0..h).contains(&(y as isize + dy)) {
+                line.fill(0.0);
+            } else if dx < 0 {
+                line[..cut].fill(0.0);
+            } else if dx > 0 {
+                line[w - cut..].fill(0.0);
+            }
+        }
+    }
+
+    /// Calls `f(first, images, start)` for each run of the images `b0..b0 + nb` whose channel
+    /// `c` planes follow each other in memory (the whole chunk when the input is
+    /// channel-major, one image at a time when it is NCHW); `first` counts from `b0`.
+    fn runs(
+        &self,
+        plane: &impl Fn(usize, usize) -> usize,
+        c: usize,
+        (b0, nb): (usize, usize),
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let hw = self.height * self.width;
+        let mut b = 0;
+        while b < nb {
+            let start = plane(b0 + b, c);
+            let mut e = b + 1;
+            while e < nb && plane(b0 + e, c) == start + (e - b) * hw {
+                e += 1;
+            }
+            f(b, e - b, start);
+            b = e;
+        }
+    }
+
+    /// The range of `0..n` whose entries, offset by `off`, stay inside `0..n`.
+    fn inside(n: usize, off: isize) -> std::ops::Range<usize> {
+        let n = n as isize;
+        (-off).clamp(0, n) as usize..(n - off).clamp(0, n) as usize
+    }
+
+    /// [`Geometry::im2col`] for "same" convolutions: each tap row is the run's planes copied
+    /// at the tap's offset, then the pixels that read padding (or a neighbouring row or image)
+    /// zeroed. Bit for bit the columns the row-by-row copy makes.
+    fn im2col_same(
+        &self,
+        x: &[f32],
+        plane: impl Fn(usize, usize) -> usize,
+        b0: usize,
+        nb: usize,
+        cols: &mut [f32],
+    ) {
+        let (hw, taps) = (self.height * self.width, self.kernel * self.kernel);
+        let ld = nb * hw;
+        for (c, rows) in cols[..self.k() * ld].chunks_mut(taps * ld).enumerate() {
+            for (tap, row) in rows.chunks_mut(ld).enumerate() {
+                let (dy, dx) = self.shift(tap);
+                let off = dy * self.width as isize + dx;
+                self.runs(&plane, c, (b0, nb), |first, count, start| {
+                    let dst = &mut row[first * hw..][..count * hw];
+                    let keep = Self::inside(count * hw, off);
+                    if !keep.is_empty() {
+                        let from = (start + keep.start).wrapping_add_signed(off);
+                        dst[keep.clone()].copy_from_slice(&x[from..][..keep.len()]);
+                    }
+                    for image in dst.chunks_mut(hw) {
+                        self.zero_padding(image, (dy, dx));
+                    }
+                });
+            }
+        }
+    }
+
+    /// [`Geometry::col2im`] for "same" convolutions: each tap row's padding pixels zeroed,
+    /// then the row added to the chunk's gradient at the tap's offset in one pass. Each pixel
+    /// receives its taps' terms in the same order as the row-by-row version.
+    fn col2im_same(&self, cols: &mut [f32], nb: usize, mut dx: MatMut<'_, f32>) {
+        let (hw, taps) = (self.height * self.width, self.kernel * self.kernel);
+        let ld = nb * hw;
+        for c in 0..self.channels {
+            let out = dx
+                .rb_mut()
+                .row_mut(c)
+                .try_as_row_major_mut()
+                .expect("rows of a row-major block are contiguous")
+                .as_slice_mut();
+            let rows = &mut cols[c * taps * ld..][..taps * ld];
+            for (tap, row) in rows.chunks_mut(ld).enumerate() {
+                let (dy, dxs) = self.shift(tap);
+                let off = dy * self.width as isize + dxs;
+                for image in row.chunks_mut(hw) {
+                    self.zero_padding(image, (dy, dxs));
+                }
+                let keep = Self::inside(ld, off);
+                if keep.is_empty() {
+                    continue;
+                }
+                let to = keep.start.wrapping_add_signed(off);
+                out[to..][..keep.len()]
+                    .iter_mut()
+                    .zip(&row[keep])
+                    .for_each(|(d, v)| *d += v);
+            }
+        }
+    }
+
     /// Columns of images `b0..b0 + nb` into `cols` (`k²` rows per channel, `nb · L` columns).
     /// `plane(b, c)` is the start of image b's channel c in `x`.
     fn im2col(
         &self,
         x: &[f32],
         plane: impl Fn(usize, usize) -> usize + Sync,
+        b0: usize,
+        nb: usize,
+        spans: &[Span],
+        cols: &mut [f32],
+    ) {
+        if self.same() {
+            self.im2col_same(x, plane, b0, nb, cols)
+        } else {
+            self.im2col_rows(x, plane, b0, nb, spans, cols)
+        }
+    }
+
+    /// [`Geometry::im2col`] for any convolution: zeros, then a copy per in-image span.
+    fn im2col_rows(
+        &self,
+        x: &[f32],
+        plane: impl Fn(usize, usize) -> usize,
         b0: usize,
         nb: usize,
         spans: &[Span],
@@ -195,7 +345,16 @@ impl Geometry {
 
     /// Adds columns `cols` of `nb` images back into their pixels: `dx` is those images'
     /// block of the channel-major gradient (`channels` rows of `nb` planes).
-    fn col2im(&self, cols: &[f32], nb: usize, spans: &[Span], mut dx: MatMut<'_, f32>) {
+    fn col2im(&self, cols: &mut [f32], nb: usize, spans: &[Span], dx: MatMut<'_, f32>) {
+        if self.same() {
+            self.col2im_same(cols, nb, dx)
+        } else {
+            self.col2im_rows(cols, nb, spans, dx)
+        }
+    }
+
+    /// [`Geometry::col2im`] for any convolution: each in-image span added to its pixels.
+    fn col2im_rows(&self, cols: &[f32], nb: usize, spans: &[Span], mut dx: MatMut<'_, f32>) {
         let (l, taps, s) = (self.l(), self.kernel * self.kernel, self.stride);
         let (ld, plane) = (nb * l, self.height * self.width);
         for c in 0..self.channels {
@@ -260,7 +419,7 @@ impl CustomOp2 for ConvForward {
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
         let wm = MatRef::from_row_major_slice(w, o, k);
-        let chunks = g.chunks();
+        let chunks = g.chunks(CHUNK_BYTES);
         let mut out = vec![0f32; o * bl];
         // each chunk: its columns, then its block of Y = W · cols (O × nb·L), in place
         column_blocks(
@@ -332,7 +491,7 @@ impl CustomOp2 for ConvInputGrad {
         let spans = g.spans();
         let wt = MatRef::from_row_major_slice(w, o, k).transpose();
         let plane = g.height * g.width;
-        let chunks = g.chunks();
+        let chunks = g.chunks(CHUNK_BYTES);
         let mut dx = vec![0f32; g.channels * g.batch * plane];
         // each chunk: dcols = Wᵀ · dY_chunk, scattered into its own images' block of dX
         let dxm = MatMut::from_row_major_slice_mut(&mut dx, g.channels, g.batch * plane);
@@ -382,7 +541,7 @@ impl CustomOp2 for ConvWeightGrad {
         // each chunk: dW_chunk = dY_chunk · cols_chunkᵀ; summed in chunk order (the same
         // sum in every run: training is bit-reproducible)
         let parts: Vec<Vec<f32>> = g
-            .chunks()
+            .chunks(WEIGHT_CHUNK_BYTES)
             .into_par_iter()
             .map(|(b0, nb)| {
                 let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
@@ -617,6 +776,66 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The shifted-plane im2col and col2im of "same" convolutions give bit for bit what the
+    /// row-by-row versions give: kernels 1, 3, 5 and 7 (offsets wider than the plane), planes
+    /// down to 1 × 2, several images per chunk, a chunk that starts mid-batch, both orders.
+    #[test]
+    fn shifted_planes_match_row_copies() {
+        for (kernel, h, w, batch, b0, nb) in [
+            (3, 5, 4, 4, 1, 3),
+            (3, 1, 2, 3, 0, 3),
+            (1, 3, 3, 2, 0, 2),
+            (5, 4, 6, 3, 1, 2),
+            (7, 2, 3, 3, 0, 3),
+        ] {
+            for input in [Order::Nchw, Order::ChannelMajor] {
+                let g = Geometry {
+                    batch,
+                    channels: 3,
+                    height: h,
+                    width: w,
+                    kernel,
+                    stride: 1,
+                    padding: kernel / 2,
+                    input,
+                };
+                assert!(g.same());
+                let x = ramp(batch * 3 * h * w, 1.0);
+                let plane = |b: usize, c: usize| match input {
+                    Order::Nchw => (b * 3 + c) * h * w,
+                    Order::ChannelMajor => (c * batch + b) * h * w,
+                };
+                let len = g.k() * nb * g.l();
+                // stale values in the buffers, as a reused column buffer has
+                let (mut shifted, mut rows) = (vec![f32::NAN; len], vec![7.0; len]);
+                let spans = g.spans();
+                g.im2col_same(&x, plane, b0, nb, &mut shifted);
+                g.im2col_rows(&x, plane, b0, nb, &spans, &mut rows);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&shifted),
+                    bits(&rows),
+                    "im2col k={kernel} {h}x{w} {input:?}"
+                );
+
+                let cols = ramp(len, 0.5);
+                let (mut a, mut b) = (vec![0f32; 3 * nb * h * w], vec![0f32; 3 * nb * h * w]);
+                g.col2im_same(
+                    &mut cols.clone(),
+                    nb,
+                    MatMut::from_row_major_slice_mut(&mut a, 3, nb * h * w),
+                );
+                g.col2im_rows(
+                    &cols,
+                    nb,
+                    &spans,
+                    MatMut::from_row_major_slice_mut(&mut b, 3, nb * h * w),
+                );
+                assert_eq!(bits(&a), bits(&b), "col2im k={kernel} {h}x{w} {input:?}");
+            }
+        }
     }
 
     /// With a bias: candle's conv2d plus the bias broadcast, and the bias gradient.
