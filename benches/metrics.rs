@@ -202,6 +202,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
+    repflow::allocator::configure();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

@@ -4,6 +4,7 @@
 //! the mathematics ([`repflow_kernels`]): node kinds, pipeline files and their DAGs, the
 //! networks, stimuli, report and the command line.
 
+pub mod allocator;
 pub mod cli;
 pub mod commands;
 pub mod device;

@@ -6,11 +6,12 @@ use repflow::commands;
 
 /// candle allocates (and zeroes) a fresh multi-megabyte buffer for every tensor op; glibc's
 /// malloc returns each to the kernel on free (mmap/munmap and page faults every step), mimalloc
-/// keeps freed memory for reuse (1 s before it is returned).
+/// keeps freed memory for reuse (for how long: [`repflow::allocator`]).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    repflow::allocator::configure();
     // Rust ignores SIGPIPE, so `repflow plan P | head` would panic in println! once `head`
     // exits; the default action ends the process quietly, as every Unix filter does.
     // SAFETY: called first, before any thread exists; SIG_DFL is a valid handler.
