@@ -16,6 +16,8 @@
 //! unchanged.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::thread::LocalKey;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -39,18 +41,65 @@ thread_local! {
     /// This thread's column buffer, kept from one chunk to the next (a fresh one per chunk
     /// was an allocation, a zeroing pass and page faults each time).
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// This thread's buffer for a chunk's forward products, read out by the [`Epilogue`].
+    static PRODUCTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's column buffer, at least `len` long (its contents are whatever
-/// the last use left).
-fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = COLUMNS.with(|c| c.take());
+/// Runs `f` on this thread's `buffer`, at least `len` long (its contents are whatever the
+/// last use left).
+fn with_buffer<R>(
+    buffer: &'static LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = buffer.with(|c| c.take());
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
     let out = f(&mut buf[..len]);
-    COLUMNS.with(|c| c.replace(buf));
+    buffer.with(|c| c.replace(buf));
     out
+}
+
+/// Runs `f` on this thread's column buffer (see [`with_buffer`]).
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_buffer(&COLUMNS, len, f)
+}
+
+/// What happens to each forward product as it is written out: nothing, or evaluation-mode
+/// batch norm (`v · scale + shift` per output channel, the formula of `norm`'s `Affine`) and
+/// optionally ReLU, so that an evaluation pass makes no separate batch-norm pass.
+#[derive(Debug, Clone, Default)]
+struct Epilogue {
+    /// Per output channel `(scale, shift)`, when batch norm follows.
+    affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// Whether ReLU follows.
+    relu: bool,
+}
+
+impl Epilogue {
+    /// Writes channel `ch`'s products `src` to `dst`.
+    fn write(&self, ch: usize, src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        match &self.affine {
+            Some((scale, shift)) => {
+                let (a, b) = (scale[ch], shift[ch]);
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write((v * a + b).max(floor));
+                }
+            }
+            None if self.relu => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write(v.max(floor));
+                }
+            }
+            None => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write(v);
+                }
+            }
+        }
+    }
 }
 
 /// The order of a 4-D activation tensor's first two dimensions.
@@ -398,7 +447,29 @@ fn column_blocks<'a>(
 }
 
 /// `(x: B × C × H × W in either order, w: O × C·k²)` → `O × B × Ho × Wo`.
-struct ConvForward(Geometry);
+struct ConvForward(Geometry, Epilogue);
+
+/// A row-major `rows × (Σ images · per)` matrix's rows cut into one segment per chunk: for
+/// each chunk, its segment of every row (so chunks can be written in parallel).
+fn row_segments<'a, T>(
+    mut data: &'a mut [T],
+    rows: usize,
+    chunks: &[(usize, usize)],
+    per: usize,
+) -> Vec<Vec<&'a mut [T]>> {
+    let width: usize = chunks.iter().map(|&(_, nb)| nb * per).sum();
+    let mut out: Vec<Vec<&mut [T]>> = chunks.iter().map(|_| Vec::with_capacity(rows)).collect();
+    for _ in 0..rows {
+        let (mut row, rest) = std::mem::take(&mut data).split_at_mut(width);
+        data = rest;
+        for (segments, &(_, nb)) in out.iter_mut().zip(chunks) {
+            let (segment, rest) = std::mem::take(&mut row).split_at_mut(nb * per);
+            segments.push(segment);
+            row = rest;
+        }
+    }
+    out
+}
 
 impl CustomOp2 for ConvForward {
     fn name(&self) -> &'static str {
@@ -420,28 +491,33 @@ impl CustomOp2 for ConvForward {
         let spans = g.spans();
         let wm = MatRef::from_row_major_slice(w, o, k);
         let chunks = g.chunks(CHUNK_BYTES);
-        let mut out = vec![0f32; o * bl];
-        // each chunk: its columns, then its block of Y = W · cols (O × nb·L), in place
-        column_blocks(
-            MatMut::from_row_major_slice_mut(&mut out, o, bl),
-            &chunks,
-            l,
-        )
-        .into_par_iter()
-        .zip(chunks.par_iter())
-        .for_each(|(y, &(b0, nb))| {
-            with_columns(k * nb * l, |cols| {
-                g.im2col(x, &plane, b0, nb, &spans, cols);
-                matmul(
-                    y,
-                    Accum::Replace,
-                    wm,
-                    MatRef::from_row_major_slice(cols, k, nb * l),
-                    1.0,
-                    Par::Seq,
-                );
-            })
-        });
+        // each chunk: its columns, its products W · cols (O × nb·L) in a buffer that stays
+        // in cache, then the epilogue writes them to the chunk's segment of every output row
+        // (every value of `out` is written once: no zero fill)
+        let mut out: Vec<f32> = Vec::with_capacity(o * bl);
+        row_segments(&mut out.spare_capacity_mut()[..o * bl], o, &chunks, l)
+            .into_par_iter()
+            .zip(chunks.par_iter())
+            .for_each(|(rows, &(b0, nb))| {
+                with_columns(k * nb * l, |cols| {
+                    g.im2col(x, &plane, b0, nb, &spans, cols);
+                    with_buffer(&PRODUCTS, o * nb * l, |y| {
+                        matmul(
+                            MatMut::from_row_major_slice_mut(y, o, nb * l),
+                            Accum::Replace,
+                            wm,
+                            MatRef::from_row_major_slice(cols, k, nb * l),
+                            1.0,
+                            Par::Seq,
+                        );
+                        for (ch, (dst, src)) in rows.into_iter().zip(y.chunks(nb * l)).enumerate() {
+                            self.1.write(ch, src, dst);
+                        }
+                    })
+                })
+            });
+        // SAFETY: the chunks cover every image, and each wrote its segment of all `o` rows.
+        unsafe { out.set_len(o * bl) };
         let shape = (o, g.batch, g.out_height(), g.out_width());
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
@@ -681,11 +757,51 @@ impl Conv {
             input,
         };
         let w = self.weight.reshape((self.weight.dim(0)?, g.k()))?;
-        let ys = planes_contiguous(xs)?.apply_op2(&w, ConvForward(g))?;
+        let ys = planes_contiguous(xs)?.apply_op2(&w, ConvForward(g, Epilogue::default()))?;
         match &self.bias {
             Some(b) => ys.apply_op2(b, AddBias),
             None => Ok(ys),
         }
+    }
+
+    /// Evaluation only (no gradient): the convolution followed by `v · scale + shift` per
+    /// output channel and, when `relu`, ReLU, applied as the products leave the gemm;
+    /// channel-major out. Bit for bit [`Conv::forward_cm`] followed by evaluation-mode batch
+    /// norm. `None` where the fused pass does not apply (a bias, or not f32 on the CPU).
+    pub fn forward_cm_affine(
+        &self,
+        xs: &Tensor,
+        input: Order,
+        (scale, shift): (Vec<f32>, Vec<f32>),
+        relu: bool,
+    ) -> Result<Option<Tensor>> {
+        if !is_cpu_f32(xs) || self.bias.is_some() {
+            return Ok(None);
+        }
+        let dims = xs.dims4()?;
+        let (batch, channels, height, width) = match input {
+            Order::Nchw => dims,
+            Order::ChannelMajor => (dims.1, dims.0, dims.2, dims.3),
+        };
+        let g = Geometry {
+            batch,
+            channels,
+            height,
+            width,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            input,
+        };
+        let w = self.weight.detach().reshape((self.weight.dim(0)?, g.k()))?;
+        let epilogue = Epilogue {
+            affine: Some((scale, shift)),
+            relu,
+        };
+        let op = ConvForward(g, epilogue);
+        Ok(Some(
+            planes_contiguous(&xs.detach())?.apply_op2_no_bwd(&w, &op)?,
+        ))
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_bn;
 pub mod elementwise;
 pub mod extract;
 pub mod layer_norm;
@@ -102,6 +103,11 @@ impl Taps {
             enabled: true,
             outputs: Vec::new(),
         }
+    }
+
+    /// Whether layers are recorded.
+    pub fn is_on(&self) -> bool {
+        self.enabled
     }
 
     /// Records `xs` as the output of layer `name` (when enabled).

@@ -109,6 +109,13 @@ impl BatchNorm {
         ys.reshape(xs.dims())
     }
 
+    /// Evaluation mode's per-channel `(scale, shift)` as values (what [`BatchNorm::forward_t`]
+    /// applies when not training).
+    pub fn eval_scale_shift(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (scale, shift) = self.eval_affine()?;
+        Ok((scale.to_vec1()?, shift.to_vec1()?))
+    }
+
     /// Evaluation mode's per-channel `(scale, shift)`.
     fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
         let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;

@@ -5,6 +5,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::{Conv, Order};
+use super::conv_bn::conv_bn;
 use super::elementwise::add_relu;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
@@ -81,19 +82,13 @@ impl Block {
         let mut h = xs.clone();
         let last = self.convs.len() - 1;
         for (i, (c, b)) in self.convs.iter().enumerate() {
-            let y = c.forward_cm(&h, Order::ChannelMajor)?;
-            taps.record_cm(&format!("{}.conv{}", self.prefix, i + 1), &y)?;
-            h = if i < last {
-                b.forward_relu_t(&y, train)?
-            } else {
-                b.forward_t(&y, train)?
-            };
+            let name = format!("{}.conv{}", self.prefix, i + 1);
+            h = conv_bn(c, b, &h, Order::ChannelMajor, i < last, train, taps, &name)?;
         }
         let shortcut = match &self.downsample {
             Some((c, b)) => {
-                let y = c.forward_cm(xs, Order::ChannelMajor)?;
-                taps.record_cm(&format!("{}.downsample.0", self.prefix), &y)?;
-                b.forward_t(&y, train)?
+                let name = format!("{}.downsample.0", self.prefix);
+                conv_bn(c, b, xs, Order::ChannelMajor, false, train, taps, &name)?
             }
             None => xs.clone(),
         };
@@ -199,9 +194,16 @@ impl ResNet {
     /// outputs in `taps`.
     pub fn features(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         // channel-major from here to the pooling (see `conv`)
-        let y = self.conv1.forward_cm(xs, Order::Nchw)?;
-        taps.record_cm("conv1", &y)?;
-        let mut h = self.bn1.forward_relu_t(&y, train)?;
+        let mut h = conv_bn(
+            &self.conv1,
+            &self.bn1,
+            xs,
+            Order::Nchw,
+            true,
+            train,
+            taps,
+            "conv1",
+        )?;
         if !self.small_input {
             // 3 × 3 max-pool, stride 2, padding 1: inputs are ≥ 0 after ReLU, so zero padding
             // equals torchvision's −∞ padding.

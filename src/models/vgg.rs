@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::{Conv, Order};
+use super::conv_bn::conv_bn;
 use super::elementwise::max_pool2;
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
@@ -145,10 +146,9 @@ impl Vgg {
         for s in &self.features {
             h = match s {
                 Stage::Conv(name, c, _, b) => {
-                    let y = c.forward_cm(&h, order)?;
+                    let y = conv_bn(c, b, &h, order, true, train, taps, name)?;
                     order = Order::ChannelMajor;
-                    taps.record_cm(name, &y)?;
-                    b.forward_relu_t(&y, train)?
+                    y
                 }
                 Stage::Pool => max_pool2(&h)?,
             };

@@ -1,0 +1,95 @@
+//! A convolution followed by batch norm, and optionally ReLU: the unit the conv stacks
+//! (ResNet, VGG) are built from. In evaluation, when no layer is being recorded, the batch
+//! norm and ReLU are applied as the convolution's products are written
+//! ([`Conv::forward_cm_affine`]), so the pass makes no batch-norm pass and no intermediate
+//! tensor; the values are the same bit for bit. Otherwise the conv output is recorded in
+//! `taps` under `name` and batch norm runs as its own op (with its gradient in training).
+
+use candle_core::{Result, Tensor};
+
+use super::conv::{Conv, Order};
+use super::norm::BatchNorm;
+use super::Taps;
+
+/// `relu?(bn(conv(xs)))`, channel-major out; `xs` in order `input`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn(
+    conv: &Conv,
+    bn: &BatchNorm,
+    xs: &Tensor,
+    input: Order,
+    relu: bool,
+    train: bool,
+    taps: &mut Taps,
+    name: &str,
+) -> Result<Tensor> {
+    if !train && !taps.is_on() {
+        if let Some(ys) = conv.forward_cm_affine(xs, input, bn.eval_scale_shift()?, relu)? {
+            return Ok(ys);
+        }
+    }
+    let y = conv.forward_cm(xs, input)?;
+    taps.record_cm(name, &y)?;
+    if relu {
+        bn.forward_relu_t(&y, train)
+    } else {
+        bn.forward_t(&y, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// The fused evaluation pass gives the separate passes' values bit for bit: ReLU or not,
+    /// stride 1 ("same", shifted planes) and stride 2 (row copies), 1 × 1 kernels, NCHW and
+    /// channel-major inputs, and batch-norm statistics far from 0 and 1.
+    #[test]
+    fn fused_evaluation_matches_separate_passes() -> Result<()> {
+        let dev = Device::Cpu;
+        for (kernel, stride, padding, input, relu) in [
+            (3, 1, 1, Order::Nchw, true),
+            (3, 1, 1, Order::ChannelMajor, false),
+            (3, 2, 1, Order::ChannelMajor, true),
+            (1, 2, 0, Order::ChannelMajor, false),
+            (1, 1, 0, Order::Nchw, true),
+        ] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let conv = Conv::new((3, 5), kernel, stride, padding, false, vb.pp("conv"))?;
+            let bn = BatchNorm::new(5, 1e-5, vb.pp("bn"))?;
+            for (name, v) in vm.data().lock().expect("varmap").iter() {
+                let n = v.as_tensor().elem_count();
+                let values: Vec<f32> = (0..n)
+                    .map(|i| ((i * 37 + name.len()) % 11) as f32 * 0.3 + 0.2)
+                    .collect();
+                v.set(&Tensor::from_vec(values, v.as_tensor().dims(), &dev)?)?;
+            }
+            let x = Tensor::randn(0f32, 1.0, (4, 3, 9, 9), &dev)?;
+            let xs = match input {
+                Order::Nchw => x,
+                Order::ChannelMajor => x.transpose(0, 1)?.contiguous()?,
+            };
+            let fused = conv_bn(&conv, &bn, &xs, input, relu, false, &mut Taps::off(), "c")?;
+            let mut taps = Taps::on();
+            let separate = conv_bn(&conv, &bn, &xs, input, relu, false, &mut taps, "c")?;
+            assert_eq!(taps.outputs.len(), 1, "the separate pass records the conv");
+            let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                Ok(t.flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect())
+            };
+            assert_eq!(fused.dims(), separate.dims());
+            assert_eq!(
+                bits(&fused)?,
+                bits(&separate)?,
+                "k={kernel} s={stride} {input:?}"
+            );
+        }
+        Ok(())
+    }
+}
