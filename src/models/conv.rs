@@ -231,18 +231,31 @@ impl Geometry {
         )
     }
 
-    /// Zeros the pixels of one image's tap row (`h · w`) whose input pixel, offset by
-    /// `(dy, dx)`, lies in the padding.
-    fn zero_padding(&self, row: &mut [f32], (dy, dx): (isize, isize)) {
-        let (h, w) = (self.height as isize, self.width);
+    /// Zeros the pixels of a run of images' tap row (`images · h · w`) whose input pixel,
+    /// offset by `(dy, dx)`, lies in the padding: the same columns of every line, then the
+    /// top or bottom lines of each image.
+    fn zero_padding(&self, run: &mut [f32], (dy, dx): (isize, isize)) {
+        let (h, w) = (self.height, self.width);
         let cut = dx.unsigned_abs().min(w);
-        for (y, line) in row.chunks_mut(w).enumerate() {
-            if !(0..h).contains(&(y as isize + dy)) {
-                line.fill(0.0);
-            } else if dx < 0 {
-                line[..cut].fill(0.0);
-            } else if dx > 0 {
-                line[w - cut..].fill(0.0);
+        if cut > 0 {
+            let x0 = if dx < 0 { 0 } else { w - cut };
+            if cut == 1 {
+                // one store per line (a fill would be a memset call per line)
+                run.chunks_exact_mut(w).for_each(|line| line[x0] = 0.0);
+            } else {
+                run.chunks_exact_mut(w)
+                    .for_each(|line| line[x0..x0 + cut].fill(0.0));
+            }
+        }
+        let rows = dy.unsigned_abs().min(h) * w;
+        if rows > 0 {
+            for image in run.chunks_exact_mut(h * w) {
+                let lines = if dy < 0 {
+                    &mut image[..rows]
+                } else {
+                    &mut image[h * w - rows..]
+                };
+                lines.fill(0.0);
             }
         }
     }
@@ -300,9 +313,7 @@ impl Geometry {
                         let from = (start + keep.start).wrapping_add_signed(off);
                         dst[keep.clone()].copy_from_slice(&x[from..][..keep.len()]);
                     }
-                    for image in dst.chunks_mut(hw) {
-                        self.zero_padding(image, (dy, dx));
-                    }
+                    self.zero_padding(dst, (dy, dx));
                 });
             }
         }
@@ -325,9 +336,7 @@ impl Geometry {
             for (tap, row) in rows.chunks_mut(ld).enumerate() {
                 let (dy, dxs) = self.shift(tap);
                 let off = dy * self.width as isize + dxs;
-                for image in row.chunks_mut(hw) {
-                    self.zero_padding(image, (dy, dxs));
-                }
+                self.zero_padding(row, (dy, dxs));
                 let keep = Self::inside(ld, off);
                 if keep.is_empty() {
                     continue;
