@@ -246,6 +246,25 @@ fn pipelines_run_on_a_real_slurm() {
         std::fs::read(t.path().join("results/scores.csv")).unwrap(),
         expected
     );
+    // Kinds with no `mem` of their own ask for their nodes' estimate plus the process's
+    // 256 MiB; this cluster knows the jobs for an hour (MinJobAge).
+    let jobs = Command::new("scontrol")
+        .args(["-o", "show", "job"])
+        .output()
+        .unwrap();
+    let jobs = String::from_utf8_lossy(&jobs.stdout);
+    let asked: Vec<u64> = jobs
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("MinMemoryNode="))
+        })
+        .filter_map(|m| m.strip_suffix('M')?.parse().ok())
+        .collect();
+    assert!(
+        asked.iter().any(|&mib| mib > 256 && mib < 1000),
+        "no array asked for its nodes' estimated --mem: {asked:?}"
+    );
     eprintln!(
         "slurm: {submitted} elements in {arrays} arrays, {wall:.1} s (local: {:.1} s)",
         local["seconds"].as_f64().unwrap()

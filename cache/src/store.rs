@@ -283,6 +283,21 @@ impl Store {
         })
     }
 
+    /// An object mapped without the digest check, for what its header says (sizes and
+    /// shapes for a memory estimate), never for values a node computes from: those come
+    /// from [`Store::get`].
+    pub fn peek(&self, digest: &Digest) -> Result<MappedBundle, CacheError> {
+        let path = self.sharded("objects", digest);
+        let file = File::open(&path)
+            .map_err(|_| CacheError::Missing(format!("object {}", digest.short())))?;
+        // SAFETY: as in `get`; a truncated object fails `MappedBundle::new`'s bounds checks.
+        let map = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        MappedBundle::new(map).map_err(|reason| CacheError::Corrupt {
+            digest: *digest,
+            reason,
+        })
+    }
+
     /// Removes an object (after it was found corrupt).
     pub fn remove_object(&self, digest: &Digest) {
         let _ = fs::remove_file(self.sharded("objects", digest));

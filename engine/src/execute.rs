@@ -5,7 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use repflow_cache::{now, Bundle, CacheError, Digest, Entry, Key, Store};
+use repflow_cache::{now, Bundle, CacheError, Digest, Entry, Key, MappedBundle, Store};
 
 use crate::budget::MemoryBudget;
 use crate::executor::{Task, TaskError};
@@ -21,32 +21,26 @@ pub fn execute<C>(
     task: &Task<C>,
     budget: Option<&MemoryBudget>,
 ) -> Result<Digest, TaskError> {
-    let mut items = Vec::with_capacity(task.inputs.len());
-    let (mut corrupt, mut why) = (Vec::new(), Vec::new());
-    // Every input is checked, so that all the corrupt ones are recomputed in one pass.
-    for (position, (name, digest)) in task.inputs.iter().enumerate() {
-        match store.get(digest) {
-            Ok(bundle) => items.push(Input {
-                name: name.clone(),
-                digest: *digest,
-                bundle,
-            }),
-            Err(e) => {
-                // Never use a corrupt output: drop it so that the scheduler recomputes it.
-                store.remove_object(digest);
-                corrupt.push(position);
-                why.push(format!("input `{name}`: {e}"));
+    let inputs = match map_inputs(task, |d| store.get(d)) {
+        Ok(inputs) => inputs,
+        Err(bad) => {
+            // Never use a corrupt output: drop it so that the scheduler recomputes it.
+            for (position, _) in &bad {
+                store.remove_object(&task.inputs[*position].1);
             }
+            return Err(TaskError {
+                message: format!(
+                    "{}; recomputing",
+                    bad.iter()
+                        .map(|(_, why)| why.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                corrupt_inputs: bad.into_iter().map(|(position, _)| position).collect(),
+                log: None,
+            });
         }
-    }
-    if !corrupt.is_empty() {
-        return Err(TaskError {
-            message: format!("{}; recomputing", why.join("; ")),
-            corrupt_inputs: corrupt,
-            log: None,
-        });
-    }
-    let inputs = Inputs::new(items);
+    };
     let _reservation = match budget {
         Some(b) => Some(
             b.reserve(task.node.memory(&inputs))
@@ -65,6 +59,32 @@ pub fn execute<C>(
         t.elapsed().as_secs_f64(),
     )
     .map_err(|e| TaskError::new(e.to_string()))
+}
+
+/// `task`'s inputs, each mapped by `map` (the store's `get`, or `peek` for an estimate); on
+/// failure, the position of every input that could not be mapped, and why. Every input is
+/// tried, so that all the corrupt ones are recomputed in one pass.
+pub(crate) fn map_inputs<C>(
+    task: &Task<C>,
+    map: impl Fn(&Digest) -> Result<MappedBundle, CacheError>,
+) -> Result<Inputs, Vec<(usize, String)>> {
+    let mut items = Vec::with_capacity(task.inputs.len());
+    let mut bad = Vec::new();
+    for (position, (name, digest)) in task.inputs.iter().enumerate() {
+        match map(digest) {
+            Ok(bundle) => items.push(Input {
+                name: name.clone(),
+                digest: *digest,
+                bundle,
+            }),
+            Err(e) => bad.push((position, format!("input `{name}`: {e}"))),
+        }
+    }
+    if bad.is_empty() {
+        Ok(Inputs::new(items))
+    } else {
+        Err(bad)
+    }
 }
 
 /// Runs a node, catching panics so that one node's bug fails that node only.

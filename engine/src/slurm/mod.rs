@@ -25,6 +25,26 @@ use crate::executor::{Completion, Executor, ExecutorStats, Task, TaskError};
 use crate::local::Local;
 pub use status::{classify, parse, ElementState};
 
+/// Added to a node's working-memory estimate for the process around it (program, runtime,
+/// the pages of its mapped inputs), bytes.
+const PROCESS_BASE: u64 = 256 << 20;
+
+/// `--mem` (MiB) for an array of `tasks` whose kind sets none: the largest of their
+/// [`crate::Node::memory`] estimates plus [`PROCESS_BASE`], rounded up; `None` when no task
+/// has an estimate (Slurm's default applies). Inputs are mapped without their digest check:
+/// an estimate reads only sizes and shapes.
+fn estimated_mem<C>(store: &Store, tasks: &[(Task<C>, u32)]) -> Option<u64> {
+    let most = tasks
+        .iter()
+        .filter_map(|(task, _)| {
+            let inputs = crate::execute::map_inputs(task, |d| store.peek(d)).ok()?;
+            Some(task.node.memory(&inputs))
+        })
+        .max()
+        .filter(|&bytes| bytes > 0)?;
+    Some((most + PROCESS_BASE).div_ceil(1 << 20))
+}
+
 /// Resources of one kind's jobs (`sbatch` flags; unset ones are left to the cluster).
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -191,12 +211,20 @@ impl<C: Send + Sync + 'static> Slurm<C> {
         if let Some(p) = &self.cfg.partition {
             cmd.arg(format!("--partition={p}"));
         }
-        if let Some(r) = self.cfg.resources.get(kind) {
+        let resources = self.cfg.resources.get(kind);
+        // the kind's `mem` when set, else the nodes' own estimate
+        let estimated = match resources.and_then(|r| r.mem.clone()) {
+            Some(m) => {
+                cmd.arg(format!("--mem={m}"));
+                None
+            }
+            None => estimated_mem(&self.store, tasks).inspect(|mib| {
+                cmd.arg(format!("--mem={mib}M"));
+            }),
+        };
+        if let Some(r) = resources {
             if let Some(c) = r.cpus {
                 cmd.arg(format!("--cpus-per-task={c}"));
-            }
-            if let Some(m) = &r.mem {
-                cmd.arg(format!("--mem={m}"));
             }
             if let Some(t) = &r.time {
                 cmd.arg(format!("--time={t}"));
@@ -210,7 +238,14 @@ impl<C: Send + Sync + 'static> Slurm<C> {
             .output()
             .map_err(|e| format!("cannot start sbatch ({e}); is Slurm installed here?"))?;
         if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+            let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            return Err(match estimated {
+                Some(mib) => format!(
+                    "{why} (--mem={mib}M is the {kind} nodes' own estimate; set `mem` in \
+                     [slurm.kinds.{kind}] to ask for another amount)"
+                ),
+                None => why,
+            });
         }
         let stdout = String::from_utf8_lossy(&o.stdout);
         let job = stdout.trim().split(';').next().unwrap_or("").to_string();
