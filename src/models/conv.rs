@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::thread::LocalKey;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
@@ -78,22 +78,40 @@ struct Epilogue {
 }
 
 impl Epilogue {
-    /// Writes channel `ch`'s products `src` to `dst`.
-    fn write(&self, ch: usize, src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    /// Writes channel `ch`'s products `src`, plus `residual` when given, to `dst`, with the
+    /// formulas of the separate ops: `Affine` (`v · a + b`), then `AddRelu` (`h + r`).
+    fn write(
+        &self,
+        ch: usize,
+        src: &[f32],
+        residual: Option<&[f32]>,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        match &self.affine {
-            Some((scale, shift)) => {
+        match (&self.affine, residual) {
+            (Some((scale, shift)), Some(res)) => {
+                let (a, b) = (scale[ch], shift[ch]);
+                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
+                    d.write((v * a + b + r).max(floor));
+                }
+            }
+            (Some((scale, shift)), None) => {
                 let (a, b) = (scale[ch], shift[ch]);
                 for (d, &v) in dst.iter_mut().zip(src) {
                     d.write((v * a + b).max(floor));
                 }
             }
-            None if self.relu => {
+            (None, Some(res)) => {
+                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
+                    d.write((v + r).max(floor));
+                }
+            }
+            (None, None) if self.relu => {
                 for (d, &v) in dst.iter_mut().zip(src) {
                     d.write(v.max(floor));
                 }
             }
-            None => {
+            (None, None) => {
                 for (d, &v) in dst.iter_mut().zip(src) {
                     d.write(v);
                 }
@@ -480,23 +498,21 @@ fn row_segments<'a, T>(
     out
 }
 
-impl CustomOp2 for ConvForward {
-    fn name(&self) -> &'static str {
-        "conv-im2col"
-    }
-
-    fn cpu_fwd(
+impl ConvForward {
+    /// The forward pass; `residual` (channel-major, the output's shape) is added in the
+    /// epilogue when given.
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        (x, l1): (&[f32], &Layout),
+        (w, l2): (&[f32], &Layout),
+        residual: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let x = f32_data(s1, "conv")?;
         let plane = g.input_plane(l1)?;
-        let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
+        if residual.is_some_and(|r| r.len() != o * bl) {
+            candle_core::bail!("conv: the residual is not the output's shape")
+        }
         let spans = g.spans();
         let wm = MatRef::from_row_major_slice(w, o, k);
         let chunks = g.chunks(CHUNK_BYTES);
@@ -519,8 +535,10 @@ impl CustomOp2 for ConvForward {
                             1.0,
                             Par::Seq,
                         );
-                        for (ch, (dst, src)) in rows.into_iter().zip(y.chunks(nb * l)).enumerate() {
-                            self.1.write(ch, src, dst);
+                        let products = y.chunks(nb * l);
+                        for (ch, (dst, src)) in rows.into_iter().zip(products).enumerate() {
+                            let res = residual.map(|r| &r[ch * bl + b0 * l..][..nb * l]);
+                            self.1.write(ch, src, res, dst);
                         }
                     })
                 })
@@ -529,6 +547,49 @@ impl CustomOp2 for ConvForward {
         unsafe { out.set_len(o * bl) };
         let shape = (o, g.batch, g.out_height(), g.out_width());
         Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+/// `(x, w, residual)` → the [`ConvForward`] epilogue's output with the residual of a ResNet
+/// block added before the ReLU (evaluation only).
+struct ConvForwardResidual(ConvForward);
+
+impl CustomOp3 for ConvForwardResidual {
+    fn name(&self) -> &'static str {
+        "conv-im2col-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, "conv")?;
+        let w = contiguous(s2, l2, "conv weight")?;
+        let residual = contiguous(s3, l3, "conv residual")?;
+        self.0.forward((x, l1), (w, l2), Some(residual))
+    }
+}
+
+impl CustomOp2 for ConvForward {
+    fn name(&self) -> &'static str {
+        "conv-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, "conv")?;
+        let w = contiguous(s2, l2, "conv weight")?;
+        self.forward((x, l1), (w, l2), None)
     }
 
     fn bwd(
@@ -774,17 +835,19 @@ impl Conv {
     }
 
     /// Evaluation only (no gradient): the convolution followed by `v · scale + shift` per
-    /// output channel and, when `relu`, ReLU, applied as the products leave the gemm;
-    /// channel-major out. Bit for bit [`Conv::forward_cm`] followed by evaluation-mode batch
-    /// norm. `None` where the fused pass does not apply (a bias, or not f32 on the CPU).
+    /// output channel, plus `residual` (channel-major, the output's shape) when given, and
+    /// ReLU when `relu`, applied as the products leave the gemm; channel-major out. Bit for
+    /// bit [`Conv::forward_cm`] followed by evaluation-mode batch norm (and the residual
+    /// add). `None` where the fused pass does not apply (a bias, or not f32 on the CPU).
     pub fn forward_cm_affine(
         &self,
         xs: &Tensor,
         input: Order,
         (scale, shift): (Vec<f32>, Vec<f32>),
         relu: bool,
+        residual: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
-        if !is_cpu_f32(xs) || self.bias.is_some() {
+        if !is_cpu_f32(xs) || self.bias.is_some() || residual.is_some_and(|r| !is_cpu_f32(r)) {
             return Ok(None);
         }
         let dims = xs.dims4()?;
@@ -808,9 +871,14 @@ impl Conv {
             relu,
         };
         let op = ConvForward(g, epilogue);
-        Ok(Some(
-            planes_contiguous(&xs.detach())?.apply_op2_no_bwd(&w, &op)?,
-        ))
+        let xs = planes_contiguous(&xs.detach())?;
+        Ok(Some(match residual {
+            Some(r) => {
+                let r = r.detach().contiguous()?;
+                xs.apply_op3_no_bwd(&w, &r, &ConvForwardResidual(op))?
+            }
+            None => xs.apply_op2_no_bwd(&w, &op)?,
+        }))
     }
 }
 

@@ -4,12 +4,20 @@
 //! ([`Conv::forward_cm_affine`]), so the pass makes no batch-norm pass and no intermediate
 //! tensor; the values are the same bit for bit. Otherwise the conv output is recorded in
 //! `taps` under `name` and batch norm runs as its own op (with its gradient in training).
+//! A ResNet block's last conv also takes the block's shortcut into that epilogue
+//! ([`conv_bn_add_relu`]).
 
 use candle_core::{Result, Tensor};
 
 use super::conv::{Conv, Order};
+use super::elementwise::add_relu;
 use super::norm::BatchNorm;
 use super::Taps;
+
+/// Whether a pass may fuse: evaluation, with no layer being recorded.
+fn fusable(train: bool, taps: &Taps) -> bool {
+    !train && !taps.is_on()
+}
 
 /// `relu?(bn(conv(xs)))`, channel-major out; `xs` in order `input`.
 #[allow(clippy::too_many_arguments)]
@@ -23,8 +31,8 @@ pub fn conv_bn(
     taps: &mut Taps,
     name: &str,
 ) -> Result<Tensor> {
-    if !train && !taps.is_on() {
-        if let Some(ys) = conv.forward_cm_affine(xs, input, bn.eval_scale_shift()?, relu)? {
+    if fusable(train, taps) {
+        if let Some(ys) = conv.forward_cm_affine(xs, input, bn.eval_scale_shift()?, relu, None)? {
             return Ok(ys);
         }
     }
@@ -35,6 +43,31 @@ pub fn conv_bn(
     } else {
         bn.forward_t(&y, train)
     }
+}
+
+/// `relu(bn(conv(xs)) + shortcut)`, the end of a ResNet block (channel-major in and out);
+/// `shortcut` computes the block's shortcut (recording its layers after this conv's, the
+/// forward order). When fused, the shortcut is added in the convolution's epilogue.
+pub fn conv_bn_add_relu(
+    conv: &Conv,
+    bn: &BatchNorm,
+    xs: &Tensor,
+    shortcut: impl FnOnce(&mut Taps) -> Result<Tensor>,
+    train: bool,
+    taps: &mut Taps,
+    name: &str,
+) -> Result<Tensor> {
+    let cm = Order::ChannelMajor;
+    if fusable(train, taps) {
+        let s = shortcut(taps)?;
+        let scale_shift = bn.eval_scale_shift()?;
+        if let Some(ys) = conv.forward_cm_affine(xs, cm, scale_shift, true, Some(&s))? {
+            return Ok(ys);
+        }
+        return add_relu(&conv_bn(conv, bn, xs, cm, false, train, taps, name)?, &s);
+    }
+    let h = conv_bn(conv, bn, xs, cm, false, train, taps, name)?;
+    add_relu(&h, &shortcut(taps)?)
 }
 
 #[cfg(test)]
@@ -88,6 +121,30 @@ mod tests {
                 bits(&fused)?,
                 bits(&separate)?,
                 "k={kernel} s={stride} {input:?}"
+            );
+            // with a residual (a ResNet block's end): relu(bn(conv(x)) + shortcut)
+            let xs_cm = match input {
+                Order::Nchw => xs.transpose(0, 1)?.contiguous()?,
+                Order::ChannelMajor => xs.clone(),
+            };
+            let shortcut = Tensor::randn(0f32, 1.0, fused.dims(), &dev)?;
+            let end = |taps: &mut Taps| {
+                conv_bn_add_relu(
+                    &conv,
+                    &bn,
+                    &xs_cm,
+                    |_| Ok(shortcut.clone()),
+                    false,
+                    taps,
+                    "c",
+                )
+            };
+            let fused = end(&mut Taps::off())?;
+            let separate = end(&mut Taps::on())?;
+            assert_eq!(
+                bits(&fused)?,
+                bits(&separate)?,
+                "residual k={kernel} s={stride}"
             );
         }
         Ok(())

@@ -5,8 +5,7 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
 use super::conv::{Conv, Order};
-use super::conv_bn::conv_bn;
-use super::elementwise::add_relu;
+use super::conv_bn::{conv_bn, conv_bn_add_relu};
 use super::norm::BatchNorm;
 use super::{Arch, ModelConfig, Taps};
 
@@ -81,18 +80,19 @@ impl Block {
     fn forward(&self, xs: &Tensor, train: bool, taps: &mut Taps) -> Result<Tensor> {
         let mut h = xs.clone();
         let last = self.convs.len() - 1;
-        for (i, (c, b)) in self.convs.iter().enumerate() {
-            let name = format!("{}.conv{}", self.prefix, i + 1);
-            h = conv_bn(c, b, &h, Order::ChannelMajor, i < last, train, taps, &name)?;
+        let name = |i: usize| format!("{}.conv{}", self.prefix, i + 1);
+        for (i, (c, b)) in self.convs[..last].iter().enumerate() {
+            h = conv_bn(c, b, &h, Order::ChannelMajor, true, train, taps, &name(i))?;
         }
-        let shortcut = match &self.downsample {
+        let shortcut = |taps: &mut Taps| match &self.downsample {
             Some((c, b)) => {
                 let name = format!("{}.downsample.0", self.prefix);
-                conv_bn(c, b, xs, Order::ChannelMajor, false, train, taps, &name)?
+                conv_bn(c, b, xs, Order::ChannelMajor, false, train, taps, &name)
             }
-            None => xs.clone(),
+            None => Ok(xs.clone()),
         };
-        add_relu(&h, &shortcut)
+        let (c, b) = &self.convs[last];
+        conv_bn_add_relu(c, b, &h, shortcut, train, taps, &name(last))
     }
 
     fn batch_norms(&self) -> Vec<(String, &BatchNorm)> {
