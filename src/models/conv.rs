@@ -799,6 +799,28 @@ impl Conv {
 }
 
 impl Conv {
+    /// The shape of the convolution of `xs` (in order `input`), and the weight as the
+    /// `out × channels·k²` matrix its gemms use.
+    fn geometry(&self, xs: &Tensor, input: Order) -> Result<(Geometry, Tensor)> {
+        let dims = xs.dims4()?;
+        let (batch, channels, height, width) = match input {
+            Order::Nchw => dims,
+            Order::ChannelMajor => (dims.1, dims.0, dims.2, dims.3),
+        };
+        let g = Geometry {
+            batch,
+            channels,
+            height,
+            width,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            input,
+        };
+        let w = self.weight.reshape((self.weight.dim(0)?, g.k()))?;
+        Ok((g, w))
+    }
+
     /// The convolution of `xs` (`batch × channels × h × w` in order `input`), channel-major:
     /// `out × batch × h' × w'`.
     pub fn forward_cm(&self, xs: &Tensor, input: Order) -> Result<Tensor> {
@@ -815,18 +837,7 @@ impl Conv {
             let conv = candle_nn::Conv2d::new(self.weight.clone(), self.bias.clone(), cfg);
             return conv.forward(&nchw(xs)?)?.transpose(0, 1)?.contiguous();
         }
-        let (batch, channels, height, width) = nchw(xs)?.dims4()?;
-        let g = Geometry {
-            batch,
-            channels,
-            height,
-            width,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            input,
-        };
-        let w = self.weight.reshape((self.weight.dim(0)?, g.k()))?;
+        let (g, w) = self.geometry(xs, input)?;
         let ys = planes_contiguous(xs)?.apply_op2(&w, ConvForward(g, Epilogue::default()))?;
         match &self.bias {
             Some(b) => ys.apply_op2(b, AddBias),
@@ -850,22 +861,8 @@ impl Conv {
         if !is_cpu_f32(xs) || self.bias.is_some() || residual.is_some_and(|r| !is_cpu_f32(r)) {
             return Ok(None);
         }
-        let dims = xs.dims4()?;
-        let (batch, channels, height, width) = match input {
-            Order::Nchw => dims,
-            Order::ChannelMajor => (dims.1, dims.0, dims.2, dims.3),
-        };
-        let g = Geometry {
-            batch,
-            channels,
-            height,
-            width,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            input,
-        };
-        let w = self.weight.detach().reshape((self.weight.dim(0)?, g.k()))?;
+        let (g, w) = self.geometry(xs, input)?;
+        let w = w.detach();
         let epilogue = Epilogue {
             affine: Some((scale, shift)),
             relu,
