@@ -316,7 +316,9 @@ fn pipelines_run_on_a_real_slurm() {
     .unwrap();
     let out = child.wait_with_output().unwrap();
     // Submission to completion of one node: a pipeline of one score node is three rounds of
-    // dependent jobs (sources, prepared layers, the score), each submitted when the last ends.
+    // dependent jobs (sources, prepared layers, the score), each submitted when its inputs
+    // end. The two prepared layers go out as one array when their sources end within one
+    // poll, as two when not (a slow machine): three or four arrays, never one per node.
     let one = write_pipeline(
         &small.join("one.toml"),
         &format!(
@@ -326,14 +328,15 @@ fn pipelines_run_on_a_real_slurm() {
     );
     let t0 = Instant::now();
     let r = slurm(&one, &small.join("one-cache"), &[]);
-    assert_eq!(
-        (r["failed"].as_u64(), r["arrays"].as_u64()),
-        (Some(0), Some(3)),
-        "{r}"
+    assert_eq!(r["failed"].as_u64(), Some(0), "{r}");
+    assert!(
+        matches!(r["arrays"].as_u64(), Some(3 | 4)),
+        "three dependent rounds, the middle one in one or two arrays: {r}"
     );
     eprintln!(
-        "slurm: one node submission to completion {:.2} s (3 dependent rounds in {:.2} s)",
+        "slurm: one node submission to completion {:.2} s (3 dependent rounds, {} arrays, in {:.2} s)",
         t0.elapsed().as_secs_f64() / 3.0,
+        r["arrays"],
         t0.elapsed().as_secs_f64()
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
