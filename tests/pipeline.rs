@@ -220,6 +220,19 @@ fn corrupt_objects_are_detected_and_recomputed() {
     );
 }
 
+/// How many files lie under `dir`, at any depth (0 when it does not exist).
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => files_under(&e.path()),
+                Ok(_) => 1,
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 #[test]
 fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
     let t = tempdir();
@@ -246,7 +259,15 @@ fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once the store holds a first entry (not after a fixed sleep: a slow machine may
+    // not have stored anything by then), or when the run ends first.
+    let start = std::time::Instant::now();
+    while files_under(&cache.join("entries")) == 0
+        && child.try_wait().unwrap().is_none()
+        && start.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     let resumed = run(&p, &cache, &[]);
