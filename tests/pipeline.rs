@@ -262,7 +262,7 @@ fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
     // Killed once the store holds a first entry (not after a fixed sleep: a slow machine may
     // not have stored anything by then), or when the run ends first.
     let start = std::time::Instant::now();
-    while files_under(&cache.join("entries")) == 0
+    while files_under(&cache.join("v2/entries")) == 0
         && child.try_wait().unwrap().is_none()
         && start.elapsed() < Duration::from_secs(120)
     {
@@ -270,6 +270,7 @@ fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
+    eprintln!("killed run: {status}");
     let resumed = run(&p, &cache, &[]);
     assert_eq!(n(&resumed, "failed"), 0);
     let total = 1 + 12 + 12 + 36 * 3 + 1;
