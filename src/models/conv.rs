@@ -66,11 +66,14 @@ fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_buffer(&COLUMNS, len, f)
 }
 
-/// What happens to each forward product as it is written out: nothing, or evaluation-mode
-/// batch norm (`v · scale + shift` per output channel, the formula of `norm`'s `Affine`) and
-/// optionally ReLU, so that an evaluation pass makes no separate batch-norm pass.
+/// What happens to each forward product as it is written out: nothing, or the conv's bias,
+/// then evaluation-mode batch norm (`v · scale + shift` per output channel, the formula of
+/// `norm`'s `Affine`) and optionally ReLU, so that an evaluation pass makes no separate bias
+/// or batch-norm pass.
 #[derive(Debug, Clone, Default)]
 struct Epilogue {
+    /// Per output channel bias, added first (the formula of [`AddBias`]).
+    bias: Option<Vec<f32>>,
     /// Per output channel `(scale, shift)`, when batch norm follows.
     affine: Option<(Vec<f32>, Vec<f32>)>,
     /// Whether ReLU follows.
@@ -79,7 +82,8 @@ struct Epilogue {
 
 impl Epilogue {
     /// Writes channel `ch`'s products `src`, plus `residual` when given, to `dst`, with the
-    /// formulas of the separate ops: `Affine` (`v · a + b`), then `AddRelu` (`h + r`).
+    /// formulas of the separate ops: `AddBias` (`v + c`), `Affine` (`v · a + b`), then
+    /// `AddRelu` (`h + r`).
     fn write(
         &self,
         ch: usize,
@@ -87,33 +91,52 @@ impl Epilogue {
         residual: Option<&[f32]>,
         dst: &mut [MaybeUninit<f32>],
     ) {
+        match &self.bias {
+            Some(bias) => {
+                let c = bias[ch];
+                self.write_after(ch, src, residual, dst, |v| v + c)
+            }
+            None => self.write_after(ch, src, residual, dst, |v| v),
+        }
+    }
+
+    /// [`Epilogue::write`] with `first` (the bias, or nothing) applied to each product.
+    #[inline(always)]
+    fn write_after(
+        &self,
+        ch: usize,
+        src: &[f32],
+        residual: Option<&[f32]>,
+        dst: &mut [MaybeUninit<f32>],
+        first: impl Fn(f32) -> f32,
+    ) {
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         match (&self.affine, residual) {
             (Some((scale, shift)), Some(res)) => {
                 let (a, b) = (scale[ch], shift[ch]);
                 for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
-                    d.write((v * a + b + r).max(floor));
+                    d.write((first(v) * a + b + r).max(floor));
                 }
             }
             (Some((scale, shift)), None) => {
                 let (a, b) = (scale[ch], shift[ch]);
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write((v * a + b).max(floor));
+                    d.write((first(v) * a + b).max(floor));
                 }
             }
             (None, Some(res)) => {
                 for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
-                    d.write((v + r).max(floor));
+                    d.write((first(v) + r).max(floor));
                 }
             }
             (None, None) if self.relu => {
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write(v.max(floor));
+                    d.write(first(v).max(floor));
                 }
             }
             (None, None) => {
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write(v);
+                    d.write(first(v));
                 }
             }
         }
@@ -845,11 +868,12 @@ impl Conv {
         }
     }
 
-    /// Evaluation only (no gradient): the convolution followed by `v · scale + shift` per
-    /// output channel, plus `residual` (channel-major, the output's shape) when given, and
-    /// ReLU when `relu`, applied as the products leave the gemm; channel-major out. Bit for
-    /// bit [`Conv::forward_cm`] followed by evaluation-mode batch norm (and the residual
-    /// add). `None` where the fused pass does not apply (a bias, or not f32 on the CPU).
+    /// Evaluation only (no gradient): the convolution (with its bias) followed by
+    /// `v · scale + shift` per output channel, plus `residual` (channel-major, the output's
+    /// shape) when given, and ReLU when `relu`, applied as the products leave the gemm;
+    /// channel-major out. Bit for bit [`Conv::forward_cm`] followed by evaluation-mode batch
+    /// norm (and the residual add). `None` where the fused pass does not apply (not f32 on
+    /// the CPU).
     pub fn forward_cm_affine(
         &self,
         xs: &Tensor,
@@ -858,12 +882,13 @@ impl Conv {
         relu: bool,
         residual: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
-        if !is_cpu_f32(xs) || self.bias.is_some() || residual.is_some_and(|r| !is_cpu_f32(r)) {
+        if !is_cpu_f32(xs) || residual.is_some_and(|r| !is_cpu_f32(r)) {
             return Ok(None);
         }
         let (g, w) = self.geometry(xs, input)?;
         let w = w.detach();
         let epilogue = Epilogue {
+            bias: self.bias.as_ref().map(Tensor::to_vec1).transpose()?,
             affine: Some((scale, shift)),
             relu,
         };

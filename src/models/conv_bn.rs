@@ -77,26 +77,34 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
 
     /// The fused evaluation pass gives the separate passes' values bit for bit: ReLU or not,
-    /// stride 1 ("same", shifted planes) and stride 2 (row copies), 1 × 1 kernels, NCHW and
+    /// a conv bias (VGG's) or not, stride 1 ("same", shifted planes) and stride 2 (row copies), 1 × 1 kernels, NCHW and
     /// channel-major inputs, and batch-norm statistics far from 0 and 1.
     #[test]
     fn fused_evaluation_matches_separate_passes() -> Result<()> {
         let dev = Device::Cpu;
-        for (kernel, stride, padding, input, relu) in [
-            (3, 1, 1, Order::Nchw, true),
-            (3, 1, 1, Order::ChannelMajor, false),
-            (3, 2, 1, Order::ChannelMajor, true),
-            (1, 2, 0, Order::ChannelMajor, false),
-            (1, 1, 0, Order::Nchw, true),
+        for (kernel, stride, padding, input, relu, bias) in [
+            (3, 1, 1, Order::Nchw, true, false),
+            (3, 1, 1, Order::Nchw, true, true),
+            (3, 1, 1, Order::ChannelMajor, false, true),
+            (3, 2, 1, Order::ChannelMajor, true, false),
+            (1, 2, 0, Order::ChannelMajor, false, true),
+            (1, 1, 0, Order::Nchw, true, false),
         ] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-            let conv = Conv::new((3, 5), kernel, stride, padding, false, vb.pp("conv"))?;
+            let conv = Conv::new((3, 5), kernel, stride, padding, bias, vb.pp("conv"))?;
             let bn = BatchNorm::new(5, 1e-5, vb.pp("bn"))?;
             for (name, v) in vm.data().lock().expect("varmap").iter() {
                 let n = v.as_tensor().elem_count();
                 let values: Vec<f32> = (0..n)
                     .map(|i| ((i * 37 + name.len()) % 11) as f32 * 0.3 + 0.2)
+                    .map(|v| {
+                        if name.ends_with("conv.bias") {
+                            v - 1.6
+                        } else {
+                            v
+                        }
+                    })
                     .collect();
                 v.set(&Tensor::from_vec(values, v.as_tensor().dims(), &dev)?)?;
             }
@@ -120,7 +128,7 @@ mod tests {
             assert_eq!(
                 bits(&fused)?,
                 bits(&separate)?,
-                "k={kernel} s={stride} {input:?}"
+                "k={kernel} s={stride} {input:?} bias={bias}"
             );
             // with a residual (a ResNet block's end): relu(bn(conv(x)) + shortcut)
             let xs_cm = match input {
@@ -144,7 +152,7 @@ mod tests {
             assert_eq!(
                 bits(&fused)?,
                 bits(&separate)?,
-                "residual k={kernel} s={stride}"
+                "residual k={kernel} s={stride} bias={bias}"
             );
         }
         Ok(())
