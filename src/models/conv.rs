@@ -72,7 +72,7 @@ fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// or batch-norm pass.
 #[derive(Debug, Clone, Default)]
 struct Epilogue {
-    /// Per output channel bias, added first (the formula of [`AddBias`]).
+    /// Per output channel bias, added first (`v + c`).
     bias: Option<Vec<f32>>,
     /// Per output channel `(scale, shift)`, when batch norm follows.
     affine: Option<(Vec<f32>, Vec<f32>)>,
@@ -82,7 +82,7 @@ struct Epilogue {
 
 impl Epilogue {
     /// Writes channel `ch`'s products `src`, plus `residual` when given, to `dst`, with the
-    /// formulas of the separate ops: `AddBias` (`v + c`), `Affine` (`v · a + b`), then
+    /// formulas of the separate ops: the bias (`v + c`), `Affine` (`v · a + b`), then
     /// `AddRelu` (`h + r`).
     fn write(
         &self,
@@ -638,6 +638,58 @@ impl CustomOp2 for ConvForward {
     }
 }
 
+/// `(x, w, b)` → the convolution plus its bias `b` (one value per output channel), added in
+/// the epilogue as the products are written (no copy of the output, no separate pass). The
+/// bias gradient is a row sum of the contiguous output gradient (a broadcast add would sum
+/// over a transposed view, a slow strided pass).
+struct ConvForwardBias(Geometry);
+
+impl CustomOp3 for ConvForwardBias {
+    fn name(&self) -> &'static str {
+        "conv-im2col-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s1, "conv")?;
+        let w = contiguous(s2, l2, "conv weight")?;
+        let bias = contiguous(s3, l3, "conv bias")?.to_vec();
+        if bias.len() != l2.dims()[0] {
+            candle_core::bail!(
+                "conv: {} bias values for {} output channels",
+                bias.len(),
+                l2.dims()[0]
+            )
+        }
+        let epilogue = Epilogue {
+            bias: Some(bias),
+            ..Epilogue::default()
+        };
+        ConvForward(self.0, epilogue).forward((x, l1), (w, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (dx, dw) = ConvForward(self.0, Epilogue::default()).bwd(x, w, res, &grad)?;
+        let db = grad.flatten_from(1)?.sum(1)?;
+        Ok((dx, dw, Some(db)))
+    }
+}
+
 /// `(dY: O × B·L, w: O × C·k²)` → `dX: C × B × H × W` (channel-major).
 struct ConvInputGrad(Geometry);
 
@@ -739,45 +791,6 @@ impl CustomOp2 for ConvWeightGrad {
     }
 }
 
-/// `(y: O × …, b: O)` → `y + b` per output channel; the bias gradient is a row sum of the contiguous
-/// output gradient (a broadcast add would sum over a transposed view, a slow strided pass).
-struct AddBias;
-
-impl CustomOp2 for AddBias {
-    fn name(&self) -> &'static str {
-        "conv-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = contiguous(s1, l1, "conv bias")?;
-        let b = contiguous(s2, l2, "conv bias")?;
-        let n = l1.shape().elem_count() / b.len().max(1);
-        let mut out = y.to_vec();
-        out.par_chunks_mut(n.max(1))
-            .zip(b)
-            .for_each(|(row, &bias)| row.iter_mut().for_each(|v| *v += bias));
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let db = grad.flatten_from(1)?.sum(1)?;
-        Ok((Some(grad), Some(db)))
-    }
-}
-
 /// A square convolution with torch's parameter layout (`weight`: `out × in × k × k`, optional
 /// `bias`: `out`).
 #[derive(Debug, Clone)]
@@ -861,10 +874,10 @@ impl Conv {
             return conv.forward(&nchw(xs)?)?.transpose(0, 1)?.contiguous();
         }
         let (g, w) = self.geometry(xs, input)?;
-        let ys = planes_contiguous(xs)?.apply_op2(&w, ConvForward(g, Epilogue::default()))?;
+        let xs = planes_contiguous(xs)?;
         match &self.bias {
-            Some(b) => ys.apply_op2(b, AddBias),
-            None => Ok(ys),
+            Some(b) => xs.apply_op3(&w, b, ConvForwardBias(g)),
+            None => xs.apply_op2(&w, ConvForward(g, Epilogue::default())),
         }
     }
 
@@ -1053,35 +1066,40 @@ mod tests {
         }
     }
 
-    /// With a bias: candle's conv2d plus the bias broadcast, and the bias gradient.
+    /// With a bias: candle's conv2d plus the bias broadcast, and the bias, weight and input
+    /// gradients.
     #[test]
     fn bias_matches_candle() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::from_vec(ramp(3 * 2 * 36, 1.0), (3, 2, 6, 6), &dev)?;
-        let w = Tensor::from_vec(ramp(4 * 2 * 9, 0.3), (4, 2, 3, 3), &dev)?;
+        let x = Var::from_vec(ramp(3 * 2 * 36, 1.0), (3, 2, 6, 6), &dev)?;
+        let w = Var::from_vec(ramp(4 * 2 * 9, 0.3), (4, 2, 3, 3), &dev)?;
         let b = Var::from_vec(vec![0.5f32, -1.0, 2.0, 0.25], 4, &dev)?;
+        // the input of a later layer (its gradient is computed), not the images
+        let xs = (x.as_tensor() * 1.0)?;
         let conv = Conv {
-            weight: w.clone(),
+            weight: w.as_tensor().clone(),
             bias: Some(b.as_tensor().clone()),
             kernel: 3,
             stride: 1,
             padding: 1,
         };
-        let ours = conv.forward(&x)?;
-        let theirs = x
-            .conv2d(&w, 1, 1, 1, 1)?
+        let ours = conv.forward(&xs)?;
+        let theirs = xs
+            .conv2d(w.as_tensor(), 1, 1, 1, 1)?
             .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
         let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "forward differs by {diff}");
         let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
         let g1 = (ours * &probe)?.sum_all()?.backward()?;
         let g2 = (theirs * &probe)?.sum_all()?.backward()?;
-        let (a, c) = (
-            g1.get(b.as_tensor()).expect("gradient"),
-            g2.get(b.as_tensor()).expect("gradient"),
-        );
-        let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-4, "bias gradient differs by {diff}");
+        for (name, v) in [("bias", &b), ("weight", &w), ("input", &x)] {
+            let (a, c) = (
+                g1.get(v.as_tensor()).expect("gradient"),
+                g2.get(v.as_tensor()).expect("gradient"),
+            );
+            let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "{name} gradient differs by {diff}");
+        }
         Ok(())
     }
 }
