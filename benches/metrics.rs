@@ -97,8 +97,9 @@ fn store_read(dir: &str) {
 }
 
 /// Training and inference throughput (images/s) of a network at 28 × 28, random data:
-/// the median of ten timed training steps (batch 128, after two warm-up steps) and of eight
-/// inference batches of 256 (after one warm-up).
+/// the median of ten timed training steps (batch 128, after twenty warm-up steps: the
+/// allocator's heap grows over the first ~25 steps, see the README) and of eight inference
+/// batches of 256 (after one warm-up).
 fn model_speed(arch: &str, width: usize) {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
@@ -114,7 +115,7 @@ fn model_speed(arch: &str, width: usize) {
         small_input: true,
         projection: false,
     };
-    let (batch, steps) = (128usize, 12u64);
+    let (batch, warm_up, steps) = (128usize, 20u64, 30u64);
     let n = batch * steps as usize;
     let images = Images {
         n,
@@ -142,12 +143,12 @@ fn model_speed(arch: &str, width: usize) {
         objective: Default::default(),
     };
     let tiny = images.take(10);
-    // Two warm-up steps, then each step timed on its own (resuming is exact, see
-    // `train_until`): the median step is robust to this machine's passing slow-downs.
+    // Warm-up steps, then each step timed on its own (resuming is exact, see `train_until`):
+    // the median step is robust to this machine's passing slow-downs.
     let mut state =
-        train_until(&cfg, &images, &tiny, None, 2, |_, _| Ok(())).expect("training runs");
+        train_until(&cfg, &images, &tiny, None, warm_up, |_, _| Ok(())).expect("training runs");
     let mut step_s = Vec::new();
-    for until in 3..=steps {
+    for until in warm_up + 1..=steps {
         let start = Instant::now();
         state = train_until(&cfg, &images, &tiny, Some(state), until, |_, _| Ok(()))
             .expect("training runs");

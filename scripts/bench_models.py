@@ -22,8 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CASES = [("resnet18", 16), ("vgg16-bn", 8)]
 
 
-def torch_speed(arch, width, batch=128, steps=12):
-    """Median of ten timed training steps (after two warm-up steps) and of eight inference
+def torch_speed(arch, width, batch=128, warm_up=20, steps=30):
+    """Median of ten timed training steps (after twenty warm-up steps) and of eight inference
     batches of 256 (after one warm-up), as `metrics model-speed` measures candle."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -39,7 +39,7 @@ def torch_speed(arch, width, batch=128, steps=12):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
-        if i >= 2:
+        if i >= warm_up:
             step_s.append(time.perf_counter() - t)
     m.eval()
     xe = torch.rand(256, 1, 28, 28)
