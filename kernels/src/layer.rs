@@ -349,11 +349,6 @@ impl PreparedLayer {
             .as_slice()
     }
 
-    /// Rows of `data()` that are fold `f`'s test rows.
-    pub fn test_range(&self, f: usize) -> (usize, usize) {
-        self.bounds[f]
-    }
-
     /// Fold `f`'s test rows (a view, no copy).
     pub fn test_rows(&self, f: usize) -> MatRef<'_, f64> {
         let (s, e) = self.bounds[f];

@@ -15,14 +15,6 @@ pub fn is_constant(col: impl Iterator<Item = f64>) -> bool {
     min == max
 }
 
-/// Mean of each column.
-pub fn col_means(x: MatRef<'_, f64>) -> Vec<f64> {
-    let m = x.nrows() as f64;
-    (0..x.ncols())
-        .map(|j| x.col(j).iter().sum::<f64>() / m)
-        .collect()
-}
-
 /// Average ranks (1-based; tied values share the mean of their ranks), as
 /// `scipy.stats.rankdata(method="average")`.
 pub fn average_ranks(values: &[f64]) -> Vec<f64> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use repflow_kernels::across_scores::{correlation_test, pooled_null, PairMean};
 use repflow_kernels::stats;
 
-use super::data::{bucket, mean, over_pairs, plus_minus, Results, ScoreRow};
+use super::data::{bucket, finite_mean, over_pairs, plus_minus, Results, ScoreRow};
 
 /// One finding and what this pipeline's numbers say about it.
 #[derive(Debug, Clone, Serialize)]
@@ -528,7 +528,7 @@ fn ood_late(r: &Results, archs: &[String], last: Option<u64>, metric: &str) -> C
             .iter()
             .map(|s| layer_mean(r, a, last, s, metric, Some(2)).mean)
             .collect();
-        let ood_late = mean(&ood);
+        let ood_late = finite_mean(&ood);
         record(&mut values, format!("{a}.id_late"), &id_late);
         values.insert(format!("{a}.ood_late"), ood_late);
         text.push(format!(
@@ -621,7 +621,7 @@ fn ood_accuracy(r: &Results, archs: &[String], last: Option<u64>, metric: &str) 
             };
             if m.pairs > 0 && !accuracies.is_empty() {
                 align.push(m.mean);
-                acc.push(mean(&accuracies));
+                acc.push(finite_mean(&accuracies));
             }
         }
         let left_out = if without.is_empty() {
@@ -674,7 +674,7 @@ fn ood_accuracy_trend(r: &Results, archs: &[String], last: Option<u64>, metric: 
             continue;
         }
         let (d, v): (Vec<f64>, Vec<f64>) = c.iter().copied().unzip();
-        let (md, mv) = (mean(&d), mean(&v));
+        let (md, mv) = (finite_mean(&d), finite_mean(&v));
         let slope = d
             .iter()
             .zip(&v)

@@ -179,7 +179,7 @@ impl Results {
                 by.entry(s).or_default().push(l);
             }
         }
-        by.into_iter().map(|(s, v)| (s, mean(&v))).collect()
+        by.into_iter().map(|(s, v)| (s, finite_mean(&v))).collect()
     }
 
     /// The architecture of a model, from `models.csv`; pipelines of activation files have
@@ -337,7 +337,7 @@ impl Results {
                 by.entry(s).or_default().push(a);
             }
         }
-        by.into_iter().map(|(s, v)| (s, mean(&v))).collect()
+        by.into_iter().map(|(s, v)| (s, finite_mean(&v))).collect()
     }
 
     /// The epoch of a step (from the checkpoints' records).
@@ -378,7 +378,7 @@ pub fn by_depth_of(
                     .filter(|r| value(r).is_some())
                     .map(|r| err(r))
                     .collect();
-                mean(&e)
+                finite_mean(&e)
             };
             Some((d, m.mean, m.se.unwrap_or_else(fallback)))
         })
@@ -408,7 +408,7 @@ pub fn over_pairs(rows: &[&ScoreRow], value: impl Fn(&ScoreRow) -> Option<f64>) 
     }
     let per_pair: Vec<(&str, &str, f64)> = by
         .into_iter()
-        .map(|((a, b), v)| (network_of(a), network_of(b), mean(&v)))
+        .map(|((a, b), v)| (network_of(a), network_of(b), finite_mean(&v)))
         .collect();
     pair_mean(&per_pair)
 }
@@ -427,8 +427,9 @@ pub fn plus_minus(m: &PairMean) -> String {
     }
 }
 
-/// The arithmetic mean (NaN when empty; NaN entries skipped).
-pub fn mean(v: &[f64]) -> f64 {
+/// The arithmetic mean of the finite entries (NaN and infinities skipped; NaN when none is
+/// left): a missing score in a table is skipped, not propagated.
+pub fn finite_mean(v: &[f64]) -> f64 {
     let ok: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if ok.is_empty() {
         f64::NAN

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use repflow_kernels::{Metric, Named};
 
 use super::claims::{main_metric, ood_accuracy_correlation};
-use super::data::{bucket, by_depth, mean, over_pairs, Results, ScoreRow, BUCKETS};
+use super::data::{bucket, by_depth, finite_mean, over_pairs, Results, ScoreRow, BUCKETS};
 use super::plot::{Chart, Heatmap, Lines, Panel, Secondary, Series, COLOURS};
 use crate::error::UserError;
 
@@ -606,7 +606,7 @@ fn ood_figure(
         let points = per_depth
             .into_values()
             .map(|(d, v)| {
-                let m = mean(&v);
+                let m = finite_mean(&v);
                 let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>()
                     / (v.len().max(2) - 1) as f64)
                     .sqrt();

@@ -368,7 +368,10 @@ fn relative_depth(r: &Results) -> Claim {
             dist.push((di - g.lb[j].0).abs());
             chance.push(g.lb.iter().map(|l| (di - l.0).abs()).sum::<f64>() / g.lb.len() as f64);
         }
-        let (d, c) = (super::data::mean(&dist), super::data::mean(&chance));
+        let (d, c) = (
+            super::data::finite_mean(&dist),
+            super::data::finite_mean(&chance),
+        );
         let key = name.trim_start_matches("fig8");
         values.insert(format!("{key}.argmax_distance"), d);
         values.insert(format!("{key}.chance_distance"), c);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use repflow_kernels::{Metric, Named};
 
-use super::data::{mean, over_pairs, Results, ScoreRow};
+use super::data::{finite_mean, over_pairs, Results, ScoreRow};
 use super::figures::{figure, is_moco, panel_size, score_range, Figure};
 use super::plot::{Lines, Panel, Series, COLOURS};
 use crate::error::UserError;
@@ -118,7 +118,13 @@ fn by_layer(rows: &[&ScoreRow], depth: &BTreeMap<&str, f64>) -> Vec<(f64, f64, f
         .filter_map(|(layer, group)| {
             let m = over_pairs(&group, |row| Some(row.score));
             let std: Vec<f64> = group.iter().map(|row| row.std).collect();
-            (m.pairs > 0).then(|| (depth[layer], m.mean, m.se.unwrap_or_else(|| mean(&std))))
+            (m.pairs > 0).then(|| {
+                (
+                    depth[layer],
+                    m.mean,
+                    m.se.unwrap_or_else(|| finite_mean(&std)),
+                )
+            })
         })
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
