@@ -15,7 +15,8 @@
 //! - A [`Bundle`] is the object format: JSON metadata plus named f64 arrays in an rkyv
 //!   archive, read through a memory map with no copy of the array data.
 //!
-//! The store lives under `<dir>/v1/`; the version changes whenever the layout does.
+//! The store lives under `<dir>/v2/` (`FORMAT` in `store.rs`); the version changes whenever the
+//! layout does.
 
 mod bundle;
 mod digest;
