@@ -2,7 +2,8 @@
 //! folder beside it, which then takes the folder's place in one atomic exchange
 //! (`renameat2(RENAME_EXCHANGE)`), so a reader, a full disk or a kill sees either all the old
 //! files or all the new ones, never a mix. A results set identical to the one in place is
-//! not swapped in (a rerun that changes nothing touches nothing).
+//! not swapped in (a rerun that changes nothing touches nothing). Single files (the table,
+//! figures and report written beside or into a set) go through [`write_if_changed`].
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +13,26 @@ use crate::error::UserError;
 
 fn cannot(what: &str, path: &Path, e: std::io::Error) -> UserError {
     UserError::input(format!("cannot {what} `{}`: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` unless it already holds them, atomically (a temporary file named
+/// for this process and thread, then a rename), so concurrent runs never clash.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
+    if std::fs::read(path).map(|b| b == bytes).unwrap_or(false) {
+        return Ok(());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| cannot("write", path, e))
 }
 
 /// Writes the results folder `dir` as one unit: `fill` writes every file into the staging

@@ -245,7 +245,7 @@ fn write_model_table(
     }
     if lines.len() > 1 {
         let path = dir.join("models.csv");
-        table::write_if_changed(&path, (lines.join("\n") + "\n").as_bytes())?;
+        crate::results_set::write_if_changed(&path, (lines.join("\n") + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RunContext;
 use crate::error::UserError;
+use crate::results_set::write_if_changed;
 
 /// One row's identity: which layers, which metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,24 +211,4 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
             .as_bytes(),
     )?;
     Ok(csv_path)
-}
-
-/// Writes `bytes` to `path` unless it already holds them, atomically (a temporary file named
-/// for this process and thread, then a rename), so concurrent runs never clash.
-pub fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> Result<(), UserError> {
-    if std::fs::read(path).map(|b| b == bytes).unwrap_or(false) {
-        return Ok(());
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| UserError::input(format!("cannot write `{}`: {e}", path.display())))
 }

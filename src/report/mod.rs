@@ -18,7 +18,7 @@ pub mod plot;
 use std::path::{Path, PathBuf};
 
 use crate::error::UserError;
-use crate::nodes::table::write_if_changed;
+use crate::results_set::write_if_changed;
 
 /// Writes the report of the results in `dir` for pipeline `name`; `settings` is the pipeline's
 /// text (with its includes). Returns the page's path.
