@@ -1,4 +1,6 @@
-//! A 2-D convolution computed as im2col + matrix products, inside candle's autograd.
+//! A 2-D convolution computed as im2col + matrix products (or, for stride-1 convolutions on
+//! planes at least [`DIRECT_MIN_WIDTH`] wide, by direct products: `conv_direct`), inside
+//! candle's autograd.
 //!
 //! Why by hand: candle 0.11's CPU convolution computes the input gradient with
 //! `conv_transpose2d`, a direct loop that takes about half of a ResNet training step. Here the
@@ -26,6 +28,7 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::conv_direct::{ChannelOps, Direct};
 use super::storage::{contiguous, f32_data, is_cpu_f32, plane_start, planes_contiguous};
 
 /// Bytes of column matrix per chunk of images in the forward pass and the input gradient: the
@@ -36,6 +39,11 @@ const CHUNK_BYTES: usize = 512 << 10;
 /// Bytes of column matrix per chunk for the weight gradient, whose chunks each make a partial
 /// weight gradient that is then summed: fewer, larger chunks.
 const WEIGHT_CHUNK_BYTES: usize = 4 << 20;
+
+/// The narrowest planes the forward pass computes by direct products ([`Direct`]); narrower
+/// ones use im2col and a gemm (the direct tiles compute the padding columns too, a larger
+/// share of a narrow plane).
+const DIRECT_MIN_WIDTH: usize = 14;
 
 thread_local! {
     /// This thread's column buffer, kept from one chunk to the next (a fresh one per chunk
@@ -81,9 +89,18 @@ struct Epilogue {
 }
 
 impl Epilogue {
+    /// What this epilogue does to output channel `ch`.
+    fn channel(&self, ch: usize) -> ChannelOps {
+        ChannelOps {
+            bias: self.bias.as_ref().map(|b| b[ch]),
+            affine: self.affine.as_ref().map(|(a, b)| (a[ch], b[ch])),
+            relu: self.relu,
+        }
+    }
+
     /// Writes channel `ch`'s products `src`, plus `residual` when given, to `dst`, with the
-    /// formulas of the separate ops: the bias (`v + c`), `Affine` (`v · a + b`), then
-    /// `AddRelu` (`h + r`).
+    /// formulas of the separate ops: the bias (`v + c`), `Affine` (`v · a + b`), the residual
+    /// add (`h + r`), then ReLU (`max(v, 0)`).
     fn write(
         &self,
         ch: usize,
@@ -91,52 +108,47 @@ impl Epilogue {
         residual: Option<&[f32]>,
         dst: &mut [MaybeUninit<f32>],
     ) {
-        match &self.bias {
-            Some(bias) => {
-                let c = bias[ch];
-                self.write_after(ch, src, residual, dst, |v| v + c)
-            }
-            None => self.write_after(ch, src, residual, dst, |v| v),
+        let relu = |v: f32| v.max(0.0);
+        match (self.bias.as_ref().map(|b| b[ch]), self.relu) {
+            (Some(c), true) => self.write_with(ch, (src, residual), dst, |v| v + c, relu),
+            (Some(c), false) => self.write_with(ch, (src, residual), dst, |v| v + c, |v| v),
+            (None, true) => self.write_with(ch, (src, residual), dst, |v| v, relu),
+            (None, false) => self.write_with(ch, (src, residual), dst, |v| v, |v| v),
         }
     }
 
-    /// [`Epilogue::write`] with `first` (the bias, or nothing) applied to each product.
+    /// [`Epilogue::write`] with `first` (the bias, or nothing) applied to each product and
+    /// `last` (ReLU, or nothing) to each result.
     #[inline(always)]
-    fn write_after(
+    fn write_with(
         &self,
         ch: usize,
-        src: &[f32],
-        residual: Option<&[f32]>,
+        (src, residual): (&[f32], Option<&[f32]>),
         dst: &mut [MaybeUninit<f32>],
         first: impl Fn(f32) -> f32,
+        last: impl Fn(f32) -> f32,
     ) {
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         match (&self.affine, residual) {
             (Some((scale, shift)), Some(res)) => {
                 let (a, b) = (scale[ch], shift[ch]);
                 for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
-                    d.write((first(v) * a + b + r).max(floor));
+                    d.write(last(first(v) * a + b + r));
                 }
             }
             (Some((scale, shift)), None) => {
                 let (a, b) = (scale[ch], shift[ch]);
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write((first(v) * a + b).max(floor));
+                    d.write(last(first(v) * a + b));
                 }
             }
             (None, Some(res)) => {
                 for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
-                    d.write((first(v) + r).max(floor));
-                }
-            }
-            (None, None) if self.relu => {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write(first(v).max(floor));
+                    d.write(last(first(v) + r));
                 }
             }
             (None, None) => {
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    d.write(first(v));
+                    d.write(last(first(v)));
                 }
             }
         }
@@ -194,18 +206,24 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Images per chunk: at most `bytes` of columns, and at least four chunks per thread so
-    /// that chunks, not gemms, are what runs in parallel.
-    fn chunk(&self, bytes: usize) -> usize {
+    /// Images per chunk: at most `bytes` of working memory at `per_image` bytes each, and at
+    /// least four chunks per thread so that chunks, not gemms, are what runs in parallel.
+    fn chunk(&self, bytes: usize, per_image: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
-        (bytes / (4 * self.k() * self.l()).max(1))
+        (bytes / per_image.max(1))
             .min(self.batch.div_ceil(4 * threads))
             .clamp(1, self.batch.max(1))
     }
 
     /// The chunks of at most `bytes` of columns each: (first image, images).
     fn chunks(&self, bytes: usize) -> Vec<(usize, usize)> {
-        let c = self.chunk(bytes);
+        self.chunks_of(bytes, 4 * self.k() * self.l())
+    }
+
+    /// The chunks of at most `bytes` of working memory at `per_image` bytes each: (first
+    /// image, images).
+    fn chunks_of(&self, bytes: usize, per_image: usize) -> Vec<(usize, usize)> {
+        let c = self.chunk(bytes, per_image);
         (0..self.batch)
             .step_by(c)
             .map(|b0| (b0, c.min(self.batch - b0)))
@@ -536,6 +554,20 @@ impl ConvForward {
         if residual.is_some_and(|r| r.len() != o * bl) {
             candle_core::bail!("conv: the residual is not the output's shape")
         }
+        let shape = (o, g.batch, g.out_height(), g.out_width());
+        let direct = Direct::new(
+            (g.channels, o),
+            (g.height, g.width),
+            (g.kernel, g.stride, g.padding),
+            std::env::var("DMW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DIRECT_MIN_WIDTH),
+        );
+        if let Some(d) = direct {
+            let out = self.forward_direct(d, x, &plane, w, residual);
+            return Ok((CpuStorage::F32(out), Shape::from(shape)));
+        }
         let spans = g.spans();
         let wm = MatRef::from_row_major_slice(w, o, k);
         let chunks = g.chunks(CHUNK_BYTES);
@@ -568,8 +600,43 @@ impl ConvForward {
             });
         // SAFETY: the chunks cover every image, and each wrote its segment of all `o` rows.
         unsafe { out.set_len(o * bl) };
-        let shape = (o, g.batch, g.out_height(), g.out_width());
         Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+
+    /// [`ConvForward::forward`] by direct products ([`Direct`]): each chunk's images padded,
+    /// their products computed in register tiles, then the epilogue writes each output row.
+    fn forward_direct(
+        &self,
+        d: Direct,
+        x: &[f32],
+        plane: &(impl Fn(usize, usize) -> usize + Sync),
+        w: &[f32],
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let g = self.0;
+        let (o, l, bl) = (d.out(), g.l(), g.batch * g.l());
+        let wt = d.tile_weights(w);
+        let chunks = g.chunks_of(CHUNK_BYTES, d.bytes_per_image());
+        let mut out: Vec<f32> = Vec::with_capacity(o * bl);
+        row_segments(&mut out.spare_capacity_mut()[..o * bl], o, &chunks, l)
+            .into_par_iter()
+            .zip(chunks.par_iter())
+            .for_each(|(rows, &(b0, nb))| {
+                with_columns(d.input_len(nb), |xp| {
+                    d.pad_input(x, plane, (b0, nb), xp);
+                    with_buffer(&PRODUCTS, d.products_len(nb), |y| {
+                        d.products(xp, nb, &wt, y);
+                        for (ch, dst) in rows.into_iter().enumerate() {
+                            let res = residual.map(|r| &r[ch * bl + b0 * l..][..nb * l]);
+                            d.finish_channel((nb, ch), y, self.1.channel(ch), res, dst);
+                        }
+                    })
+                })
+            });
+        // SAFETY: the chunks cover every image, and each wrote every line of its segment of
+        // all `o` rows.
+        unsafe { out.set_len(o * bl) };
+        out
     }
 }
 
@@ -1071,34 +1138,37 @@ mod tests {
     #[test]
     fn bias_matches_candle() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_vec(ramp(3 * 2 * 36, 1.0), (3, 2, 6, 6), &dev)?;
-        let w = Var::from_vec(ramp(4 * 2 * 9, 0.3), (4, 2, 3, 3), &dev)?;
-        let b = Var::from_vec(vec![0.5f32, -1.0, 2.0, 0.25], 4, &dev)?;
-        // the input of a later layer (its gradient is computed), not the images
-        let xs = (x.as_tensor() * 1.0)?;
-        let conv = Conv {
-            weight: w.as_tensor().clone(),
-            bias: Some(b.as_tensor().clone()),
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-        };
-        let ours = conv.forward(&xs)?;
-        let theirs = xs
-            .conv2d(w.as_tensor(), 1, 1, 1, 1)?
-            .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
-        let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "forward differs by {diff}");
-        let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
-        let g1 = (ours * &probe)?.sum_all()?.backward()?;
-        let g2 = (theirs * &probe)?.sum_all()?.backward()?;
-        for (name, v) in [("bias", &b), ("weight", &w), ("input", &x)] {
-            let (a, c) = (
-                g1.get(v.as_tensor()).expect("gradient"),
-                g2.get(v.as_tensor()).expect("gradient"),
-            );
-            let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-4, "{name} gradient differs by {diff}");
+        // 6 × 6 planes take im2col and a gemm, 16 × 16 the direct products (with AVX-512)
+        for h in [6, 16] {
+            let x = Var::from_vec(ramp(3 * 2 * h * h, 1.0), (3, 2, h, h), &dev)?;
+            let w = Var::from_vec(ramp(4 * 2 * 9, 0.3), (4, 2, 3, 3), &dev)?;
+            let b = Var::from_vec(vec![0.5f32, -1.0, 2.0, 0.25], 4, &dev)?;
+            // the input of a later layer (its gradient is computed), not the images
+            let xs = (x.as_tensor() * 1.0)?;
+            let conv = Conv {
+                weight: w.as_tensor().clone(),
+                bias: Some(b.as_tensor().clone()),
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let ours = conv.forward(&xs)?;
+            let theirs = xs
+                .conv2d(w.as_tensor(), 1, 1, 1, 1)?
+                .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
+            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "forward differs by {diff}");
+            let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
+            let g1 = (ours * &probe)?.sum_all()?.backward()?;
+            let g2 = (theirs * &probe)?.sum_all()?.backward()?;
+            for (name, v) in [("bias", &b), ("weight", &w), ("input", &x)] {
+                let (a, c) = (
+                    g1.get(v.as_tensor()).expect("gradient"),
+                    g2.get(v.as_tensor()).expect("gradient"),
+                );
+                let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{name} gradient differs by {diff}");
+            }
         }
         Ok(())
     }

@@ -108,52 +108,58 @@ mod tests {
                     .collect();
                 v.set(&Tensor::from_vec(values, v.as_tensor().dims(), &dev)?)?;
             }
-            let x = Tensor::randn(0f32, 1.0, (4, 3, 9, 9), &dev)?;
-            let xs = match input {
-                Order::Nchw => x,
-                Order::ChannelMajor => x.transpose(0, 1)?.contiguous()?,
-            };
-            let fused = conv_bn(&conv, &bn, &xs, input, relu, false, &mut Taps::off(), "c")?;
-            let mut taps = Taps::on();
-            let separate = conv_bn(&conv, &bn, &xs, input, relu, false, &mut taps, "c")?;
-            assert_eq!(taps.outputs.len(), 1, "the separate pass records the conv");
-            let bits = |t: &Tensor| -> Result<Vec<u32>> {
-                Ok(t.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect())
-            };
-            assert_eq!(fused.dims(), separate.dims());
-            assert_eq!(
-                bits(&fused)?,
-                bits(&separate)?,
-                "k={kernel} s={stride} {input:?} bias={bias}"
-            );
-            // with a residual (a ResNet block's end): relu(bn(conv(x)) + shortcut)
-            let xs_cm = match input {
-                Order::Nchw => xs.transpose(0, 1)?.contiguous()?,
-                Order::ChannelMajor => xs.clone(),
-            };
-            let shortcut = Tensor::randn(0f32, 1.0, fused.dims(), &dev)?;
-            let end = |taps: &mut Taps| {
-                conv_bn_add_relu(
-                    &conv,
-                    &bn,
-                    &xs_cm,
-                    |_| Ok(shortcut.clone()),
-                    false,
-                    taps,
-                    "c",
-                )
-            };
-            let fused = end(&mut Taps::off())?;
-            let separate = end(&mut Taps::on())?;
-            assert_eq!(
-                bits(&fused)?,
-                bits(&separate)?,
-                "residual k={kernel} s={stride} bias={bias}"
-            );
+            // 9 × 9 planes take im2col and a gemm, 16 × 16 the direct products (on a CPU with
+            // AVX-512); a NaN input must give the same result both ways
+            for h in [9, 16] {
+                let mut x = Tensor::randn(0f32, 1.0, (4 * 3 * h * h,), &dev)?.to_vec1::<f32>()?;
+                x[2 * h * h + h + 3] = f32::NAN;
+                let x = Tensor::from_vec(x, (4, 3, h, h), &dev)?;
+                let xs = match input {
+                    Order::Nchw => x,
+                    Order::ChannelMajor => x.transpose(0, 1)?.contiguous()?,
+                };
+                let fused = conv_bn(&conv, &bn, &xs, input, relu, false, &mut Taps::off(), "c")?;
+                let mut taps = Taps::on();
+                let separate = conv_bn(&conv, &bn, &xs, input, relu, false, &mut taps, "c")?;
+                assert_eq!(taps.outputs.len(), 1, "the separate pass records the conv");
+                let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                    Ok(t.flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+                        .collect())
+                };
+                assert_eq!(fused.dims(), separate.dims());
+                assert_eq!(
+                    bits(&fused)?,
+                    bits(&separate)?,
+                    "k={kernel} s={stride} {input:?} bias={bias} {h}×{h}"
+                );
+                // with a residual (a ResNet block's end): relu(bn(conv(x)) + shortcut)
+                let xs_cm = match input {
+                    Order::Nchw => xs.transpose(0, 1)?.contiguous()?,
+                    Order::ChannelMajor => xs.clone(),
+                };
+                let shortcut = Tensor::randn(0f32, 1.0, fused.dims(), &dev)?;
+                let end = |taps: &mut Taps| {
+                    conv_bn_add_relu(
+                        &conv,
+                        &bn,
+                        &xs_cm,
+                        |_| Ok(shortcut.clone()),
+                        false,
+                        taps,
+                        "c",
+                    )
+                };
+                let fused = end(&mut Taps::off())?;
+                let separate = end(&mut Taps::on())?;
+                assert_eq!(
+                    bits(&fused)?,
+                    bits(&separate)?,
+                    "residual k={kernel} s={stride} bias={bias} {h}×{h}"
+                );
+            }
         }
         Ok(())
     }

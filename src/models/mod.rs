@@ -11,6 +11,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_bn;
+mod conv_direct;
 pub mod elementwise;
 pub mod extract;
 pub mod layer_norm;

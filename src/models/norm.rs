@@ -192,18 +192,26 @@ impl CustomOp3 for Affine {
             contiguous(s3, l3, "batch norm shift")?,
         );
         let (_, n) = rows(l1);
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut ys = vec![0f32; x.len()];
         ys.par_chunks_mut(n)
             .zip(x.par_chunks(n))
             .enumerate()
-            .for_each(|(ch, (out, row))| {
-                let (a, b) = (scale[ch], shift[ch]);
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v * a + b).max(floor);
-                }
-            });
+            .for_each(|(ch, (out, row))| affine(out, row, (scale[ch], shift[ch]), self.relu));
         Ok((CpuStorage::F32(ys), l1.shape().clone()))
+    }
+}
+
+/// `out = v · a + b` for each `v` of `row`, then ReLU (`max(v, 0)`) when `relu`. Without
+/// ReLU a NaN stays NaN (a `max(v, −∞)` in its place had turned it into −∞).
+fn affine(out: &mut [f32], row: &[f32], (a, b): (f32, f32), relu: bool) {
+    if relu {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = (v * a + b).max(0.0);
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = v * a + b;
+        }
     }
 }
 
@@ -243,7 +251,6 @@ impl CustomOp3 for TrainForward {
         );
         let (_, n) = rows(l1);
         let stats = channel_stats(x, n, self.eps);
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut ys = vec![0f32; x.len()];
         ys.par_chunks_mut(n)
             .zip(x.par_chunks(n))
@@ -252,9 +259,7 @@ impl CustomOp3 for TrainForward {
                 let Stats { mean, inv_std, .. } = stats[ch];
                 let scale = (gamma[ch] as f64 * inv_std) as f32;
                 let shift = (beta[ch] as f64 - mean * gamma[ch] as f64 * inv_std) as f32;
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v * scale + shift).max(floor);
-                }
+                affine(out, row, (scale, shift), self.relu);
             });
         *self.saved.lock().expect("batch-norm statistics") = Saved {
             stats,

@@ -127,9 +127,11 @@ pub struct Train {
 /// Inputs: `train_set`, `test_set`, and `previous` (the previous checkpoint) unless this
 /// is the first. Version 2: im2col convolution, fused batch norm, torch's max-pool gradient.
 /// Version 3: the ViT's layer norms and softmax pass gradients (before, only its head trained).
+/// Version 4: direct products for stride-1 convolutions on planes 14 pixels wide or more, on
+/// CPUs with AVX-512 (last-bit differences).
 impl Kind<RunContext> for Train {
     const KIND: &'static str = "train";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 
     /// The recipe (without its checkpoint list) and the step.
     fn key_params(&self) -> serde_json::Value {
@@ -242,9 +244,11 @@ pub struct Extract {
 
 /// Inputs: `weights` (a `weights` or `train` output), `stimuli`. Version 3: im2col
 /// convolution. Version 4: the ViT's layer norm in primitives (last-bit differences).
+/// Version 5: direct products for stride-1 convolutions (see `train`'s version 4), and a NaN
+/// through batch norm without ReLU stays NaN (it became −∞).
 impl Kind<RunContext> for Extract {
     const KIND: &'static str = "extract";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
 
     /// The network and normalisation, and the reduction or `maps`.
     fn key_params(&self) -> serde_json::Value {
