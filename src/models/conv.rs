@@ -206,28 +206,9 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Images per chunk: at most `bytes` of working memory at `per_image` bytes each, and at
-    /// least four chunks per thread so that chunks, not gemms, are what runs in parallel.
-    fn chunk(&self, bytes: usize, per_image: usize) -> usize {
-        let threads = rayon::current_num_threads().max(1);
-        (bytes / per_image.max(1))
-            .min(self.batch.div_ceil(4 * threads))
-            .clamp(1, self.batch.max(1))
-    }
-
     /// The chunks of at most `bytes` of columns each: (first image, images).
     fn chunks(&self, bytes: usize) -> Vec<(usize, usize)> {
-        self.chunks_of(bytes, 4 * self.k() * self.l())
-    }
-
-    /// The chunks of at most `bytes` of working memory at `per_image` bytes each: (first
-    /// image, images).
-    fn chunks_of(&self, bytes: usize, per_image: usize) -> Vec<(usize, usize)> {
-        let c = self.chunk(bytes, per_image);
-        (0..self.batch)
-            .step_by(c)
-            .map(|b0| (b0, c.min(self.batch - b0)))
-            .collect()
+        chunks(self.batch, bytes, 4 * self.k() * self.l())
     }
 
     /// Where the input's plane (image b, channel c) starts; planes must be contiguous.
@@ -499,6 +480,20 @@ impl Geometry {
     }
 }
 
+/// `batch` images in chunks of at most `bytes` of working memory at `per_image` bytes each,
+/// and at least four chunks per thread so that chunks, not gemms, are what runs in parallel:
+/// (first image, images).
+fn chunks(batch: usize, bytes: usize, per_image: usize) -> Vec<(usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let c = (bytes / per_image.max(1))
+        .min(batch.div_ceil(4 * threads))
+        .clamp(1, batch.max(1));
+    (0..batch)
+        .step_by(c)
+        .map(|b0| (b0, c.min(batch - b0)))
+        .collect()
+}
+
 /// `m`'s columns split into one block per chunk, `per` columns per image, in order.
 fn column_blocks<'a>(
     mut m: MatMut<'a, f32>,
@@ -565,7 +560,8 @@ impl ConvForward {
                 .unwrap_or(DIRECT_MIN_WIDTH),
         );
         if let Some(d) = direct {
-            let out = self.forward_direct(d, x, &plane, w, residual);
+            let ops = |ch| self.1.channel(ch);
+            let out = by_direct_products(d, (g.batch, l), (x, &plane), w, ops, residual);
             return Ok((CpuStorage::F32(out), Shape::from(shape)));
         }
         let spans = g.spans();
@@ -602,42 +598,43 @@ impl ConvForward {
         unsafe { out.set_len(o * bl) };
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
+}
 
-    /// [`ConvForward::forward`] by direct products ([`Direct`]): each chunk's images padded,
-    /// their products computed in register tiles, then the epilogue writes each output row.
-    fn forward_direct(
-        &self,
-        d: Direct,
-        x: &[f32],
-        plane: &(impl Fn(usize, usize) -> usize + Sync),
-        w: &[f32],
-        residual: Option<&[f32]>,
-    ) -> Vec<f32> {
-        let g = self.0;
-        let (o, l, bl) = (d.out(), g.l(), g.batch * g.l());
-        let wt = d.tile_weights(w);
-        let chunks = g.chunks_of(CHUNK_BYTES, d.bytes_per_image());
-        let mut out: Vec<f32> = Vec::with_capacity(o * bl);
-        row_segments(&mut out.spare_capacity_mut()[..o * bl], o, &chunks, l)
-            .into_par_iter()
-            .zip(chunks.par_iter())
-            .for_each(|(rows, &(b0, nb))| {
-                with_columns(d.input_len(nb), |xp| {
-                    d.pad_input(x, plane, (b0, nb), xp);
-                    with_buffer(&PRODUCTS, d.products_len(nb), |y| {
-                        d.products(xp, nb, &wt, y);
-                        for (ch, dst) in rows.into_iter().enumerate() {
-                            let res = residual.map(|r| &r[ch * bl + b0 * l..][..nb * l]);
-                            d.finish_channel((nb, ch), y, self.1.channel(ch), res, dst);
-                        }
-                    })
+/// A convolution of `batch` images by direct products ([`Direct`]): each chunk's images
+/// padded, their products computed in register tiles, then each output line written with
+/// `ops(channel)` applied and `residual` (channel-major, the output's shape) added. `w` is
+/// `out × channels × k × k`; the output is channel-major.
+fn by_direct_products(
+    d: Direct,
+    (batch, l): (usize, usize),
+    (x, plane): (&[f32], &(impl Fn(usize, usize) -> usize + Sync)),
+    w: &[f32],
+    ops: impl Fn(usize) -> ChannelOps + Sync,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (o, bl) = (d.out(), batch * l);
+    let wt = d.tile_weights(w);
+    let chunks = chunks(batch, CHUNK_BYTES, d.bytes_per_image());
+    let mut out: Vec<f32> = Vec::with_capacity(o * bl);
+    row_segments(&mut out.spare_capacity_mut()[..o * bl], o, &chunks, l)
+        .into_par_iter()
+        .zip(chunks.par_iter())
+        .for_each(|(rows, &(b0, nb))| {
+            with_columns(d.input_len(nb), |xp| {
+                d.pad_input(x, plane, (b0, nb), xp);
+                with_buffer(&PRODUCTS, d.products_len(nb), |y| {
+                    d.products(xp, nb, &wt, y);
+                    for (ch, dst) in rows.into_iter().enumerate() {
+                        let res = residual.map(|r| &r[ch * bl + b0 * l..][..nb * l]);
+                        d.finish_channel((nb, ch), y, ops(ch), res, dst);
+                    }
                 })
-            });
-        // SAFETY: the chunks cover every image, and each wrote every line of its segment of
-        // all `o` rows.
-        unsafe { out.set_len(o * bl) };
-        out
-    }
+            })
+        });
+    // SAFETY: the chunks cover every image, and each wrote every line of its segment of all
+    // `o` rows.
+    unsafe { out.set_len(o * bl) };
+    out
 }
 
 /// `(x, w, residual)` → the [`ConvForward`] epilogue's output with the residual of a ResNet
@@ -776,6 +773,28 @@ impl CustomOp2 for ConvInputGrad {
         let dy = contiguous(s1, l1, "conv input gradient")?;
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
+        let shape = Shape::from((g.channels, g.batch, g.height, g.width));
+        let direct = Direct::new(
+            (o, g.channels),
+            (g.height, g.width),
+            (g.kernel, g.stride, g.padding),
+            DIRECT_MIN_WIDTH,
+        );
+        if let Some(d) = direct {
+            // a stride-1 "same" convolution's input gradient is the convolution of dY with
+            // the kernel flipped and its channel axes swapped: w'[c][o][t] = w[o][c][k² − 1 − t]
+            let taps = g.kernel * g.kernel;
+            let flipped: Vec<f32> = (0..g.channels * o * taps)
+                .map(|i| {
+                    let (c, oc, t) = (i / (o * taps), i / taps % o, i % taps);
+                    w[(oc * g.channels + c) * taps + taps - 1 - t]
+                })
+                .collect();
+            let plane = |b: usize, oc: usize| oc * bl + b * l;
+            let ops = |_| ChannelOps::default();
+            let dx = by_direct_products(d, (g.batch, l), (dy, &plane), &flipped, ops, None);
+            return Ok((CpuStorage::F32(dx), shape));
+        }
         let spans = g.spans();
         let wt = MatRef::from_row_major_slice(w, o, k).transpose();
         let plane = g.height * g.width;
@@ -800,8 +819,7 @@ impl CustomOp2 for ConvInputGrad {
                     g.col2im(cols, nb, &spans, block);
                 })
             });
-        let shape = (g.channels, g.batch, g.height, g.width);
-        Ok((CpuStorage::F32(dx), Shape::from(shape)))
+        Ok((CpuStorage::F32(dx), shape))
     }
 }
 

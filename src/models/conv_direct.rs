@@ -200,7 +200,7 @@ impl Direct {
 /// What the epilogue does to one output channel's products, in this order: add `bias`, then
 /// `v · scale + shift` (`affine`), then the residual, then ReLU — the formulas of
 /// `conv::Epilogue`, which this matches bit for bit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ChannelOps {
     /// The conv's bias for this channel.
     pub bias: Option<f32>,
