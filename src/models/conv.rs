@@ -206,6 +206,21 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
+    /// The direct products ([`Direct`]) of a convolution of this shape from `cin` to `cout`
+    /// channels, where they apply (and the test thread has not asked for im2col alone).
+    fn direct(&self, (cin, cout): (usize, usize)) -> Option<Direct> {
+        #[cfg(test)]
+        if tests::IM2COL_ONLY.with(std::cell::Cell::get) {
+            return None;
+        }
+        Direct::new(
+            (cin, cout),
+            (self.height, self.width),
+            (self.kernel, self.stride, self.padding),
+            DIRECT_MIN_WIDTH,
+        )
+    }
+
     /// The chunks of at most `bytes` of columns each: (first image, images).
     fn chunks(&self, bytes: usize) -> Vec<(usize, usize)> {
         chunks(self.batch, bytes, 4 * self.k() * self.l())
@@ -550,16 +565,7 @@ impl ConvForward {
             candle_core::bail!("conv: the residual is not the output's shape")
         }
         let shape = (o, g.batch, g.out_height(), g.out_width());
-        let direct = Direct::new(
-            (g.channels, o),
-            (g.height, g.width),
-            (g.kernel, g.stride, g.padding),
-            std::env::var("DMW")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(DIRECT_MIN_WIDTH),
-        );
-        if let Some(d) = direct {
+        if let Some(d) = g.direct((g.channels, o)) {
             let ops = |ch| self.1.channel(ch);
             let out = by_direct_products(d, (g.batch, l), (x, &plane), w, ops, residual);
             return Ok((CpuStorage::F32(out), Shape::from(shape)));
@@ -774,13 +780,7 @@ impl CustomOp2 for ConvInputGrad {
         let w = contiguous(s2, l2, "conv weight")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let shape = Shape::from((g.channels, g.batch, g.height, g.width));
-        let direct = Direct::new(
-            (o, g.channels),
-            (g.height, g.width),
-            (g.kernel, g.stride, g.padding),
-            DIRECT_MIN_WIDTH,
-        );
-        if let Some(d) = direct {
+        if let Some(d) = g.direct((o, g.channels)) {
             // a stride-1 "same" convolution's input gradient is the convolution of dY with
             // the kernel flipped and its channel axes swapped: w'[c][o][t] = w[o][c][k² − 1 − t]
             let taps = g.kernel * g.kernel;
@@ -1010,8 +1010,30 @@ impl Module for Conv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set by a test to run this thread's convolutions through im2col and a gemm even
+        /// where the direct products apply (so both paths are tested on an AVX-512 machine).
+        pub(in crate::models) static IM2COL_ONLY: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
+
+    /// Runs `f` once with the direct products where they apply and once with im2col alone.
+    pub(in crate::models) fn both_paths(mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        for im2col in [false, true] {
+            IM2COL_ONLY.with(|c| c.set(im2col));
+            let out = f(if im2col {
+                "im2col"
+            } else {
+                "direct where it applies"
+            });
+            IM2COL_ONLY.with(|c| c.set(false));
+            out?;
+        }
+        Ok(())
+    }
     use candle_core::{Device, Var};
 
     fn ramp(n: usize, scale: f32) -> Vec<f32> {
@@ -1026,6 +1048,10 @@ mod tests {
     /// through in several chunks.
     #[test]
     fn matches_candle_conv2d_forward_and_gradients() -> Result<()> {
+        both_paths(matches_candle_on)
+    }
+
+    fn matches_candle_on(path: &str) -> Result<()> {
         let dev = Device::Cpu;
         for (batch, cin, cout, k, stride, pad, h, transposed, order) in [
             (2, 3, 5, 3, 1, 1, 9, false, Order::Nchw),
@@ -1077,7 +1103,7 @@ mod tests {
                 Ok(diff / b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0))
             };
             let diff = rel(&ours, &theirs)?;
-            assert!(diff < 2e-6, "forward differs by {diff}");
+            assert!(diff < 2e-6, "{path}: forward differs by {diff}");
             let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
             let g1 = (ours * &probe)?.sum_all()?.backward()?;
             let g2 = (theirs * &probe)?.sum_all()?.backward()?;
@@ -1085,7 +1111,7 @@ mod tests {
                 let a = g1.get(v.as_tensor()).expect("gradient");
                 let b = g2.get(v.as_tensor()).expect("gradient");
                 let diff = rel(a, b)?;
-                assert!(diff < 2e-5, "gradient differs by {diff}");
+                assert!(diff < 2e-5, "{path}: gradient differs by {diff}");
             }
         }
         Ok(())
@@ -1155,6 +1181,10 @@ mod tests {
     /// gradients.
     #[test]
     fn bias_matches_candle() -> Result<()> {
+        both_paths(bias_matches_candle_on)
+    }
+
+    fn bias_matches_candle_on(path: &str) -> Result<()> {
         let dev = Device::Cpu;
         // 6 × 6 planes take im2col and a gemm, 16 × 16 the direct products (with AVX-512)
         for h in [6, 16] {
@@ -1175,7 +1205,7 @@ mod tests {
                 .conv2d(w.as_tensor(), 1, 1, 1, 1)?
                 .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
             let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-5, "forward differs by {diff}");
+            assert!(diff < 1e-5, "{path}: forward differs by {diff}");
             let probe = Tensor::from_vec(ramp(ours.elem_count(), 1.0), ours.dims(), &dev)?;
             let g1 = (ours * &probe)?.sum_all()?.backward()?;
             let g2 = (theirs * &probe)?.sum_all()?.backward()?;
@@ -1185,7 +1215,7 @@ mod tests {
                     g2.get(v.as_tensor()).expect("gradient"),
                 );
                 let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(diff < 1e-4, "{name} gradient differs by {diff}");
+                assert!(diff < 1e-4, "{path}: {name} gradient differs by {diff}");
             }
         }
         Ok(())

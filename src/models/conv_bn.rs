@@ -73,6 +73,7 @@ pub fn conv_bn_add_relu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::conv::tests::both_paths;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 
@@ -81,6 +82,10 @@ mod tests {
     /// channel-major inputs, and batch-norm statistics far from 0 and 1.
     #[test]
     fn fused_evaluation_matches_separate_passes() -> Result<()> {
+        both_paths(fused_evaluation_matches_separate_passes_on)
+    }
+
+    fn fused_evaluation_matches_separate_passes_on(path: &str) -> Result<()> {
         let dev = Device::Cpu;
         for (kernel, stride, padding, input, relu, bias) in [
             (3, 1, 1, Order::Nchw, true, false),
@@ -133,7 +138,7 @@ mod tests {
                 assert_eq!(
                     bits(&fused)?,
                     bits(&separate)?,
-                    "k={kernel} s={stride} {input:?} bias={bias} {h}×{h}"
+                    "{path}: k={kernel} s={stride} {input:?} bias={bias} {h}×{h}"
                 );
                 // with a residual (a ResNet block's end): relu(bn(conv(x)) + shortcut)
                 let xs_cm = match input {
@@ -157,7 +162,7 @@ mod tests {
                 assert_eq!(
                     bits(&fused)?,
                     bits(&separate)?,
-                    "residual k={kernel} s={stride} bias={bias} {h}×{h}"
+                    "{path}: residual k={kernel} s={stride} bias={bias} {h}×{h}"
                 );
             }
         }
