@@ -1,5 +1,5 @@
 //! A 2-D convolution computed as im2col + matrix products (or, for stride-1 convolutions on
-//! planes at least [`DIRECT_MIN_WIDTH`] wide, by direct products: `conv_direct`), inside
+//! planes at least `DIRECT_MIN_WIDTH` wide, by direct products: `conv_direct`), inside
 //! candle's autograd.
 //!
 //! Why by hand: candle 0.11's CPU convolution computes the input gradient with
