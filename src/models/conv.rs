@@ -844,12 +844,27 @@ impl CustomOp2 for ConvWeightGrad {
         let dy = contiguous(s2, l2, "conv output gradient")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
         let spans = g.spans();
+        let direct = g.direct((g.channels, o)).zip(g.direct((o, g.channels)));
+        let chunks = match direct {
+            Some((d, _)) => chunks(g.batch, WEIGHT_CHUNK_BYTES, d.bytes_per_image()),
+            None => g.chunks(WEIGHT_CHUNK_BYTES),
+        };
         // each chunk: dW_chunk = dY_chunk · cols_chunkᵀ; summed in chunk order (the same
         // sum in every run: training is bit-reproducible)
-        let parts: Vec<Vec<f32>> = g
-            .chunks(WEIGHT_CHUNK_BYTES)
+        let parts: Vec<Vec<f32>> = chunks
             .into_par_iter()
             .map(|(b0, nb)| {
+                if let Some((d, dd)) = direct {
+                    // stride-1 "same": one gemm per tap over the padded layouts, no columns
+                    let dy_plane = |b: usize, oc: usize| oc * bl + b * l;
+                    return with_columns(d.input_len(nb), |xp| {
+                        d.pad_input(x, &plane, (b0, nb), xp);
+                        with_buffer(&PRODUCTS, dd.input_len(nb), |dyp| {
+                            dd.pad_input(dy, dy_plane, (b0, nb), dyp);
+                            d.weight_gradient(xp, dyp, nb)
+                        })
+                    });
+                }
                 let dyc = MatRef::from_row_major_slice_with_stride(&dy[b0 * l..], o, nb * l, bl);
                 let mut dw = vec![0f32; o * k];
                 with_columns(k * nb * l, |cols| {

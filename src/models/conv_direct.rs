@@ -164,12 +164,7 @@ impl Direct {
         let (p, pitch, len) = (self.pad(), self.pitch(nb), self.plane(nb));
         assert!(xp.len() >= self.input_len(nb) && y.len() >= self.products_len(nb));
         assert!(wt.len() == self.out * self.channels * self.kernel * self.kernel);
-        let taps: Vec<isize> = (0..self.kernel * self.kernel)
-            .map(|t| {
-                let (ky, kx) = ((t / self.kernel) as isize, (t % self.kernel) as isize);
-                (ky - p as isize) * pitch as isize + (kx - p as isize)
-            })
-            .collect();
+        let taps = self.tap_offsets(nb);
         // the positions of the image lines (with their padding columns)
         let (first, span) = (p * pitch, self.height * pitch);
         let per = self.channels * taps.len();
@@ -194,6 +189,50 @@ impl Direct {
                 };
             }
         }
+    }
+}
+
+impl Direct {
+    /// The offset of each kernel tap in the padded layout of a chunk of `nb` images.
+    fn tap_offsets(&self, nb: usize) -> Vec<isize> {
+        let (p, pitch) = (self.pad() as isize, self.pitch(nb) as isize);
+        (0..self.kernel * self.kernel)
+            .map(|t| {
+                let (ky, kx) = ((t / self.kernel) as isize, (t % self.kernel) as isize);
+                (ky - p) * pitch + (kx - p)
+            })
+            .collect()
+    }
+
+    /// A chunk's share of the weight gradient, `dw[o][c][t] = Σ_pos dy[o][pos] · x[c][pos +
+    /// tap t]` (`out × channels × k²`, torch's layout), as one gemm per tap over the padded
+    /// layouts: `xp` is the chunk's input from [`Direct::pad_input`], `dyp` its output
+    /// gradient padded the same way (by the [`Direct`] of the input gradient, whose channels
+    /// are this one's outputs), so the padding positions add zeros and no column matrix is
+    /// built.
+    pub(super) fn weight_gradient(&self, xp: &[f32], dyp: &[f32], nb: usize) -> Vec<f32> {
+        use faer::linalg::matmul::matmul;
+        use faer::{Accum, Mat, MatRef, Par};
+        let (p, len) = (self.pad(), self.plane(nb));
+        let (first, span) = (p * self.pitch(nb), self.height * self.pitch(nb));
+        let (o, c, taps) = (self.out, self.channels, self.kernel * self.kernel);
+        assert!(xp.len() >= self.input_len(nb) && dyp.len() >= o * len + 2 * p);
+        let dy = MatRef::from_row_major_slice_with_stride(&dyp[p + first..], o, span, len);
+        let mut dw = vec![0f32; o * c * taps];
+        let mut part = Mat::<f32>::zeros(o, c);
+        for (t, off) in self.tap_offsets(nb).into_iter().enumerate() {
+            // the tap's view of the input: position × channel (≥ 0: the margin and the
+            // padding lines cover the most negative offset)
+            let from = (p + first).wrapping_add_signed(off);
+            let x = MatRef::from_column_major_slice_with_stride(&xp[from..], span, c, len);
+            matmul(part.as_mut(), Accum::Replace, dy, x, 1.0, Par::Seq);
+            for oc in 0..o {
+                for ic in 0..c {
+                    dw[(oc * c + ic) * taps + t] = part[(oc, ic)];
+                }
+            }
+        }
+        dw
     }
 }
 
