@@ -843,11 +843,14 @@ impl CustomOp2 for ConvWeightGrad {
         let plane = g.input_plane(l1)?;
         let dy = contiguous(s2, l2, "conv output gradient")?;
         let (o, k, l, bl) = (l2.dims()[0], g.k(), g.l(), g.batch * g.l());
-        let spans = g.spans();
         let direct = g.direct((g.channels, o)).zip(g.direct((o, g.channels)));
-        let chunks = match direct {
-            Some((d, _)) => chunks(g.batch, WEIGHT_CHUNK_BYTES, d.bytes_per_image()),
-            None => g.chunks(WEIGHT_CHUNK_BYTES),
+        // the im2col path's spans, which the direct one does not read
+        let (chunks, spans) = match direct {
+            Some((d, _)) => (
+                chunks(g.batch, WEIGHT_CHUNK_BYTES, d.bytes_per_image()),
+                vec![],
+            ),
+            None => (g.chunks(WEIGHT_CHUNK_BYTES), g.spans()),
         };
         // each chunk: dW_chunk = dY_chunk · cols_chunkᵀ; summed in chunk order (the same
         // sum in every run: training is bit-reproducible)

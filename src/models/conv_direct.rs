@@ -89,7 +89,7 @@ impl Direct {
 
     /// Bytes of padded input and products per image of a chunk.
     pub(super) fn bytes_per_image(&self) -> usize {
-        4 * (self.channels + self.out) * (self.height + 2 * self.pad()) * self.padded_width()
+        4 * (self.channels + self.out) * self.plane(1)
     }
 
     /// Length of the padded input buffer for `nb` images: `channels` planes after a margin of
@@ -545,21 +545,19 @@ mod tests {
 
     #[test]
     fn does_not_apply_where_it_cannot() {
-        assert!(
-            Direct::new((16, 16), (28, 28), (3, 2, 1), 1).is_none(),
-            "stride 2"
-        );
-        assert!(
-            Direct::new((16, 16), (28, 28), (3, 1, 0), 1).is_none(),
-            "valid padding"
-        );
-        assert!(
-            Direct::new((16, 16), (28, 28), (2, 1, 1), 1).is_none(),
-            "even kernel"
-        );
-        assert!(
-            Direct::new((16, 16), (7, 7), (3, 1, 1), 14).is_none(),
-            "narrow plane"
-        );
+        for (why, (height, width), (kernel, stride, padding), min_width) in [
+            ("stride 2", (28, 28), (3, 2, 1), 1),
+            ("valid padding", (28, 28), (3, 1, 0), 1),
+            ("even kernel", (28, 28), (2, 1, 1), 1),
+            ("narrow plane", (7, 7), (3, 1, 1), 14),
+        ] {
+            let d = Direct::new(
+                (16, 16),
+                (height, width),
+                (kernel, stride, padding),
+                min_width,
+            );
+            assert!(d.is_none(), "{why}");
+        }
     }
 }
