@@ -3,12 +3,14 @@
 //!
 //! Usage: `cargo bench --bench metrics -- pair X.npy Y.npy METRIC[,METRIC...]`
 //!        `cargo bench --bench metrics -- all-pairs DIR` (DIR/a_0.npy..a_7.npy, DIR/b_0.npy..)
+//!        `cargo bench --bench metrics -- products X.npy Y.npy` (the cross-products' rate)
 //! Prints one JSON object per line: {case, metric, seconds, score}.
 
 use std::path::Path;
 use std::time::Instant;
 
 use repflow::matrix_io::read_matrix;
+use repflow_kernels::backend::Backend;
 use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 use serde_json::json;
 
@@ -35,6 +37,41 @@ fn pair(x: &str, y: &str, metrics: &str) {
             json!({"metric": name, "seconds": seconds, "score": s.score})
         );
     }
+}
+
+/// What every metric's bound is made of, as the CPU backend computes it: the Gram `XᵀX`
+/// (symmetric: the lower triangle, then mirrored) and the cross-product `XᵀY`, with their
+/// rates in Gflop/s counted as a full product's 2·m·n² (so a symmetric product can show
+/// twice a general one's rate); the polar factor of `XᵀY` (Procrustes' SVD) and the
+/// eigendecomposition of `XᵀX` (the ridge factorisation's), in seconds. The best of three.
+fn products(x: &str, y: &str) {
+    let x = read_matrix(Path::new(x), None).expect("X reads");
+    let y = read_matrix(Path::new(y), None).expect("Y reads");
+    let backend = repflow_kernels::backend::Cpu;
+    let best = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let gram = best(&|| drop(backend.gram(x.as_ref())));
+    let cross = best(&|| drop(backend.cross(x.as_ref(), y.as_ref())));
+    let flop = 2.0 * (x.nrows() * x.ncols() * y.ncols()) as f64;
+    let (g, c) = (
+        backend.gram(x.as_ref()),
+        backend.cross(x.as_ref(), y.as_ref()),
+    );
+    let polar = best(&|| drop(backend.polar(c.as_ref()).expect("polar factor")));
+    let eigen = best(&|| drop(backend.sym_eigen(g.as_ref()).expect("eigendecomposition")));
+    println!(
+        "{}",
+        json!({"gram_seconds": gram, "cross_seconds": cross,
+               "gram_gflops": flop / gram / 1e9, "cross_gflops": flop / cross / 1e9,
+               "polar_seconds": polar, "eigen_seconds": eigen})
+    );
 }
 
 fn all_pairs(dir: &str, layers: usize) {
@@ -211,6 +248,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("pair") if args.len() == 4 => pair(&args[1], &args[2], &args[3]),
         Some("store-read") if args.len() == 2 => store_read(&args[1]),
+        Some("products") if args.len() == 3 => products(&args[1], &args[2]),
         Some("model-speed") if args.len() == 3 => {
             model_speed(&args[1], args[2].parse().expect("width"))
         }
@@ -221,7 +259,10 @@ fn main() {
                 .unwrap_or(8),
         ),
         _ => {
-            eprintln!("usage: metrics pair X.npy Y.npy METRICS | metrics all-pairs DIR [LAYERS]");
+            eprintln!(
+                "usage: metrics pair X.npy Y.npy METRICS | metrics all-pairs DIR [LAYERS] \
+                 | metrics products X.npy Y.npy"
+            );
             std::process::exit(2);
         }
     }
