@@ -55,7 +55,7 @@ impl Backend for Cpu {
     }
 
     fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-        a.transpose() * b
+        crate::products::cross(a, b)
     }
 
     fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {

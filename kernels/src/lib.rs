@@ -33,6 +33,7 @@ pub mod linear;
 pub mod matching;
 pub mod pair;
 pub mod procrustes;
+pub mod products;
 pub mod ridge;
 pub mod rng;
 pub mod rotation;

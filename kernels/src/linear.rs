@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, Metric, Setting, TestZscore};
-use crate::{stats, KernelError};
+use crate::{products, stats, KernelError};
 
 /// One direction of one fold: (score, undefined correlations, chosen α).
 type FoldDirection = (f64, usize, f64);
@@ -38,7 +38,7 @@ fn fold_direction(
             cross_tr[(i, j)] / rf.scale[i]
         }
     });
-    let c = rf.v.transpose() * &zty;
+    let c = products::product(rf.v.transpose(), zty.as_ref());
 
     let best = if alphas.len() == 1 {
         0

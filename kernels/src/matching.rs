@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, Metric, Setting};
-use crate::{stats, transport, KernelError};
+use crate::{products, stats, transport, KernelError};
 
 /// Fold `f`'s train correlation matrix between X's and Y's units (n_x × n_y); undefined
 /// correlations (a unit constant on the train rows) are 0.
@@ -37,7 +37,7 @@ pub fn train_correlations(pair: &Pair<'_>, f: usize) -> Mat<f64> {
             let (rx, ry) = (&x.ranks()[f].train, &y.ranks()[f].train);
             let zx = standardise_columns(rx);
             let zy = standardise_columns(ry);
-            let r = zx.transpose() * &zy;
+            let r = products::cross(zx.as_ref(), zy.as_ref());
             Mat::from_fn(r.nrows(), r.ncols(), |i, j| r[(i, j)].clamp(-1.0, 1.0))
         }
     }

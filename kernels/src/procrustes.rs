@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, DimMatch, Metric, Setting};
-use crate::{stats, KernelError};
+use crate::{products, stats, KernelError};
 
 /// The polar factor `U Vᵀ` of `c` (n_x × n_y) from its thin SVD.
 fn polar(c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
@@ -83,8 +83,8 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
         (pred_y, pred_x, mapped, yred)
     } else {
         let m = polar(cross.as_ref())?;
-        let pred_y = &xte * &m;
-        let pred_x = &yte * m.transpose();
+        let pred_y = products::product(xte.as_ref(), m.as_ref());
+        let pred_x = products::product(yte.as_ref(), m.transpose());
         (pred_y.clone(), pred_x, pred_y, yte.clone())
     };
     let (ry, uy) = stats::paired_column_correlations(pred_y.as_ref(), yte.as_ref(), spearman);

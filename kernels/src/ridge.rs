@@ -26,7 +26,7 @@ use faer::{Accum, Mat, MatRef};
 use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
-use crate::{stats, KernelError};
+use crate::{products, stats, KernelError};
 
 /// Rows with `1 − h_i` below this at the smallest α have their residuals computed directly.
 const HIGH_LEVERAGE: f64 = 1e-2;
@@ -147,13 +147,10 @@ impl RidgeFactor {
         let [p0, p1] = layer.train_parts(fold);
         let mut u = Mat::<f64>::zeros(m_tr, r);
         for (rows, part) in [(0, p0), (p0.nrows(), p1)] {
-            matmul(
+            products::matmul_into(
                 u.as_mut().subrows_mut(rows, part.nrows()),
-                Accum::Replace,
                 part,
                 v_scaled.as_ref(),
-                1.0,
-                faer::get_global_parallelism(),
             );
         }
         for (k, &o) in offset.iter().enumerate() {

@@ -1,7 +1,6 @@
 //! Column statistics, average ranks and Pearson correlations.
 
-use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::{Accum, Mat, MatRef};
+use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
 /// Whether every value of `col` is the same (exact equality; an empty sequence counts as not constant).
@@ -111,18 +110,7 @@ pub fn gram(m: MatRef<'_, f64>, d: Option<&dyn Fn(usize) -> f64>) -> Mat<f64> {
         }
         None => m,
     };
-    let mut out = Mat::<f64>::zeros(r, r);
-    triangular::matmul(
-        out.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        m.transpose(),
-        BlockStructure::Rectangular,
-        rhs,
-        BlockStructure::Rectangular,
-        1.0,
-        faer::get_global_parallelism(),
-    );
+    let mut out = crate::products::lower(m, rhs);
     for j in 0..r {
         for i in 0..j {
             out[(i, j)] = out[(j, i)];
