@@ -151,9 +151,10 @@ mod tests {
             .collect()
     }
 
-    fn faer_cross(a: MatRef<'_, f64>, b: MatRef<'_, f64>, par: Par) -> Mat<f64> {
-        let mut out = Mat::<f64>::zeros(a.ncols(), b.ncols());
-        matmul(out.as_mut(), Accum::Replace, a.transpose(), b, 1.0, par);
+    /// `lhs · rhs` by faer's own product with parallelism `par`.
+    fn faer_product(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+        let mut out = Mat::<f64>::zeros(lhs.nrows(), rhs.ncols());
+        matmul(out.as_mut(), Accum::Replace, lhs, rhs, 1.0, par);
         out
     }
 
@@ -187,7 +188,7 @@ mod tests {
             let (a, b) = (matrix(rows, p, 1), matrix(rows, q, 2));
             let ours = bits(cross(a.as_ref(), b.as_ref()).as_ref());
             for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
-                let theirs = faer_cross(a.as_ref(), b.as_ref(), par);
+                let theirs = faer_product(a.transpose(), b.as_ref(), par);
                 assert!(ours == bits(theirs.as_ref()), "{rows}×{p}, {q}: {par:?}");
             }
         }
@@ -198,33 +199,14 @@ mod tests {
         for &(rows, p, q) in SHAPES {
             let (a, b) = (matrix(rows, p, 4), matrix(p, q, 5));
             let ours = bits(product(a.as_ref(), b.as_ref()).as_ref());
+            // and through a transposed right-hand side, as Procrustes' X → Y map
+            let bt = b.transpose().to_owned();
+            let via = bits(product(a.as_ref(), bt.transpose()).as_ref());
             for par in [Par::Seq, Par::rayon(2)] {
-                let mut theirs = Mat::<f64>::zeros(rows, q);
-                matmul(
-                    theirs.as_mut(),
-                    Accum::Replace,
-                    a.as_ref(),
-                    b.as_ref(),
-                    1.0,
-                    par,
-                );
+                let theirs = faer_product(a.as_ref(), b.as_ref(), par);
                 assert!(ours == bits(theirs.as_ref()), "{rows}×{p}, {q}: {par:?}");
-                // and through a transposed right-hand side, as Procrustes' X → Y map
-                let bt = b.transpose().to_owned();
-                let mut theirs = Mat::<f64>::zeros(rows, q);
-                let via = product(a.as_ref(), bt.transpose());
-                matmul(
-                    theirs.as_mut(),
-                    Accum::Replace,
-                    a.as_ref(),
-                    bt.transpose(),
-                    1.0,
-                    par,
-                );
-                assert!(
-                    bits(via.as_ref()) == bits(theirs.as_ref()),
-                    "{rows}×{p}, {q}ᵀ: {par:?}"
-                );
+                let theirs = faer_product(a.as_ref(), bt.transpose(), par);
+                assert!(via == bits(theirs.as_ref()), "{rows}×{p}, {q}ᵀ: {par:?}");
             }
         }
     }
