@@ -11,6 +11,7 @@
 use std::sync::{Arc, RwLock};
 
 use faer::{Mat, MatRef, Side};
+use rayon::prelude::*;
 
 use crate::shift_cross::MapDims;
 use crate::KernelError;
@@ -33,6 +34,18 @@ pub trait Backend: Send + Sync {
     /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric `s`, read from
     /// its lower triangle.
     fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError>;
+
+    /// `aᵢᵀ bᵢ` for every pair of blocks, in one call: a GPU does them as one batched
+    /// product; by default (the CPU) they run side by side on rayon's threads.
+    fn cross_many(&self, blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)]) -> Vec<Mat<f64>> {
+        blocks.par_iter().map(|(a, b)| self.cross(*a, *b)).collect()
+    }
+
+    /// The polar factor of every matrix in `cs`, in one call: a GPU does them as batched
+    /// SVDs; by default (the CPU) they run side by side on rayon's threads.
+    fn polar_many(&self, cs: &[MatRef<'_, f64>]) -> Vec<Result<Mat<f64>, KernelError>> {
+        cs.par_iter().map(|c| self.polar(*c)).collect()
+    }
 
     /// The cross-products of two layers' full maps under every circular spatial shift
     /// (layout and definition: [`crate::shift_cross`]); by FFT on the CPU unless overridden.

@@ -24,6 +24,7 @@
 
 pub mod across_scores;
 pub mod backend;
+pub mod batch;
 pub mod cka;
 pub mod folds;
 pub mod inference;

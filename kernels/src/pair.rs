@@ -4,7 +4,6 @@
 use crate::lazy::Lazy;
 
 use faer::Mat;
-use rayon::prelude::*;
 
 use crate::layer::PreparedLayer;
 use crate::settings::Metric;
@@ -129,11 +128,10 @@ impl<'a> Pair<'a> {
     fn blocks(&self) -> &[Mat<f64>] {
         self.blocks
             .get_or_compute(|| {
-                let backend = crate::backend::current();
-                (0..self.a.k())
-                    .into_par_iter()
-                    .map(|f| backend.cross(self.a.test_rows(f), self.b.test_rows(f)))
-                    .collect()
+                let blocks: Vec<_> = (0..self.a.k())
+                    .map(|f| (self.a.test_rows(f), self.b.test_rows(f)))
+                    .collect();
+                crate::backend::current().cross_many(&blocks)
             })
             .as_slice()
     }
@@ -175,6 +173,17 @@ impl<'a> Pair<'a> {
         Mat::from_fn(total.nrows(), total.ncols(), |i, j| {
             (total[(i, j)] - block[(i, j)]) - m * sa.train_mean[i] * sb.train_mean[j]
         })
+    }
+
+    /// Scores every pair with `metric`, with the numbers [`Pair::score`] gives each.
+    /// Procrustes fits all the pairs' folds first and asks the backend for all their maps in
+    /// one call (batched SVDs on a GPU); the other metrics score the pairs in turn. The
+    /// caller bounds the memory by how many pairs it passes at once.
+    pub fn score_many(pairs: &[Pair<'_>], metric: Metric) -> Vec<Result<Score, KernelError>> {
+        match metric {
+            Metric::Procrustes => procrustes::score_many(pairs),
+            _ => pairs.iter().map(|p| p.score(metric)).collect(),
+        }
     }
 
     /// Scores the pair with `metric`.

@@ -17,11 +17,6 @@ use crate::pair::{Pair, Score};
 use crate::settings::{Corr, DimMatch, Metric, Setting};
 use crate::{products, stats, KernelError};
 
-/// The polar factor `U Vᵀ` of `c` (n_x × n_y) from its thin SVD.
-fn polar(c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
-    crate::backend::current().polar(c)
-}
-
 /// Top-`k` principal axes (n × k, largest variance first) of a layer's fold-`f` train rows.
 fn pca_axes(layer: &PreparedLayer, f: usize, k: usize) -> Result<Mat<f64>, KernelError> {
     let te = layer.test_rows(f);
@@ -55,37 +50,67 @@ struct FoldResult {
     undefined: usize,
 }
 
-fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
+/// What fold `f`'s map is fitted from: the matrix whose polar factor is the map, and the
+/// principal axes of the wider layer when it is reduced to the narrower one's width.
+struct FoldFit {
+    target: Mat<f64>,
+    axes: Option<Mat<f64>>,
+}
+
+fn fold_fit(pair: &Pair<'_>, f: usize) -> Result<FoldFit, KernelError> {
     let (x, y) = (pair.x(), pair.y());
-    let spearman = x.settings().corr == Corr::Spearman;
     let cross = pair.train_cross(f);
-    let xte = centred_test(x, f);
-    let yte = centred_test(y, f);
     let (nx, ny) = (x.n_units(), y.n_units());
     let pca = x.settings().dim_match == DimMatch::Pca;
-    // pred_y, pred_x: predictions on the real units; mapped, target: X's mapped test rows
-    // and Y's test rows in the space where the map acts (for the angular distance).
-    let (pred_y, pred_x, mapped, target) = if pca && nx > ny {
+    Ok(if pca && nx > ny {
         // X reduced to its ny principal axes P: the map acts on X P.
         let p = pca_axes(x, f, ny)?;
-        let m = polar((p.transpose() * &cross).as_ref())?;
-        let pred_y = (&xte * &p) * &m;
-        let pred_x = (&yte * m.transpose()) * p.transpose();
-        (pred_y.clone(), pred_x, pred_y, yte.clone())
+        FoldFit {
+            target: p.transpose() * &cross,
+            axes: Some(p),
+        }
     } else if pca && nx < ny {
         // Y reduced to its nx principal axes P: the map acts into Y P.
         let p = pca_axes(y, f, nx)?;
-        let m = polar((&cross * &p).as_ref())?;
-        let mapped = &xte * &m;
-        let pred_y = &mapped * p.transpose();
-        let yred = &yte * &p;
-        let pred_x = &yred * m.transpose();
-        (pred_y, pred_x, mapped, yred)
+        FoldFit {
+            target: &cross * &p,
+            axes: Some(p),
+        }
     } else {
-        let m = polar(cross.as_ref())?;
-        let pred_y = products::product(xte.as_ref(), m.as_ref());
-        let pred_x = products::product(yte.as_ref(), m.transpose());
-        (pred_y.clone(), pred_x, pred_y, yte.clone())
+        FoldFit {
+            target: cross,
+            axes: None,
+        }
+    })
+}
+
+/// Fold `f`'s held-out scores under the map `m` fitted from `fit`.
+fn fold_scores(pair: &Pair<'_>, f: usize, fit: &FoldFit, m: Mat<f64>) -> FoldResult {
+    let (x, y) = (pair.x(), pair.y());
+    let spearman = x.settings().corr == Corr::Spearman;
+    let xte = centred_test(x, f);
+    let yte = centred_test(y, f);
+    let x_reduced = x.n_units() > y.n_units();
+    // pred_y, pred_x: predictions on the real units; mapped, target: X's mapped test rows
+    // and Y's test rows in the space where the map acts (for the angular distance).
+    let (pred_y, pred_x, mapped, target) = match &fit.axes {
+        Some(p) if x_reduced => {
+            let pred_y = (&xte * p) * &m;
+            let pred_x = (&yte * m.transpose()) * p.transpose();
+            (pred_y.clone(), pred_x, pred_y, yte.clone())
+        }
+        Some(p) => {
+            let mapped = &xte * &m;
+            let pred_y = &mapped * p.transpose();
+            let yred = &yte * p;
+            let pred_x = &yred * m.transpose();
+            (pred_y, pred_x, mapped, yred)
+        }
+        None => {
+            let pred_y = products::product(xte.as_ref(), m.as_ref());
+            let pred_x = products::product(yte.as_ref(), m.transpose());
+            (pred_y.clone(), pred_x, pred_y, yte.clone())
+        }
     };
     let (ry, uy) = stats::paired_column_correlations(pred_y.as_ref(), yte.as_ref(), spearman);
     let (rx, ux) = stats::paired_column_correlations(pred_x.as_ref(), xte.as_ref(), spearman);
@@ -97,7 +122,7 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
                 .sum::<f64>()
         })
         .sum();
-    let x_norm = if pca && nx > ny {
+    let x_norm = if fit.axes.is_some() && x_reduced {
         mapped.norm_l2()
     } else {
         xte.norm_l2()
@@ -105,32 +130,93 @@ fn fold(pair: &Pair<'_>, f: usize) -> Result<FoldResult, KernelError> {
     let angular = (inner / (x_norm * target.norm_l2()))
         .clamp(-1.0, 1.0)
         .acos();
-    Ok(FoldResult {
+    FoldResult {
         xy: stats::mean(&ry),
         yx: stats::mean(&rx),
         angular,
         undefined: ux + uy,
-    })
+    }
 }
 
-/// The Procrustes score of a pair, both directions, every fold.
 /// The settings Procrustes reads (its score's key holds exactly these).
 pub const READS: &[Setting] = &[Setting::Corr, Setting::DimMatch];
 
+/// The Procrustes score of a pair, both directions, every fold.
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
+    score_many(std::slice::from_ref(pair))
+        .pop()
+        .expect("one score per pair")
+}
+
+/// The Procrustes scores of many pairs: every fold of every pair is fitted first, then all
+/// their maps are asked of the backend in one call ([`Backend::polar_many`]: batched SVDs
+/// on a GPU), then every fold is scored. The numbers are those of scoring each pair alone.
+/// The caller bounds the memory by the number of pairs it passes (each holds its folds'
+/// cross-products until it is dropped).
+///
+/// [`Backend::polar_many`]: crate::backend::Backend::polar_many
+pub(crate) fn score_many(pairs: &[Pair<'_>]) -> Vec<Result<Score, KernelError>> {
+    pairs.par_iter().for_each(prepare);
+    let folds: Vec<(usize, usize)> = (0..pairs.len())
+        .flat_map(|p| (0..pairs[p].x().k()).map(move |f| (p, f)))
+        .collect();
+    let fits: Vec<Result<FoldFit, KernelError>> = folds
+        .par_iter()
+        .map(|&(p, f)| fold_fit(&pairs[p], f))
+        .collect();
+    let targets: Vec<MatRef<'_, f64>> = fits
+        .iter()
+        .filter_map(|fit| fit.as_ref().ok().map(|fit| fit.target.as_ref()))
+        .collect();
+    let mut maps = crate::backend::current().polar_many(&targets).into_iter();
+    // the maps in fold order, an error where the fit or the SVD failed
+    let maps: Vec<Result<Mat<f64>, KernelError>> = fits
+        .iter()
+        .map(|fit| match fit {
+            Ok(_) => maps.next().expect("one map per fit"),
+            Err(e) => Err(e.clone()),
+        })
+        .collect();
+    let mut results: Vec<Option<Result<FoldResult, KernelError>>> = folds
+        .par_iter()
+        .zip(fits.par_iter().zip(maps))
+        .map(|(&(p, f), (fit, map))| {
+            let fit = fit.as_ref().map_err(Clone::clone)?;
+            Ok(fold_scores(&pairs[p], f, fit, map?))
+        })
+        .map(Some)
+        .collect();
+    let mut at = 0;
+    pairs
+        .iter()
+        .map(|pair| {
+            let k = pair.x().k();
+            let pair_folds = results[at..at + k]
+                .iter_mut()
+                .map(|r| r.take().expect("unread"));
+            at += k;
+            assemble(pair_folds)
+        })
+        .collect()
+}
+
+/// Computes what every fold of `pair` reads: its blocks, both layers' fold statistics and,
+/// when one layer is reduced to the other's width, the wider layer's Gram.
+fn prepare(pair: &Pair<'_>) {
     pair.fold_products();
     let (x, y) = (pair.x(), pair.y());
     if x.settings().dim_match == DimMatch::Pca && x.n_units() != y.n_units() {
-        // the wider layer's Gram, which every fold's PCA reads
         let wider = if x.n_units() > y.n_units() { x } else { y };
         wider.gram_total();
     }
-    let results: Vec<Result<FoldResult, KernelError>> = (0..pair.x().k())
-        .into_par_iter()
-        .map(|f| fold(pair, f))
-        .collect();
+}
+
+/// A pair's score from its folds' results, in fold order.
+fn assemble(
+    folds: impl Iterator<Item = Result<FoldResult, KernelError>>,
+) -> Result<Score, KernelError> {
     let (mut xy, mut yx, mut ang, mut undefined) = (vec![], vec![], vec![], 0);
-    for r in results {
+    for r in folds {
         let r = r?;
         xy.push(r.xy);
         yx.push(r.yx);

@@ -99,15 +99,17 @@ impl Metric {
     /// included. Calibrated on `make bench`'s peak resident memory of `repflow score` at
     /// m = 10,000 (README) with a margin: the layers' data are `8·m·(nx + ny)` bytes; linear's
     /// kept ridge factorisations (every fold, both directions) took ~20 times that (6.4 GB
-    /// at n = 2,048), Procrustes 3.5, the matchings and CKA 2.2 plus their n × n matrices,
-    /// RSA two m × m RDMs (2.2 GB at m = 10,000 whatever n).
+    /// at n = 2,048), Procrustes 3.5 plus its folds' n × n cross-products, maps and blocks
+    /// (all held at once, so that their SVDs are one batch: 1.58 GB peak at n = 2,048), the
+    /// matchings and CKA 2.2 plus their n × n matrices, RSA two m × m RDMs (2.2 GB at
+    /// m = 10,000 whatever n).
     pub fn working_bytes(self, m: usize, nx: usize, ny: usize) -> u64 {
         let (m, nx, ny) = (m as u64, nx as u64, ny as u64);
         let data = 8 * m * (nx + ny);
         let units = 8 * (nx + ny) * (nx + ny);
         match self {
             Metric::Linear => 20 * data,
-            Metric::Procrustes => 4 * data + 2 * units,
+            Metric::Procrustes => 4 * data + 5 * units,
             Metric::Permutation | Metric::SoftMatching | Metric::Cka => 3 * data + 2 * units,
             Metric::Rsa => 3 * data + 24 * m * m,
         }
