@@ -12,12 +12,13 @@
 //!
 //! [`Backend`]: repflow_kernels::backend::Backend
 
+mod batched;
 mod custom;
 mod linalg;
 mod sources;
 
 pub use custom::{Custom, MapReduction};
-pub use linalg::CudaBackend;
+pub use linalg::{one_tiny_singular_value, CudaBackend};
 pub use sources::{cache_path, compile, compile_all, compile_cached, Source, SOURCES};
 
 /// Why the GPU path cannot be used here, in words a user can act on.

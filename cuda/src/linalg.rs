@@ -8,18 +8,21 @@ use cudarc::cusolver::{sys as sol, DnHandle};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use faer::{Mat, MatRef};
 use repflow_kernels::backend::{Backend, Cpu};
+use repflow_kernels::batch::{chunks, run_shrinking};
 use repflow_kernels::shift_cross::MapDims;
 use repflow_kernels::KernelError;
 
+use crate::batched::{by_shape, classify, cross_bytes, polar_bytes, FREE_SHARE};
 use crate::{Custom, Unavailable};
 
 /// Products smaller than this many multiply-adds stay on the CPU: a transfer to the device
 /// and back costs more than they do. (A first choice, not yet measured on a GPU.)
 pub const MIN_GPU_WORK: usize = 1 << 22;
 
-struct Gpu {
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
+/// The device's stream and library handles; one thread at a time.
+pub(crate) struct Gpu {
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: CudaBlas,
     solver: DnHandle,
 }
 
@@ -28,15 +31,18 @@ pub struct CudaBackend {
     gpu: Mutex<Gpu>,
     name: String,
     min_work: usize,
+    batch_bytes: Option<u64>,
     ordinal: usize,
     ptx_cache: Option<PathBuf>,
     /// repflow's own kernels, compiled at their first use.
     custom: OnceLock<Result<Custom, String>>,
 }
 
-type GpuResult<T> = Result<T, String>;
+/// A device operation's result; the error says which call failed and how.
+pub(crate) type GpuResult<T> = Result<T, String>;
 
-fn driver<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+/// Maps a library error to the message of a failed `what`.
+pub(crate) fn driver<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e:?}")
 }
 
@@ -68,6 +74,7 @@ impl CudaBackend {
             }),
             name,
             min_work: MIN_GPU_WORK,
+            batch_bytes: None,
             ordinal,
             ptx_cache: None,
             custom: OnceLock::new(),
@@ -85,6 +92,13 @@ impl CudaBackend {
             .get_or_init(|| Custom::open(self.ordinal, self.ptx_cache.as_deref()).map_err(|e| e.0))
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The same backend with batches of at most `bytes` of device memory (below what the
+    /// free memory allows; for the parity tests, which cut batches small).
+    pub fn with_batch_bytes(mut self, bytes: u64) -> Self {
+        self.batch_bytes = Some(bytes);
+        self
     }
 
     /// The same backend sending every product to the device, however small (for the parity
@@ -376,6 +390,50 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn cross_many(&self, blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)]) -> Vec<Mat<f64>> {
+        let work: usize = blocks
+            .iter()
+            .map(|(a, b)| a.nrows() * a.ncols() * b.ncols())
+            .sum();
+        if work < self.min_work {
+            return Cpu.cross_many(blocks);
+        }
+        let shapes: Vec<_> = blocks.iter().map(|(a, b)| (a.ncols(), b.ncols())).collect();
+        let mut out: Vec<Option<Mat<f64>>> = vec![None; blocks.len()];
+        for ((p, q), idx) in by_shape(&shapes) {
+            let group: Vec<_> = idx.iter().map(|&i| blocks[i]).collect();
+            let rows = group.iter().map(|(a, _)| a.nrows()).max().unwrap_or(0);
+            let done = if rows * p * q == 0 {
+                Cpu.cross_many(&group)
+            } else {
+                self.in_chunks(
+                    group.len(),
+                    cross_bytes(rows, p, q),
+                    "cross-products",
+                    |r| self.run(|g| g.cross_batch(&group[r])),
+                )
+                .unwrap_or_else(|e| {
+                    self.fallback("batched cross-products", e, || Cpu.cross_many(&group))
+                })
+            };
+            for (i, c) in idx.into_iter().zip(done) {
+                out[i] = Some(c);
+            }
+        }
+        out.into_iter().map(|c| c.expect("every block")).collect()
+    }
+
+    fn polar_many(&self, cs: &[MatRef<'_, f64>]) -> Vec<Result<Mat<f64>, KernelError>> {
+        let work: usize = cs
+            .iter()
+            .map(|c| c.nrows() * c.ncols() * c.nrows().min(c.ncols()))
+            .sum();
+        if work < self.min_work {
+            return Cpu.polar_many(cs);
+        }
+        self.polar_many_on_device(cs)
+    }
+
     fn shifted_cross(&self, a: &[f32], b: &[f32], d: MapDims) -> Vec<f64> {
         let p = d.positions();
         if d.n * p * p * d.ca * d.cb < self.min_work {
@@ -391,6 +449,76 @@ impl Backend for CudaBackend {
 }
 
 impl CudaBackend {
+    /// Runs `run` on chunks of `count` items costing `bytes` of device memory each, within
+    /// a share of the free memory; a chunk that does not fit is halved and retried, and the
+    /// first time that happens it is said on stderr.
+    fn in_chunks<T>(
+        &self,
+        count: usize,
+        bytes: u64,
+        what: &str,
+        mut run: impl FnMut(std::ops::Range<usize>) -> GpuResult<Vec<T>>,
+    ) -> GpuResult<Vec<T>> {
+        let free = self.run(|g| g.free_bytes())?;
+        let bound = ((free as f64 * FREE_SHARE) as u64).min(self.batch_bytes.unwrap_or(u64::MAX));
+        run_shrinking(
+            chunks(&vec![bytes; count], bound),
+            |r| run(r).map_err(classify),
+            |e| {
+                eprintln!(
+                    "note: {}: a batch of {what} did not fit in device memory ({e}); \
+                     running it in smaller batches",
+                    self.name
+                )
+            },
+        )
+    }
+
+    /// Polar factors on the device whatever their size: each group of equal shapes by
+    /// batched Newton–Schulz iterations, a matrix they do not converge on by `dgesvd`, and
+    /// the CPU where the device fails.
+    fn polar_many_on_device(&self, cs: &[MatRef<'_, f64>]) -> Vec<Result<Mat<f64>, KernelError>> {
+        let shapes: Vec<_> = cs.iter().map(|c| c.shape()).collect();
+        let mut out: Vec<Option<Result<Mat<f64>, KernelError>>> = vec![None; cs.len()];
+        for ((p, q), idx) in by_shape(&shapes) {
+            // tall: polar(cᵀ) = polar(c)ᵀ
+            let tall: Vec<MatRef<'_, f64>> = idx
+                .iter()
+                .map(|&i| if p >= q { cs[i] } else { cs[i].transpose() })
+                .collect();
+            let (rows, cols) = (p.max(q), p.min(q));
+            if cols == 0 {
+                for i in idx {
+                    out[i] = Some(Cpu.polar(cs[i]));
+                }
+                continue;
+            }
+            let done = self.in_chunks(tall.len(), polar_bytes(rows, cols), "polar factors", |r| {
+                self.run(|g| g.polar_newton_schulz(&tall[r]))
+            });
+            match done {
+                Ok(done) => {
+                    for (i, factor) in idx.into_iter().zip(done) {
+                        out[i] = Some(match factor {
+                            Some(f) if p >= q => Ok(f),
+                            Some(f) => Ok(f.transpose().to_owned()),
+                            // not converged: one SVD, on the device where it is large enough
+                            None => self.polar(cs[i]),
+                        });
+                    }
+                }
+                Err(e) => {
+                    let cpu = || idx.iter().map(|&i| Cpu.polar(cs[i])).collect::<Vec<_>>();
+                    let done = self.fallback("batched polar factors", e, cpu);
+                    for (i, r) in idx.iter().zip(done) {
+                        out[*i] = Some(r);
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|r| r.expect("every matrix")).collect()
+    }
+
     /// Runs each operation on the device and on the CPU on small fixed matrices and
     /// compares them (1e-9 relative): a driver or library that computes wrong numbers is
     /// caught before any score uses it.
@@ -423,6 +551,25 @@ impl CudaBackend {
             .polar(c.as_ref())
             .map_err(|e| Unavailable(e.to_string()))?;
         close(&gpu_polar, &cpu_polar, "polar factor")?;
+        // the batched path: fold blocks of unequal rows in one product; polar factors of a
+        // tall, a wide and a badly conditioned matrix (the last one by SVD after the
+        // Newton–Schulz steps do not converge on it; one tiny singular value leaves its
+        // polar factor well determined, so both devices must agree on it)
+        let blocks = [
+            (a.as_ref().subrows(0, 19), b.as_ref().subrows(0, 19)),
+            (a.as_ref().subrows(19, 18), b.as_ref().subrows(19, 18)),
+        ];
+        let gpu_blocks = self.run(|g| g.cross_batch(&blocks)).map_err(Unavailable)?;
+        for (gpu, (x, y)) in gpu_blocks.iter().zip(blocks) {
+            close(gpu, &Cpu.cross(x, y), "batched cross-product")?;
+        }
+        let badly = one_tiny_singular_value(c.as_ref())?;
+        let cs = [c.as_ref(), c.transpose(), badly.as_ref()];
+        for (gpu, c) in self.polar_many_on_device(&cs).into_iter().zip(cs) {
+            let gpu = gpu.map_err(|e| Unavailable(e.to_string()))?;
+            let cpu = Cpu.polar(c).map_err(|e| Unavailable(e.to_string()))?;
+            close(&gpu, &cpu, "batched polar factor")?;
+        }
         let gram = Cpu.gram(a.as_ref());
         let (values, vectors) = self
             .run(|g| g.sym_eigen(gram.as_ref()))
@@ -436,4 +583,26 @@ impl CudaBackend {
         });
         close(&rebuilt, &gram, "eigendecomposition")
     }
+}
+
+/// `c` (tall) with its smallest singular value set to 10⁻¹⁴ of its largest: Newton–Schulz
+/// cannot converge on it in its steps, and its polar factor is still well determined.
+pub fn one_tiny_singular_value(c: MatRef<'_, f64>) -> Result<Mat<f64>, Unavailable> {
+    let svd = c
+        .thin_svd()
+        .map_err(|e| Unavailable(format!("the CPU's SVD of a fixed matrix: {e:?}")))?;
+    let k = c.ncols();
+    let s: Vec<f64> = (0..k)
+        .map(|i| {
+            if i + 1 == k {
+                1e-14 * svd.S()[0]
+            } else {
+                svd.S()[i]
+            }
+        })
+        .collect();
+    let (u, v) = (svd.U(), svd.V());
+    Ok(Mat::from_fn(c.nrows(), k, |i, j| {
+        (0..k).map(|l| u[(i, l)] * s[l] * v[(j, l)]).sum::<f64>()
+    }))
 }

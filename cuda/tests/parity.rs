@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use faer::Mat;
-use repflow_cuda::{CudaBackend, Custom, MapReduction};
+use repflow_cuda::{one_tiny_singular_value, CudaBackend, Custom, MapReduction};
 use repflow_kernels::backend::{self, Backend, Cpu};
 use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 
@@ -83,6 +83,84 @@ fn every_metric_scores_the_same_on_the_gpu() {
     backend::install(Arc::new(gpu));
     let on_gpu = score_all();
     backend::install(Arc::new(Cpu));
+    for (a, b) in on_gpu.iter().zip(&cpu) {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn batched_operations_and_all_pairs_match_the_cpu() {
+    // batches cut to 1 MB, so that every group runs in several chunks
+    let Some(gpu) = device().map(|g| g.with_batch_bytes(1 << 20)) else {
+        return;
+    };
+    // fold blocks of unequal rows (one strided-batched product, zero-padded) and a second
+    // shape group
+    let (a, b, c) = (matrix(503, 40, 11), matrix(503, 30, 12), matrix(503, 7, 13));
+    let cuts = [0, 101, 202, 302, 403, 503];
+    let mut blocks = Vec::new();
+    for w in cuts.windows(2) {
+        let rows = w[1] - w[0];
+        blocks.push((
+            a.as_ref().subrows(w[0], rows),
+            b.as_ref().subrows(w[0], rows),
+        ));
+        blocks.push((
+            a.as_ref().subrows(w[0], rows),
+            c.as_ref().subrows(w[0], rows),
+        ));
+    }
+    for (got, (x, y)) in gpu.cross_many(&blocks).iter().zip(&blocks) {
+        assert_close(got, &Cpu.cross(*x, *y), 1e-12, "cross_many");
+    }
+    // polar factors: tall, wide, square, large, and a badly conditioned one (by SVD after
+    // the Newton–Schulz steps do not converge on it)
+    let tall = Cpu.cross(a.as_ref(), b.as_ref());
+    let square = Cpu.gram(matrix(300, 64, 14).as_ref());
+    let badly = one_tiny_singular_value(square.as_ref()).unwrap();
+    let large = Cpu.cross(matrix(900, 256, 15).as_ref(), matrix(900, 200, 16).as_ref());
+    let cs = [
+        tall.as_ref(),
+        tall.transpose(),
+        square.as_ref(),
+        badly.as_ref(),
+        large.as_ref(),
+        tall.as_ref(),
+    ];
+    for (k, (got, c)) in gpu.polar_many(&cs).into_iter().zip(cs).enumerate() {
+        assert_close(
+            &got.unwrap(),
+            &Cpu.polar(c).unwrap(),
+            1e-9,
+            &format!("polar_many {k}"),
+        );
+    }
+    // every pair of four layers' Procrustes scores in one batch, against the CPU
+    let settings = Settings::default();
+    let xs: Vec<Mat<f64>> = [(20, 21), (40, 22), (40, 23), (64, 24)]
+        .iter()
+        .map(|&(n, seed)| matrix(400, n, seed))
+        .collect();
+    let all_pairs = || -> Vec<f64> {
+        let layers: Vec<PreparedLayer> = xs
+            .iter()
+            .map(|x| PreparedLayer::new(x.as_ref(), &settings).unwrap())
+            .collect();
+        let pairs: Vec<Pair<'_>> = (0..4)
+            .flat_map(|i| (0..4).map(move |j| (i, j)))
+            .map(|(i, j)| Pair::new(&layers[i], &layers[j]).unwrap())
+            .collect();
+        Pair::score_many(&pairs, Metric::Procrustes)
+            .into_iter()
+            .flat_map(|s| s.unwrap().fold_scores)
+            .collect()
+    };
+    backend::install(Arc::new(Cpu));
+    let cpu = all_pairs();
+    backend::install(Arc::new(gpu));
+    let on_gpu = all_pairs();
+    backend::install(Arc::new(Cpu));
+    assert_eq!(cpu.len(), 16 * 5);
     for (a, b) in on_gpu.iter().zip(&cpu) {
         assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
     }
