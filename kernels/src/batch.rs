@@ -101,7 +101,7 @@ mod tests {
         let mut runs = Vec::new();
         let mut said = Vec::new();
         let out = run_shrinking(
-            vec![0..10],
+            std::iter::once(0..10).collect(),
             |r| {
                 runs.push(r.clone());
                 if r.len() > 3 {
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn one_item_that_does_not_fit_and_other_failures_are_errors() {
         let too_big = run_shrinking(
-            vec![0..4],
+            std::iter::once(0..4).collect(),
             |r| -> Result<Vec<usize>, _> { Err(ChunkError::TooBig(r.len())) },
             |_| {},
         );
