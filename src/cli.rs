@@ -28,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Score the alignment between two activation matrices (stimuli × units).
     Score(ScoreArgs),
+    /// One metric on every pair of two networks' layers (`--x` files against `--y` files):
+    /// a table with a row per pair. Procrustes scores a batch of pairs at once (on a GPU,
+    /// one batched launch for all their folds).
+    Pairs(PairsArgs),
     /// The spatial-shift search between two conv layers' full maps (stimuli × channels ×
     /// height × width): Procrustes after the best circular shift, cross-validated.
     Shift(ShiftArgs),
@@ -421,16 +425,9 @@ fn metric_selection() -> impl clap::builder::TypedValueParser<Value = MetricSele
     })
 }
 
-/// Flags of `repflow score`.
+/// The fold split and the metrics' options, shared by `repflow score` and `repflow pairs`.
 #[derive(clap::Args, Debug)]
-pub struct ScoreArgs {
-    /// Activations of the first network: .npy or .safetensors, stimuli × units.
-    pub x: PathBuf,
-    /// Activations of the second network, same stimuli in the same order.
-    pub y: PathBuf,
-    /// Metric to compute.
-    #[arg(long, default_value = "all", value_parser = metric_selection())]
-    pub metric: MetricSelection,
+pub struct MetricOptions {
     /// Number of cross-validation folds.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
@@ -459,6 +456,61 @@ pub struct ScoreArgs {
     /// How RSA compares the two RDMs.
     #[arg(long, default_value = "spearman", value_parser = named::<Corr>())]
     pub rsa_compare: Corr,
+}
+
+impl MetricOptions {
+    /// The kernel settings these flags describe.
+    pub fn settings(&self) -> Result<Settings, UserError> {
+        if self.folds < 2 {
+            return Err(UserError::input(format!(
+                "--folds must be at least 2, got {}",
+                self.folds
+            )));
+        }
+        let alphas = match &self.alphas {
+            None => Settings::default_alphas(),
+            Some(a) if a.is_empty() => {
+                return Err(
+                    UserError::input("--alphas is empty").hint("give e.g. --alphas 0.1,1,10")
+                )
+            }
+            Some(a) => {
+                if let Some(bad) = a.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                    return Err(UserError::input(format!(
+                        "--alphas has {bad}; penalties must be finite and >= 0"
+                    )));
+                }
+                a.clone()
+            }
+        };
+        Ok(Settings {
+            folds: FoldSpec {
+                k: self.folds,
+                shuffle_seed: (!self.no_shuffle).then_some(self.seed),
+            },
+            corr: self.corr,
+            test_zscore: self.test_zscore,
+            alphas,
+            dim_match: self.dim_match,
+            hsic: self.hsic,
+            rsa_compare: self.rsa_compare,
+        })
+    }
+}
+
+/// Flags of `repflow score`.
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// Activations of the first network: .npy or .safetensors, stimuli × units.
+    pub x: PathBuf,
+    /// Activations of the second network, same stimuli in the same order.
+    pub y: PathBuf,
+    /// Metric to compute.
+    #[arg(long, default_value = "all", value_parser = metric_selection())]
+    pub metric: MetricSelection,
+    /// Folds and the metrics' options.
+    #[command(flatten)]
+    pub options: MetricOptions,
     /// Rotate X by a Haar-random rotation drawn from this seed before anything else.
     #[arg(long, value_name = "SEED")]
     pub rotate_x: Option<u32>,
@@ -508,39 +560,34 @@ impl ScoreArgs {
 
     /// The kernel settings these flags describe.
     pub fn settings(&self) -> Result<Settings, UserError> {
-        if self.folds < 2 {
-            return Err(UserError::input(format!(
-                "--folds must be at least 2, got {}",
-                self.folds
-            )));
-        }
-        let alphas = match &self.alphas {
-            None => Settings::default_alphas(),
-            Some(a) if a.is_empty() => {
-                return Err(
-                    UserError::input("--alphas is empty").hint("give e.g. --alphas 0.1,1,10")
-                )
-            }
-            Some(a) => {
-                if let Some(bad) = a.iter().find(|v| !v.is_finite() || **v < 0.0) {
-                    return Err(UserError::input(format!(
-                        "--alphas has {bad}; penalties must be finite and >= 0"
-                    )));
-                }
-                a.clone()
-            }
-        };
-        Ok(Settings {
-            folds: FoldSpec {
-                k: self.folds,
-                shuffle_seed: (!self.no_shuffle).then_some(self.seed),
-            },
-            corr: self.corr,
-            test_zscore: self.test_zscore,
-            alphas,
-            dim_match: self.dim_match,
-            hsic: self.hsic,
-            rsa_compare: self.rsa_compare,
-        })
+        self.options.settings()
     }
+}
+
+/// Flags of `repflow pairs`.
+#[derive(clap::Args, Debug)]
+pub struct PairsArgs {
+    /// The first network's layers: .npy or .safetensors files, stimuli × units each.
+    #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
+    pub x: Vec<PathBuf>,
+    /// The second network's layers, the same stimuli in the same order; every X layer is
+    /// scored against every Y layer.
+    #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
+    pub y: Vec<PathBuf>,
+    /// Metric to compute.
+    #[arg(long, default_value = "procrustes", value_parser = named::<Metric>())]
+    pub metric: Metric,
+    /// Folds and the metrics' options.
+    #[command(flatten)]
+    pub options: MetricOptions,
+    /// Host memory for one batch of pairs' fold products (e.g. `2G`): more pairs per batch
+    /// means fewer, larger GPU launches.
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = repflow_engine::budget::parse_size)]
+    pub batch_memory: u64,
+    /// Write the table here (written whole or not at all) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// A JSON array of `repflow score --json`'s objects, with `x` and `y`, instead of CSV.
+    #[arg(long)]
+    pub json: bool,
 }

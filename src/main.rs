@@ -22,7 +22,7 @@ fn main() {
     // The commands that score pick their device here; `run` reads its pipeline's first.
     let scores = matches!(
         cli.command,
-        Command::Score(_) | Command::Shift(_) | Command::ExecNode(_)
+        Command::Score(_) | Command::Pairs(_) | Command::Shift(_) | Command::ExecNode(_)
     );
     if let Some(choice) = cli.device.as_deref().or(scores.then_some("auto")) {
         // compiled GPU kernels live in the store of the commands that have one
@@ -38,6 +38,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Score(args) => commands::score::run(&args),
+        Command::Pairs(args) => commands::pairs::run(&args),
         Command::Shift(args) => commands::shift::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Plan(args) => commands::plan::run(&args).map(|_| 0),

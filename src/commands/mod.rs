@@ -4,6 +4,7 @@ pub mod cache;
 pub mod exec_node;
 pub mod extract;
 pub mod extract_text;
+pub mod pairs;
 pub mod plan;
 pub mod run;
 pub mod score;

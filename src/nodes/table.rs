@@ -126,6 +126,19 @@ impl Kind<RunContext> for Table {
     }
 }
 
+/// A JSON value as one CSV field: a string quoted where it holds a comma, quote or line
+/// break, null as an empty field, numbers as JSON writes them.
+pub fn csv_field(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 /// Writes a table's rows as `scores.csv` and `scores.json` in `dir`; returns the CSV path.
 pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::PathBuf, UserError> {
     let v: serde_json::Value = serde_json::from_str(meta)
@@ -163,14 +176,7 @@ pub fn write_results(meta: &str, dir: &std::path::Path) -> Result<std::path::Pat
         csv.push_str(",chance_corrected");
     }
     csv.push('\n');
-    let field = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        }
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
+    let field = csv_field;
     for r in &rows {
         let mut line: Vec<String> = [
             "model_a", "model_b", "layer_a", "layer_b", "depth_a", "depth_b", "metric", "corr",
