@@ -8,7 +8,11 @@
 # and every custom kernel (cuda/tests/parity.rs), and `repflow score` timed with
 # --device cpu and cuda on m = 10,000 stimuli × 2,048 units, and `repflow shift` (the
 # spatial-shift search) on 2,000 stimuli × 64 channels × 14 × 14 maps (the whole command as
-# a user runs it), scores compared.
+# a user runs it), scores compared; then issue 13's all-pairs benchmark (allpairs_bench.py:
+# 54 × 54 ResNet-50-shaped layer pairs, m = 10,000, `repflow pairs` on the GPU against the
+# 2-core CPU path and a torch.linalg.svd loop, both on random samples of pairs) for
+# Procrustes, within what is left of the 8 minutes (linear: `python3 allpairs_bench.py
+# --repflow ./repflow --metrics linear`, separately).
 set -euo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     out=${2:?folder}
@@ -18,6 +22,7 @@ if [[ "${1:-}" == "--stage" ]]; then
         cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" "$out/$t"
     done
     cp "$0" "$out/run.sh"
+    cp scripts/allpairs_bench.py "$out/"
     exit 0
 fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,3 +59,6 @@ g=$(./repflow shift ma.npy mb.npy --device cuda --json); t2=$(date +%s.%N)
 sc=$(echo "$c" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["score"], v["shifts"][0])')
 sg=$(echo "$g" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["score"], v["shifts"][0])')
 python3 -c "print(f'%-12s %10.2f %10.2f %7.1fx %s / %s' % ('shift', $t1-$t0, $t2-$t1, ($t1-$t0)/($t2-$t1), '$sc', '$sg'))"
+echo "== all pairs: 54 x 54 ResNet-50-shaped layers, m=10000, Procrustes (whole command)"
+timeout 330 python3 allpairs_bench.py --repflow ./repflow --metrics procrustes --cpu-sample 4 --torch-sample 30 \
+    || echo "all-pairs benchmark stopped (exit $?): run it alone for its table"
