@@ -44,6 +44,11 @@ impl MemoryBudget {
         }
     }
 
+    /// The budget's limit, bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Waits until `bytes` fit (evicting caches to make room) and reserves them; an error
     /// when `bytes` alone exceed the limit.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, String> {

@@ -21,26 +21,7 @@ pub fn execute<C>(
     task: &Task<C>,
     budget: Option<&MemoryBudget>,
 ) -> Result<Digest, TaskError> {
-    let inputs = match map_inputs(task, |d| store.get(d)) {
-        Ok(inputs) => inputs,
-        Err(bad) => {
-            // Never use a corrupt output: drop it so that the scheduler recomputes it.
-            for (position, _) in &bad {
-                store.remove_object(&task.inputs[*position].1);
-            }
-            return Err(TaskError {
-                message: format!(
-                    "{}; recomputing",
-                    bad.iter()
-                        .map(|(_, why)| why.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                corrupt_inputs: bad.into_iter().map(|(position, _)| position).collect(),
-                log: None,
-            });
-        }
-    };
+    let inputs = read_inputs(store, task)?;
     let _reservation = match budget {
         Some(b) => Some(
             b.reserve(task.node.memory(&inputs))
@@ -59,6 +40,98 @@ pub fn execute<C>(
         t.elapsed().as_secs_f64(),
     )
     .map_err(|e| TaskError::new(e.to_string()))
+}
+
+/// `task`'s inputs from the store, verified; an input found corrupt or missing is removed
+/// (never used: the scheduler recomputes it) and the task fails saying so.
+fn read_inputs<C>(store: &Store, task: &Task<C>) -> Result<Inputs, TaskError> {
+    map_inputs(task, |d| store.get(d)).map_err(|bad| {
+        for (position, _) in &bad {
+            store.remove_object(&task.inputs[*position].1);
+        }
+        TaskError {
+            message: format!(
+                "{}; recomputing",
+                bad.iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            corrupt_inputs: bad.into_iter().map(|(position, _)| position).collect(),
+            log: None,
+        }
+    })
+}
+
+/// Runs `tasks` — nodes of one kind with equal batch keys ([`crate::Batch`]) — together
+/// through the kind's `run_many`, and stores each output as [`execute`] does; one result per
+/// task, in order. A task whose inputs cannot be read fails alone; where the batch's memory
+/// estimates together exceed `budget`, or `run_many` panics, each task runs alone instead.
+/// Each entry records the batch's time divided among its nodes.
+pub fn execute_many<C>(
+    store: &Store,
+    ctx: &C,
+    tasks: &[Task<C>],
+    budget: Option<&MemoryBudget>,
+) -> Vec<Result<Digest, TaskError>> {
+    let read: Vec<Result<Inputs, TaskError>> =
+        tasks.iter().map(|t| read_inputs(store, t)).collect();
+    let ready: Vec<usize> = (0..tasks.len()).filter(|&i| read[i].is_ok()).collect();
+    let inputs = |i: usize| read[i].as_ref().expect("read");
+    let alone = || -> Vec<Result<Digest, TaskError>> {
+        tasks
+            .iter()
+            .map(|t| execute(store, ctx, t, budget))
+            .collect()
+    };
+    let bytes: u64 = ready.iter().map(|&i| tasks[i].node.memory(inputs(i))).sum();
+    let _reservation = match budget {
+        Some(b) if bytes > b.limit() => return alone(),
+        Some(b) => match b.reserve(bytes) {
+            Ok(r) => Some(r),
+            Err(_) => return alone(),
+        },
+        None => None,
+    };
+    let Some(&first) = ready.first() else {
+        return alone();
+    };
+    let t = Instant::now();
+    let batch: Vec<(&dyn Node<C>, &Inputs)> = ready
+        .iter()
+        .map(|&i| (tasks[i].node.as_ref(), inputs(i)))
+        .collect();
+    let outputs = match catch_unwind(AssertUnwindSafe(|| tasks[first].node.run_many(ctx, &batch))) {
+        Ok(outputs) if outputs.len() == ready.len() => outputs,
+        // a bug in one node fails that node only: run each alone
+        _ => {
+            drop(_reservation);
+            return alone();
+        }
+    };
+    let seconds = t.elapsed().as_secs_f64() / ready.len() as f64;
+    // the read failures as they are; each ready task's placeholder is replaced below
+    let mut results: Vec<Result<Digest, TaskError>> = read
+        .into_iter()
+        .map(|r| r.map(|_| Digest::of(&[])))
+        .collect();
+    for (i, out) in ready.into_iter().zip(outputs) {
+        let task = &tasks[i];
+        results[i] = out
+            .map_err(|e| TaskError::new(e.message))
+            .and_then(|bundle| {
+                commit(
+                    store,
+                    &task.key,
+                    &task.parts,
+                    task.input_keys.clone(),
+                    &bundle,
+                    seconds,
+                )
+                .map_err(|e| TaskError::new(e.to_string()))
+            });
+    }
+    results
 }
 
 /// `task`'s inputs, each mapped by `map` (the store's `get`, or `peek` for an estimate); on

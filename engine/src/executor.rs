@@ -68,6 +68,8 @@ pub struct ExecutorStats {
     pub arrays: usize,
     /// Elements resubmitted after a failure.
     pub retries: usize,
+    /// Nodes that ran in a batch with others of their kind ([`crate::Kind::batch`]).
+    pub batched: usize,
 }
 
 /// Runs tasks somewhere and reports their completions.
@@ -76,6 +78,12 @@ pub trait Executor<C> {
     fn name(&self) -> &'static str;
     /// Starts `task` (or queues it until the next [`wait`](Executor::wait)).
     fn submit(&mut self, task: Task<C>);
+    /// Starts `tasks`, all known at once (so that an executor can batch them).
+    fn submit_all(&mut self, tasks: Vec<Task<C>>) {
+        for t in tasks {
+            self.submit(t);
+        }
+    }
     /// Waits until at least one submitted task has ended and returns every task that has;
     /// empty only when nothing is in flight.
     fn wait(&mut self) -> Vec<Completion>;

@@ -45,6 +45,32 @@ pub trait Kind<C>: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Computes the output from the inputs' outputs.
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
+
+    /// Whether this node may run together with other ready nodes of its kind in one
+    /// [`Kind::run_many`] call (nodes with equal [`Batch::key`]s, at most [`Batch::max`]
+    /// of them): a GPU then does their heavy operations as one batch. `None` (the
+    /// default): it runs alone.
+    fn batch(&self, _ctx: &C) -> Option<Batch> {
+        None
+    }
+
+    /// Runs several nodes of this kind whose batch keys are equal: one output or error per
+    /// node, in order. By default each node runs alone.
+    fn run_many(ctx: &C, nodes: &[(&Self, &Inputs)]) -> Vec<Result<Bundle, NodeError>>
+    where
+        Self: Sized,
+    {
+        nodes.iter().map(|(n, i)| n.run(ctx, i)).collect()
+    }
+}
+
+/// How a node may be batched with others of its kind ([`Kind::batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Nodes of one kind with equal keys may run together.
+    pub key: String,
+    /// The most nodes one batch takes.
+    pub max: usize,
 }
 
 /// A node as the engine holds it: any [`Kind`], behind a pointer.
@@ -65,6 +91,15 @@ pub trait Node<C>: Send + Sync {
     fn memory(&self, inputs: &Inputs) -> u64;
     /// Computes the output.
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError>;
+    /// See [`Kind::batch`].
+    fn batch(&self, ctx: &C) -> Option<Batch>;
+    /// Runs `batch` — nodes of this node's kind with equal batch keys, with their inputs —
+    /// through [`Kind::run_many`]; one result per node, in order.
+    fn run_many(
+        &self,
+        ctx: &C,
+        batch: &[(&dyn Node<C>, &Inputs)],
+    ) -> Vec<Result<Bundle, NodeError>>;
     /// The node as `Any`, so that the domain can read its own kinds back.
     fn as_any(&self) -> &dyn Any;
 }
@@ -93,6 +128,24 @@ impl<C, T: Kind<C>> Node<C> for T {
     }
     fn run(&self, ctx: &C, inputs: &Inputs) -> Result<Bundle, NodeError> {
         Kind::run(self, ctx, inputs)
+    }
+    fn batch(&self, ctx: &C) -> Option<Batch> {
+        Kind::batch(self, ctx)
+    }
+    fn run_many(
+        &self,
+        ctx: &C,
+        batch: &[(&dyn Node<C>, &Inputs)],
+    ) -> Vec<Result<Bundle, NodeError>> {
+        let typed: Option<Vec<(&T, &Inputs)>> = batch
+            .iter()
+            .map(|(n, i)| n.as_any().downcast_ref::<T>().map(|t| (t, *i)))
+            .collect();
+        match typed {
+            Some(nodes) => T::run_many(ctx, &nodes),
+            // not all of this kind (the engine batches one kind only): each alone
+            None => batch.iter().map(|(n, i)| n.run(ctx, i)).collect(),
+        }
     }
     fn as_any(&self) -> &dyn Any {
         self

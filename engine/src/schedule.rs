@@ -240,6 +240,8 @@ fn pass<C>(
     loop {
         if !p.ready.is_empty() {
             let batch = std::mem::take(&mut p.ready);
+            // submitted together, so that an executor can batch nodes of one kind
+            let mut tasks = Vec::new();
             let decisions: Vec<(usize, Decision)> = batch
                 .par_iter()
                 .map(|&i| (i, decide(dag, i, &p, store, files, opts, execute)))
@@ -288,12 +290,15 @@ fn pass<C>(
                         p.computing.insert(key, i);
                         p.heartbeat.started(node.node.kind());
                         in_flight += 1;
-                        executor
-                            .as_mut()
-                            .expect("runs have an executor")
-                            .submit(task);
+                        tasks.push(task);
                     }
                 }
+            }
+            if !tasks.is_empty() {
+                executor
+                    .as_mut()
+                    .expect("runs have an executor")
+                    .submit_all(tasks);
             }
             continue;
         }
