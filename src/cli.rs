@@ -298,6 +298,11 @@ pub struct RunArgs {
     /// Print one JSON summary object.
     #[arg(long)]
     pub json: bool,
+    /// The most Procrustes score nodes run as one batch when they are ready together (all
+    /// their folds' maps in one backend call: one batched launch on a GPU); 1 runs each
+    /// alone. Default: 64 on a GPU, 1 on the CPU (where batching gains nothing).
+    #[arg(long, value_name = "PAIRS", value_parser = crate::ranges::positive_count)]
+    pub score_batch: Option<usize>,
     /// Memory budget of the nodes run in this process (e.g. `8G`, `512M`): a node starts
     /// when its estimated memory fits beside the running ones', evicting cached prepared
     /// layers first; a node that alone needs more fails and says so. Default: no budget.
@@ -580,9 +585,9 @@ pub struct PairsArgs {
     /// Folds and the metrics' options.
     #[command(flatten)]
     pub options: MetricOptions,
-    /// Host memory for one batch of pairs' fold products (e.g. `2G`): more pairs per batch
-    /// means fewer, larger GPU launches.
-    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = repflow_engine::budget::parse_size)]
+    /// Host memory for one batch of pairs' fold products (e.g. `512M`; default 2G): more
+    /// pairs per batch means fewer, larger GPU launches.
+    #[arg(long, value_name = "SIZE", default_value_t = repflow_kernels::batch::BATCH_BYTES, value_parser = repflow_engine::budget::parse_size)]
     pub batch_memory: u64,
     /// Write the table here (written whole or not at all) instead of printing it.
     #[arg(long, value_name = "FILE")]

@@ -296,6 +296,34 @@ fn a_killed_run_resumes_and_matches_an_uninterrupted_one() {
 }
 
 #[test]
+fn batched_score_nodes_give_the_scores_and_keys_of_unbatched_ones() {
+    let t = tempdir();
+    for (m, seed) in [("net_a", 1), ("net_b", 2), ("net_c", 3)] {
+        write_model(&t.path().join("data"), m, seed, 300, &[8, 12, 16]);
+    }
+    let p = write_pipeline(
+        &t.path().join("p.toml"),
+        &format!(
+            "name = \"b\"\nresults = \"{}\"\nmodels = [\"net_a\", \"net_b\", \"net_c\"]\nlayers = \"all\"\nmetrics = [\"procrustes\", \"cka\"]\n\n[source]\ndir = \"data\"\n",
+            s(&t.path().join("results"))
+        ),
+    );
+    let table = || std::fs::read(t.path().join("results/scores.csv")).unwrap();
+    // one task thread, so that every Procrustes node is queued when the first is taken
+    let batched = run(&p, &t.path().join("c1"), &["--score-batch", "8", "--jobs", "1"]);
+    assert_eq!(n(&batched, "failed"), 0, "{batched}");
+    // 3 model pairs × 9 layer pairs of Procrustes, in batches; CKA never batches
+    assert_eq!(n(&batched, "batched"), 27, "{batched}");
+    let batched_table = table();
+    let alone = run(&p, &t.path().join("c2"), &["--score-batch", "1", "--jobs", "1"]);
+    assert_eq!(n(&alone, "batched"), 0);
+    assert_eq!(table(), batched_table, "batching changes no number");
+    // and no key: the batched run's store serves the unbatched run whole
+    let again = run(&p, &t.path().join("c1"), &["--score-batch", "1"]);
+    assert_eq!(n(&again, "executed"), 0, "{again}");
+}
+
+#[test]
 fn keys_are_pinned() {
     let t = tempdir();
     write_model(&t.path().join("data"), "net_a", 1, 40, &[3]);

@@ -390,6 +390,10 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn prefers_batches(&self) -> bool {
+        true
+    }
+
     fn cross_many(&self, blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)]) -> Vec<Mat<f64>> {
         let work: usize = blocks
             .iter()

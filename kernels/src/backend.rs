@@ -35,6 +35,13 @@ pub trait Backend: Send + Sync {
     /// its lower triangle.
     fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError>;
 
+    /// Whether batched calls ([`Backend::cross_many`], [`Backend::polar_many`]) are much
+    /// faster here than the same calls one at a time (a GPU: fewer, larger launches), so
+    /// that callers gather work into batches. False on the CPU.
+    fn prefers_batches(&self) -> bool {
+        false
+    }
+
     /// `aᵢᵀ bᵢ` for every pair of blocks, in one call: a GPU does them as one batched
     /// product; by default (the CPU) they run side by side on rayon's threads.
     fn cross_many(&self, blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)]) -> Vec<Mat<f64>> {

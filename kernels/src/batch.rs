@@ -5,6 +5,10 @@
 
 use std::ops::Range;
 
+/// The host memory one batch of pairs may hold by default (bytes): `repflow pairs`'s
+/// `--batch-memory` and a pipeline's batched score nodes.
+pub const BATCH_BYTES: u64 = 2 << 30;
+
 /// Consecutive ranges of `0..costs.len()` whose summed costs are at most `bound`, each as
 /// long as the bound allows; an item costing more than `bound` alone is a range of its own
 /// (whether it can run at all is the caller's question).

@@ -115,6 +115,18 @@ impl Metric {
         }
     }
 
+    /// What scoring one more pair adds to memory while a batch of pairs runs
+    /// ([`crate::Pair::score_many`], bytes), for `k` folds and layers of `nx` and `ny`
+    /// units: Procrustes holds every fold's test block, train cross-product and map
+    /// (`nx × ny` each) and their sum until the batch is done; the other metrics score the
+    /// pairs one at a time (0).
+    pub fn batch_bytes(self, k: usize, nx: usize, ny: usize) -> u64 {
+        match self {
+            Metric::Procrustes => 8 * (nx * ny) as u64 * (3 * k as u64 + 1),
+            _ => 0,
+        }
+    }
+
     /// Whether the metric is scored on held-out folds (CKA and RSA use all stimuli).
     pub fn cross_validated(self) -> bool {
         !matches!(self, Metric::Cka | Metric::Rsa)

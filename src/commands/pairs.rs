@@ -32,7 +32,10 @@ pub fn run(args: &PairsArgs) -> Result<i32, UserError> {
         .collect();
     let costs: Vec<u64> = index
         .iter()
-        .map(|&(i, j)| pair_bytes(args.metric, &settings, &xs[i], &ys[j]))
+        .map(|&(i, j)| {
+            let k = settings.folds.k;
+            args.metric.batch_bytes(k, xs[i].n_units(), ys[j].n_units())
+        })
         .collect();
     let mut progress = Progress::new(index.len());
     let mut scores: Vec<Result<Score, KernelError>> = Vec::with_capacity(index.len());
@@ -111,19 +114,6 @@ fn prepare_all(files: &[&PathBuf], settings: &Settings) -> Result<Vec<PreparedLa
         layers.push(layer);
     }
     Ok(layers)
-}
-
-/// What scoring a pair adds to memory while its batch runs: Procrustes holds each fold's
-/// block, train cross-product and map (`k` of each, `n_x × n_y`) until the batch is done;
-/// the other metrics score one pair at a time.
-fn pair_bytes(metric: Metric, settings: &Settings, x: &PreparedLayer, y: &PreparedLayer) -> u64 {
-    match metric {
-        Metric::Procrustes => {
-            let k = settings.folds.k as u64;
-            8 * (x.n_units() * y.n_units()) as u64 * (3 * k + 1)
-        }
-        _ => 0,
-    }
 }
 
 /// One row of the table.

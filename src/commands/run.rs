@@ -17,6 +17,8 @@ use crate::nodes::{registry, table, RunContext};
 use crate::pipeline::graph::PipelineDag;
 use crate::pipeline::PipelineSpec;
 
+/// Score nodes batched together by default when the backend prefers batches (a GPU).
+const DEVICE_SCORE_BATCH: usize = 64;
 /// Node kinds always run in the driver under Slurm: too small to be worth a job.
 const DRIVER_KINDS: [&str; 2] = ["folds", "table"];
 
@@ -58,7 +60,14 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();
-    let ctx = Arc::new(RunContext::default());
+    let batch = args.score_batch.unwrap_or_else(|| {
+        if repflow_kernels::backend::current().prefers_batches() {
+            DEVICE_SCORE_BATCH
+        } else {
+            1
+        }
+    });
+    let ctx = Arc::new(RunContext::default().with_score_batch(batch));
     let budget = args
         .max_memory
         .map(|limit| Arc::new(MemoryBudget::new(limit, ctx.clone())));
@@ -303,7 +312,7 @@ fn summary(dag: &PipelineDag, o: &Outcome, results: Option<&std::path::Path>) ->
         "blocked": o.count(|s| *s == State::Blocked),
         "seconds": o.seconds, "results": results.map(|p| p.display().to_string()),
         "executor": o.executor, "submitted": o.stats.submitted, "arrays": o.stats.arrays,
-        "retries": o.stats.retries,
+        "retries": o.stats.retries, "batched": o.stats.batched,
         "failures": failures.iter().map(|(l, f)| serde_json::json!({
             "node": l, "kind": f.kind, "key": f.key, "error": f.message,
             "log": f.log.as_ref().map(|p| p.display().to_string()),
@@ -340,6 +349,8 @@ fn report(
             " ({} Slurm elements in {} arrays, {} resubmitted)",
             o.stats.submitted, o.stats.arrays, o.stats.retries
         )
+    } else if o.stats.batched > 0 {
+        format!(" ({} score nodes in batches)", o.stats.batched)
     } else {
         String::new()
     };

@@ -28,9 +28,22 @@ struct Layers {
 #[derive(Default)]
 pub struct RunContext {
     layers: Mutex<Layers>,
+    score_batch: usize,
 }
 
 impl RunContext {
+    /// The same context letting up to `pairs` ready Procrustes score nodes run as one batch
+    /// (`Pair::score_many`; 0 or 1: each alone).
+    pub fn with_score_batch(mut self, pairs: usize) -> Self {
+        self.score_batch = pairs;
+        self
+    }
+
+    /// The most score nodes one batch takes (at most 1: no batching).
+    pub fn score_batch(&self) -> usize {
+        self.score_batch
+    }
+
     /// The prepared layer stored as `bundle` (digest `digest`), for scoring with `settings`;
     /// loaded once per run and settings (again after an eviction).
     pub fn prepared(

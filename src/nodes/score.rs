@@ -1,7 +1,8 @@
 //! `score`: one metric on one layer pair.
 
 use repflow_cache::Bundle;
-use repflow_engine::{Inputs, Kind, NodeError};
+use repflow_engine::{Batch, Inputs, Kind, NodeError};
+use repflow_kernels::batch::{chunks, BATCH_BYTES};
 use repflow_kernels::{Metric, Pair, SettingValue, Settings};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,67 @@ impl Kind<RunContext> for ScoreNode {
         Ok(Bundle::meta(
             to_json(&s, &x, &y, &self.settings).to_string(),
         ))
+    }
+
+    /// Procrustes nodes with the same key parameters batch when the run allows it
+    /// ([`RunContext::score_batch`]): the other metrics gain nothing from it.
+    fn batch(&self, ctx: &RunContext) -> Option<Batch> {
+        (self.metric == Metric::Procrustes && ctx.score_batch() > 1).then(|| Batch {
+            key: self.key_params().to_string(),
+            max: ctx.score_batch(),
+        })
+    }
+
+    /// Scores the nodes' pairs with [`Pair::score_many`], in chunks of at most
+    /// [`BATCH_BYTES`] of fold products; the numbers are those of [`Kind::run`].
+    fn run_many(ctx: &RunContext, nodes: &[(&Self, &Inputs)]) -> Vec<Result<Bundle, NodeError>> {
+        let loaded: Vec<_> = nodes
+            .iter()
+            .map(|(n, i)| pair_inputs(ctx, i, &n.settings))
+            .collect();
+        let mut out: Vec<Option<Result<Bundle, NodeError>>> = loaded
+            .iter()
+            .map(|l| l.as_ref().err().map(|e| Err(e.clone())))
+            .collect();
+        let ready: Vec<usize> = (0..nodes.len()).filter(|&i| out[i].is_none()).collect();
+        let layers = |i: usize| loaded[i].as_ref().expect("loaded");
+        let costs: Vec<u64> = ready
+            .iter()
+            .map(|&i| {
+                let (x, y) = layers(i);
+                let k = nodes[i].0.settings.folds.k;
+                nodes[i].0.metric.batch_bytes(k, x.n_units(), y.n_units())
+            })
+            .collect();
+        for chunk in chunks(&costs, BATCH_BYTES) {
+            let mut pairs = Vec::with_capacity(chunk.len());
+            let mut members = Vec::with_capacity(chunk.len());
+            for &i in &ready[chunk] {
+                let (x, y) = layers(i);
+                match Pair::new(x, y) {
+                    Ok(p) => {
+                        pairs.push(p);
+                        members.push(i);
+                    }
+                    Err(e) => out[i] = Some(Err(UserError::from(e).into())),
+                }
+            }
+            let Some(&first) = members.first() else {
+                continue;
+            };
+            let metric = nodes[first].0.metric;
+            for (i, s) in members.into_iter().zip(Pair::score_many(&pairs, metric)) {
+                let (x, y) = layers(i);
+                let settings = &nodes[i].0.settings;
+                out[i] = Some(
+                    s.map(|s| Bundle::meta(to_json(&s, x, y, settings).to_string()))
+                        .map_err(|e| UserError::from(e).into()),
+                );
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every node scored or failed"))
+            .collect()
     }
 }
 
