@@ -16,6 +16,8 @@ device's memory is sampled with nvidia-smi while `repflow pairs` runs (its peak)
 
 On a GPU machine (what scripts/gpu-check.sh runs):
     python3 allpairs_bench.py --repflow ./repflow
+The 2-core CPU path's estimate alone, on a machine without a device:
+    python3 scripts/allpairs_bench.py --repflow target/release/repflow --cpu-only --cpu-sample 12
 A small run of the same code on a CPU-only machine (checks the script, not a speed):
     python3 scripts/allpairs_bench.py --repflow target/release/repflow --device cpu \
         --layers 6 --scale 0.05 --stimuli 600 --cpu-sample 3 --torch-sample 3
@@ -188,6 +190,8 @@ def main():
     ap.add_argument("--cpu-sample", type=int, default=6)
     ap.add_argument("--torch-sample", type=int, default=40)
     ap.add_argument("--work", default="allpairs-data")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the 2-core CPU path's sample (on a machine without a device)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(exist_ok=True)
@@ -202,6 +206,12 @@ def main():
     sample_rng = random.Random(0)
     rows = []
     for metric in args.metrics.split(","):
+        if args.cpu_only:
+            cpu_pairs = sample_rng.sample(pairs, min(args.cpu_sample, len(pairs)))
+            per_pair, _ = cpu_sample(args.repflow, cpu_pairs, metric)
+            print(f"{metric}: 2-core CPU path, {len(cpu_pairs)} random pairs: {per_pair:.2f} s a pair, "
+                  f"all {len(pairs)} pairs ≈ {per_pair * len(pairs):.0f} s", flush=True)
+            continue
         seconds, peak, table = repflow_pairs(args.repflow, xs, ys, metric, args.device, work / f"{metric}.csv")
         print(f"{metric}: repflow pairs --device {args.device}: {seconds:.1f} s for {len(pairs)} pairs"
               + (f", device memory peak {peak} MB" if peak is not None else ""), flush=True)
@@ -221,6 +231,8 @@ def main():
                            torch_max_diff=largest_difference(table, torch_scores))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.cpu_only:
+        return
     (work / "allpairs.json").write_text(json.dumps(rows, indent=1))
     print(f"\n{'metric':<11} {'pairs':>6} {'repflow s':>10} {'2-core CPU s':>13} {'ratio':>7} "
           f"{'torch s':>9} {'ratio':>7} {'max |Δ|':>9} {'dev MB':>7}")
