@@ -309,13 +309,22 @@ fn batched_score_nodes_give_the_scores_and_keys_of_unbatched_ones() {
         ),
     );
     let table = || std::fs::read(t.path().join("results/scores.csv")).unwrap();
-    // one task thread, so that every Procrustes node is queued when the first is taken
-    let batched = run(&p, &t.path().join("c1"), &["--score-batch", "8", "--jobs", "1"]);
+    // one task thread, and batches larger than the 27 Procrustes nodes: every ready
+    // Procrustes node is taken with the others queued (they become ready 3 or 6 at once)
+    let batched = run(
+        &p,
+        &t.path().join("c1"),
+        &["--score-batch", "64", "--jobs", "1"],
+    );
     assert_eq!(n(&batched, "failed"), 0, "{batched}");
     // 3 model pairs × 9 layer pairs of Procrustes, in batches; CKA never batches
     assert_eq!(n(&batched, "batched"), 27, "{batched}");
     let batched_table = table();
-    let alone = run(&p, &t.path().join("c2"), &["--score-batch", "1", "--jobs", "1"]);
+    let alone = run(
+        &p,
+        &t.path().join("c2"),
+        &["--score-batch", "1", "--jobs", "1"],
+    );
     assert_eq!(n(&alone, "batched"), 0);
     assert_eq!(table(), batched_table, "batching changes no number");
     // and no key: the batched run's store serves the unbatched run whole
