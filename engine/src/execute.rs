@@ -110,28 +110,27 @@ pub fn execute_many<C>(
         }
     };
     let seconds = t.elapsed().as_secs_f64() / ready.len() as f64;
-    // the read failures as they are; each ready task's placeholder is replaced below
-    let mut results: Vec<Result<Digest, TaskError>> = read
-        .into_iter()
-        .map(|r| r.map(|_| Digest::of(&[])))
-        .collect();
-    for (i, out) in ready.into_iter().zip(outputs) {
-        let task = &tasks[i];
-        results[i] = out
-            .map_err(|e| TaskError::new(e.message))
-            .and_then(|bundle| {
-                commit(
-                    store,
-                    &task.key,
-                    &task.parts,
-                    task.input_keys.clone(),
-                    &bundle,
-                    seconds,
-                )
-                .map_err(|e| TaskError::new(e.to_string()))
-            });
-    }
-    results
+    // the outputs belong, in order, to the tasks whose inputs were read
+    let mut outputs = outputs.into_iter();
+    read.into_iter()
+        .zip(tasks)
+        .map(|(r, task)| {
+            r?;
+            let bundle = outputs
+                .next()
+                .expect("an output per task read")
+                .map_err(|e| TaskError::new(e.message))?;
+            commit(
+                store,
+                &task.key,
+                &task.parts,
+                task.input_keys.clone(),
+                &bundle,
+                seconds,
+            )
+            .map_err(|e| TaskError::new(e.to_string()))
+        })
+        .collect()
 }
 
 /// `task`'s inputs, each mapped by `map` (the store's `get`, or `peek` for an estimate); on
