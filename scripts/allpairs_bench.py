@@ -105,7 +105,8 @@ def repflow_pairs(repflow, xs, ys, metric, device, out):
 
 
 def cpu_sample(repflow, pairs, metric):
-    """Seconds per pair of `repflow score` on two cores, and the scores."""
+    """Mean seconds per pair of `repflow score` on two cores, its standard error, and the
+    scores."""
     pin = ["taskset", "-c", "0,1"] if shutil.which("taskset") else []
     env = dict(os.environ, RAYON_NUM_THREADS="2")
     times, scores = [], {}
@@ -117,7 +118,8 @@ def cpu_sample(repflow, pairs, metric):
         if run.returncode != 0:
             sys.exit(f"repflow score failed: {run.stderr}")
         scores[(str(x), str(y))] = json.loads(run.stdout)["score"]
-    return float(np.mean(times)), scores
+    sem = float(np.std(times, ddof=1) / np.sqrt(len(times))) if len(times) > 1 else float("nan")
+    return float(np.mean(times)), sem, scores
 
 
 def kfold(m, k=5, seed=42):
@@ -208,15 +210,16 @@ def main():
     for metric in args.metrics.split(","):
         if args.cpu_only:
             cpu_pairs = sample_rng.sample(pairs, min(args.cpu_sample, len(pairs)))
-            per_pair, _ = cpu_sample(args.repflow, cpu_pairs, metric)
-            print(f"{metric}: 2-core CPU path, {len(cpu_pairs)} random pairs: {per_pair:.2f} s a pair, "
-                  f"all {len(pairs)} pairs ≈ {per_pair * len(pairs):.0f} s", flush=True)
+            per_pair, sem, _ = cpu_sample(args.repflow, cpu_pairs, metric)
+            print(f"{metric}: 2-core CPU path, {len(cpu_pairs)} random pairs: {per_pair:.2f} ± {sem:.2f} s "
+                  f"a pair, all {len(pairs)} pairs ≈ {per_pair * len(pairs):.0f} ± {sem * len(pairs):.0f} s",
+                  flush=True)
             continue
         seconds, peak, table = repflow_pairs(args.repflow, xs, ys, metric, args.device, work / f"{metric}.csv")
         print(f"{metric}: repflow pairs --device {args.device}: {seconds:.1f} s for {len(pairs)} pairs"
               + (f", device memory peak {peak} MB" if peak is not None else ""), flush=True)
         cpu_pairs = sample_rng.sample(pairs, min(args.cpu_sample, len(pairs)))
-        per_pair, cpu_scores = cpu_sample(args.repflow, cpu_pairs, metric)
+        per_pair, _, cpu_scores = cpu_sample(args.repflow, cpu_pairs, metric)
         cpu_total = per_pair * len(pairs)
         row = dict(metric=metric, pairs=len(pairs), device=args.device, repflow_s=seconds,
                    device_memory_mb=peak, cpu_2core_s=cpu_total, cpu_sample=len(cpu_pairs),
