@@ -124,4 +124,16 @@ fn bad_layer_files_are_refused_naming_the_file() {
     let (code, _, stderr) = pairs(&x, &x, &["--folds", "1"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--folds"), "{stderr}");
+    // an --out that cannot be written is refused before any pair is scored
+    let nowhere = s(&dir.path().join("no/such/folder/t.csv"));
+    let folder = s(dir.path());
+    for (out, needle) in [(&nowhere, "does not exist"), (&folder, "is a folder")] {
+        let (code, _, stderr) = pairs(&x, &x, &["--out", out]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        assert!(
+            !stderr.contains("pairs:"),
+            "scored before refusing: {stderr}"
+        );
+    }
 }

@@ -24,6 +24,9 @@ use crate::score_json::to_json;
 /// why; every other pair is still in the table).
 pub fn run(args: &PairsArgs) -> Result<i32, UserError> {
     let settings = args.options.settings()?;
+    if let Some(out) = &args.out {
+        check_writable(out)?;
+    }
     let files: Vec<&PathBuf> = args.x.iter().chain(&args.y).collect();
     let layers = prepare_all(&files, &settings)?;
     let (xs, ys) = layers.split_at(args.x.len());
@@ -77,6 +80,28 @@ pub fn run(args: &PairsArgs) -> Result<i32, UserError> {
         );
     }
     Ok(i32::from(failed > 0))
+}
+
+/// Refuses an `--out` whose folder does not exist before any work is done (an all-pairs
+/// run can take hours; its table must not be lost to a typo at the end).
+fn check_writable(out: &Path) -> Result<(), UserError> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() && !out.is_dir() {
+        return Ok(());
+    }
+    Err(UserError::input(format!(
+        "--out `{}`: {}",
+        out.display(),
+        if out.is_dir() {
+            "is a folder; give a file name".to_string()
+        } else {
+            format!("the folder `{}` does not exist", parent.display())
+        }
+    ))
+    .hint("create the folder first, or give --out a path in an existing one"))
 }
 
 /// Reads, checks and prepares every layer file (in parallel once read); errors name the
