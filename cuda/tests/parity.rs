@@ -35,6 +35,21 @@ fn assert_close(a: &Mat<f64>, b: &Mat<f64>, tol: f64, what: &str) {
     );
 }
 
+/// `scores` with the CPU backend installed, then with `gpu`: each GPU score within 1e-9 of
+/// the CPU's (relative, floored at 1e-3); returns how many there are.
+fn agree_on_cpu_and_gpu(gpu: CudaBackend, scores: impl Fn() -> Vec<f64>) -> usize {
+    backend::install(Arc::new(Cpu));
+    let cpu = scores();
+    backend::install(Arc::new(gpu));
+    let on_gpu = scores();
+    backend::install(Arc::new(Cpu));
+    assert_eq!(on_gpu.len(), cpu.len());
+    for (a, b) in on_gpu.iter().zip(&cpu) {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
+    }
+    cpu.len()
+}
+
 #[test]
 fn backend_operations_match_the_cpu() {
     let Some(gpu) = device() else { return };
@@ -78,14 +93,7 @@ fn every_metric_scores_the_same_on_the_gpu() {
             .map(|&m| pair.score(m).unwrap().score)
             .collect()
     };
-    backend::install(Arc::new(Cpu));
-    let cpu = score_all();
-    backend::install(Arc::new(gpu));
-    let on_gpu = score_all();
-    backend::install(Arc::new(Cpu));
-    for (a, b) in on_gpu.iter().zip(&cpu) {
-        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
-    }
+    agree_on_cpu_and_gpu(gpu, score_all);
 }
 
 #[test]
@@ -155,15 +163,7 @@ fn batched_operations_and_all_pairs_match_the_cpu() {
             .flat_map(|s| s.unwrap().fold_scores)
             .collect()
     };
-    backend::install(Arc::new(Cpu));
-    let cpu = all_pairs();
-    backend::install(Arc::new(gpu));
-    let on_gpu = all_pairs();
-    backend::install(Arc::new(Cpu));
-    assert_eq!(cpu.len(), 16 * 5);
-    for (a, b) in on_gpu.iter().zip(&cpu) {
-        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{a} vs {b}");
-    }
+    assert_eq!(agree_on_cpu_and_gpu(gpu, all_pairs), 16 * 5);
 }
 
 #[test]

@@ -31,13 +31,23 @@ pub fn execute<C>(
     };
     let t = Instant::now();
     let bundle = run_guarded(task.node.as_ref(), ctx, &inputs).map_err(TaskError::new)?;
+    store_output(store, task, &bundle, t.elapsed().as_secs_f64())
+}
+
+/// Stores `task`'s output and entry ([`commit`]); the task's error when that fails.
+fn store_output<C>(
+    store: &Store,
+    task: &Task<C>,
+    bundle: &Bundle,
+    seconds: f64,
+) -> Result<Digest, TaskError> {
     commit(
         store,
         &task.key,
         &task.parts,
         task.input_keys.clone(),
-        &bundle,
-        t.elapsed().as_secs_f64(),
+        bundle,
+        seconds,
     )
     .map_err(|e| TaskError::new(e.to_string()))
 }
@@ -120,15 +130,7 @@ pub fn execute_many<C>(
                 .next()
                 .expect("an output per task read")
                 .map_err(|e| TaskError::new(e.message))?;
-            commit(
-                store,
-                &task.key,
-                &task.parts,
-                task.input_keys.clone(),
-                &bundle,
-                seconds,
-            )
-            .map_err(|e| TaskError::new(e.to_string()))
+            store_output(store, task, &bundle, seconds)
         })
         .collect()
 }

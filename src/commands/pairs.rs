@@ -126,14 +126,8 @@ fn prepare_all(files: &[&PathBuf], settings: &Settings) -> Result<Vec<PreparedLa
             }
             Some(_) => {}
         }
-        if m.nrows() < settings.folds.k {
-            return Err(UserError::input(format!(
-                "`{name}` has {} stimuli, fewer than the {} folds",
-                m.nrows(),
-                settings.folds.k
-            ))
-            .hint("use --folds with a smaller number, or more stimuli"));
-        }
+        super::score::enough_stimuli(m.nrows(), settings.folds.k)
+            .map_err(|e| e.prefixed(&format!("`{name}`: ")))?;
         let layer = PreparedLayer::new(m, settings)
             .map_err(|e| UserError::from(e).prefixed(&format!("`{name}`: ")))?;
         layers.push(layer);

@@ -67,6 +67,17 @@ pub fn compute(
     score_prepared(args, a, b, progress)
 }
 
+/// Refuses fewer stimuli (rows) than folds.
+pub(crate) fn enough_stimuli(rows: usize, k: usize) -> Result<(), UserError> {
+    if rows >= k {
+        return Ok(());
+    }
+    Err(
+        UserError::input(format!("{rows} stimuli are fewer than the {k} folds"))
+            .hint("use --folds with a smaller number, or more stimuli"),
+    )
+}
+
 /// Checks `x` and `y` (named `names` in messages) and prepares both layers with `args`'
 /// settings (X rotated first with `--rotate-x`).
 fn prepare(
@@ -88,14 +99,7 @@ fn prepare(
         ))
         .hint("rows must be the same stimuli in the same order in both files"));
     }
-    if x.nrows() < settings.folds.k {
-        return Err(UserError::input(format!(
-            "{} stimuli are fewer than the {} folds",
-            x.nrows(),
-            settings.folds.k
-        ))
-        .hint("use --folds with a smaller number, or more stimuli"));
-    }
+    enough_stimuli(x.nrows(), settings.folds.k)?;
     let rotated;
     let x = match args.rotate_x {
         Some(seed) => {
