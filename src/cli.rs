@@ -400,8 +400,10 @@ pub enum CacheCommand {
 /// Flags of `repflow exec-node`.
 #[derive(clap::Args, Debug)]
 pub struct ExecNodeArgs {
-    /// The node's key (its recipe must be in the store).
-    pub key: String,
+    /// The nodes' keys (their recipes must be in the store); nodes of a kind that batches
+    /// run together, as in `repflow run`.
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -19,15 +19,26 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    // The commands that score pick their device here; `run` reads its pipeline's first.
+    // The commands that score pick their device here; `run` picks its own (flag over its
+    // pipeline's `options.device`; a Slurm driver tolerates a GPU it lacks), reading the flag
+    // from `REPFLOW_DEVICE`, which its cluster jobs inherit.
+    if let (Command::Run(_), Some(choice)) = (&cli.command, cli.device.as_deref()) {
+        // (set before any thread starts)
+        std::env::set_var("REPFLOW_DEVICE", choice);
+    }
     let scores = matches!(
         cli.command,
         Command::Score(_) | Command::Pairs(_) | Command::Shift(_) | Command::ExecNode(_)
     );
-    if let Some(choice) = cli.device.as_deref().or(scores.then_some("auto")) {
+    let own = !matches!(cli.command, Command::Run(_));
+    if let Some(choice) = cli
+        .device
+        .as_deref()
+        .filter(|_| own)
+        .or(scores.then_some("auto"))
+    {
         // compiled GPU kernels live in the store of the commands that have one
         let ptx = match &cli.command {
-            Command::Run(a) => Some(a.store.dir().join("ptx")),
             Command::ExecNode(a) => Some(a.store.dir().join("ptx")),
             _ => None,
         };

@@ -146,6 +146,47 @@ fn a_separate_process_executes_a_node_from_the_store_and_its_key() {
     );
     assert!(entry.exists());
     assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+
+    // Several keys in one call (a batched Slurm element): every score node at once, with a
+    // key the store has no recipe for among them — it fails alone, named; the others run.
+    let scores: Vec<String> = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["node"].as_str().unwrap().starts_with("score/"))
+        .map(|n| n["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(scores.len() >= 4, "{plan}");
+    let entry = |k: &str| cache.join("v2/entries").join(&k[..2]).join(&k[2..]);
+    for k in &scores {
+        std::fs::remove_file(entry(k)).unwrap();
+    }
+    let unknown = "ab".repeat(32);
+    let mut args = vec!["exec-node", "--cache"];
+    let c = s(&cache);
+    args.push(&c);
+    args.extend(scores.iter().map(String::as_str));
+    args.push(&unknown);
+    let out = repflow(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no recipe") && err.contains(&unknown[..12]),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("executed score/").count(),
+        scores.len(),
+        "{stdout}"
+    );
+    assert!(scores.iter().all(|k| entry(k).exists()));
+    assert_eq!(n(&run(&p, &cache, &[]), "executed"), 0);
+    // a key that is not a key: exit 2, naming it
+    let out = repflow(&["exec-node", "--cache", &c, &scores[0], "not-a-key"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("key `not-a-key`"), "{err}");
 }
 
 #[test]

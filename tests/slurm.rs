@@ -39,6 +39,8 @@ impl Cluster {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        // MaxArraySize 40 (Slurm's default is 1001) so that the example's 144 score nodes
+        // must go out as several arrays.
         let conf = format!(
             "ClusterName=repflow\nSlurmctldHost=localhost\nSlurmUser=root\nAuthType=auth/munge\nCredType=cred/munge\n\
 ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nMpiDefault=none\nSchedulerType=sched/backfill\n\
@@ -46,7 +48,7 @@ SchedulerParameters=sched_interval=1,bf_interval=1,sched_min_interval=0\nSelectT
 SelectTypeParameters=CR_Core\nReturnToService=2\nStateSaveLocation={r}/state\nSlurmdSpoolDir={r}/spool\n\
 SlurmctldPidFile={r}/slurmctld.pid\nSlurmdPidFile={r}/slurmd.pid\nSlurmctldLogFile={r}/log/slurmctld.log\n\
 SlurmdLogFile={r}/log/slurmd.log\nJobCompType=jobcomp/filetxt\nJobCompLoc={r}/log/jobcomp.txt\nMinJobAge=3600\n\
-AccountingStorageType=accounting_storage/none\nJobAcctGatherType=jobacct_gather/none\nMaxArraySize=10001\n\
+AccountingStorageType=accounting_storage/none\nJobAcctGatherType=jobacct_gather/none\nMaxArraySize=40\n\
 NodeName=localhost CPUs={cpus} RealMemory=1000 State=UNKNOWN\n\
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
             r = r.display()
@@ -209,6 +211,22 @@ fn throttled(p: &Path, cache: &Path) -> Child {
         .unwrap()
 }
 
+/// The lines (one array element's keys each) of every key file that the runs on `cache`
+/// wrote (`<cache>/v2/slurm/<run>/N.keys`), one list per array.
+fn key_file_lines(cache: &Path) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for run in std::fs::read_dir(cache.join("v2").join("slurm")).unwrap() {
+        for f in std::fs::read_dir(run.unwrap().path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "keys") {
+                let text = std::fs::read_to_string(&f).unwrap();
+                out.push(text.lines().map(str::to_string).collect());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn pipelines_run_on_a_real_slurm() {
     let cluster = match Cluster::start() {
@@ -268,6 +286,43 @@ fn pipelines_run_on_a_real_slurm() {
     eprintln!(
         "slurm: {submitted} elements in {arrays} arrays, {wall:.1} s (local: {:.1} s)",
         local["seconds"].as_f64().unwrap()
+    );
+
+    // No array exceeded the cluster's MaxArraySize (40): its key files have at most 40 lines.
+    let lines = key_file_lines(&cache);
+    assert!(
+        lines.iter().map(Vec::len).max() <= Some(40),
+        "an array of more than 40 elements"
+    );
+    assert!(
+        arrays >= 5,
+        "144 score nodes need at least 4 arrays of 40: {first}"
+    );
+
+    // Procrustes nodes batched 8 to an element: the same scores byte for byte, fewer
+    // elements, and elements whose line holds several keys.
+    std::fs::remove_dir_all(t.path().join("results")).unwrap();
+    let batched_cache = t.path().join("batched");
+    let b = slurm(&p, &batched_cache, &["--score-batch", "8"]);
+    assert_eq!(b["failed"], 0, "{b}");
+    assert!(b["batched"].as_u64().unwrap() >= 8, "{b}");
+    assert!(
+        b["submitted"].as_u64().unwrap() < submitted,
+        "{b} vs {first}"
+    );
+    let widest = key_file_lines(&batched_cache)
+        .iter()
+        .flatten()
+        .map(|line| line.split_whitespace().count())
+        .max();
+    assert!(matches!(widest, Some(2..=8)), "{widest:?}");
+    assert_eq!(
+        std::fs::read(t.path().join("results/scores.csv")).unwrap(),
+        expected
+    );
+    eprintln!(
+        "slurm, --score-batch 8: {} elements in {} arrays, {} nodes batched",
+        b["submitted"], b["arrays"], b["batched"]
     );
 
     // A fully cached rerun submits nothing.
@@ -353,6 +408,29 @@ fn pipelines_run_on_a_real_slurm() {
             .count()
             == 1 + 4
     );
+
+    // A GPU the driver lacks (a login node) is not the driver's error: it runs its own nodes
+    // on the CPU, and its jobs get `cuda` through REPFLOW_DEVICE — on this GPU-less cluster
+    // they fail, saying why.
+    if repflow_cuda::probe().is_err() {
+        let out = Command::new(env!("CARGO_BIN_EXE_repflow"))
+            .args(["run", &s(&sp), "--cache", &s(&small.join("cuda-cache"))])
+            .args(["--json", "--executor", "slurm", "--slurm-poll", "0.2"])
+            .args(["--retries", "0", "--device", "cuda"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("`cuda` is not usable on this machine") && err.contains("use the CPU"),
+            "{err}"
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            summary["failures"].to_string().contains("cuda"),
+            "the jobs did not get `cuda`: {summary}"
+        );
+    }
 
     // SIGTERM (as Ctrl-C) cancels the run's jobs: nothing of it is left queued or running.
     let child = throttled(&sp, &small.join("term-cache"));

@@ -62,11 +62,12 @@ pub struct Completion {
 /// Counts an executor reports at the end of a run (zero for the local one).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExecutorStats {
-    /// Tasks handed to the cluster (array elements, resubmissions included).
+    /// Array elements handed to the cluster (resubmissions included); an element runs one
+    /// node, or a batch of nodes of one kind.
     pub submitted: usize,
     /// Cluster jobs (arrays) submitted.
     pub arrays: usize,
-    /// Elements resubmitted after a failure.
+    /// Nodes resubmitted after their element failed.
     pub retries: usize,
     /// Nodes that ran in a batch with others of their kind ([`crate::Kind::batch`]).
     pub batched: usize,

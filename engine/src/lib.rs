@@ -35,7 +35,7 @@ pub use dag::{Dag, DagNode, GraphError};
 pub use executor::{Completion, Executor, ExecutorStats, Task, TaskError};
 pub use keys::KeyParts;
 pub use local::Local;
-pub use node::{Batch, Input, Inputs, Kind, Node, NodeError};
+pub use node::{group_batches, Batch, Input, Inputs, Kind, Node, NodeError};
 pub use registry::Registry;
 pub use schedule::{Failure, Outcome, RunOptions, State};
 pub use slurm::{Resources, Slurm, SlurmConfig};

@@ -121,12 +121,17 @@ impl<C: Send + Sync + 'static> Local<C> {
         out.into_iter().map(|(c, _)| c).collect()
     }
 
-    fn queued(&self, task: Task<C>) -> Queued<C> {
-        let batch = task
-            .node
+    /// How `task` may be batched in this run: its kind and [`Batch`] when its kind batches
+    /// more than one node at a time.
+    pub fn batch_of(&self, task: &Task<C>) -> Option<(&'static str, Batch)> {
+        task.node
             .batch(&self.ctx)
             .filter(|b| b.max > 1)
-            .map(|b| (task.node.kind(), b));
+            .map(|b| (task.node.kind(), b))
+    }
+
+    fn queued(&self, task: Task<C>) -> Queued<C> {
+        let batch = self.batch_of(&task);
         Queued { task, batch }
     }
 }

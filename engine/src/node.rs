@@ -73,6 +73,44 @@ pub struct Batch {
     pub max: usize,
 }
 
+/// `items` cut into the groups that run together: an item whose batch (`batch`: its kind
+/// and [`Batch`], `None` when it runs alone) has `max > 1` joins the first open group of
+/// its kind and key until that group holds `max`; every other item is a group of its own.
+/// Groups keep their items' order and come in the order of their first items. Executors
+/// that receive many tasks at once (Slurm's array elements, a worker's keys) group with it.
+pub fn group_batches<T>(
+    items: Vec<T>,
+    batch: impl Fn(&T) -> Option<(&'static str, Batch)>,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    // per group: its kind, key and size limit, while it can take more
+    let mut open: Vec<Option<(&'static str, Batch)>> = Vec::new();
+    for item in items {
+        let Some((kind, b)) = batch(&item).filter(|(_, b)| b.max > 1) else {
+            groups.push(vec![item]);
+            open.push(None);
+            continue;
+        };
+        let at = open.iter().position(|o| {
+            o.as_ref()
+                .is_some_and(|(k, o)| *k == kind && o.key == b.key)
+        });
+        match at {
+            Some(g) => {
+                groups[g].push(item);
+                if groups[g].len() >= b.max {
+                    open[g] = None;
+                }
+            }
+            None => {
+                groups.push(vec![item]);
+                open.push(Some((kind, b)));
+            }
+        }
+    }
+    groups
+}
+
 /// A node as the engine holds it: any [`Kind`], behind a pointer.
 pub trait Node<C>: Send + Sync {
     /// The kind's name.
@@ -214,5 +252,61 @@ impl Inputs {
     /// Every input called `name`, in input order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Input> + 'a {
         self.items.iter().filter(move |i| i.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str, max: usize) -> Option<(&'static str, Batch)> {
+        Some((
+            "k",
+            Batch {
+                key: key.into(),
+                max,
+            },
+        ))
+    }
+
+    #[test]
+    fn groups_hold_one_kind_and_key_up_to_the_batch_size_in_order() {
+        // (name, batch key or none, max)
+        let items = vec![
+            ("a1", Some("a"), 3),
+            ("b1", Some("b"), 3),
+            ("solo", None, 0),
+            ("a2", Some("a"), 3),
+            ("a3", Some("a"), 3),
+            ("a4", Some("a"), 3),
+            ("one", Some("c"), 1),
+            ("b2", Some("b"), 3),
+        ];
+        let groups = group_batches(items, |(_, key, max)| key.and_then(|k| batch(k, *max)));
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(n, _, _)| *n).collect())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                vec!["a1", "a2", "a3"],
+                vec!["b1", "b2"],
+                vec!["solo"],
+                vec!["a4"],
+                vec!["one"],
+            ]
+        );
+        // another kind with the same key is another group
+        let mixed = group_batches(vec![0, 1, 2], |i| {
+            Some((
+                if *i == 1 { "other" } else { "k" },
+                Batch {
+                    key: "same".into(),
+                    max: 4,
+                },
+            ))
+        });
+        assert_eq!(mixed, vec![vec![0, 2], vec![1]]);
     }
 }

@@ -3,10 +3,11 @@
 
 use repflow_cache::{Digest, Key, Store};
 
-use crate::execute::execute;
+use crate::execute::{execute, execute_many};
 use crate::executor::Task;
 use crate::files::FileDigests;
 use crate::keys::KeyParts;
+use crate::node::group_batches;
 use crate::registry::Registry;
 
 /// What a worker did with a key.
@@ -31,11 +32,77 @@ pub fn execute_key<C>(
 where
     C: 'static,
 {
+    execute_keys(store, registry, ctx, std::slice::from_ref(key))
+        .pop()
+        .expect("one outcome per key")
+}
+
+/// [`execute_key`] for each of `keys` (one Slurm array element may hold several): nodes of
+/// one kind whose batches ([`crate::Kind::batch`] under `ctx`) match run together through
+/// one [`execute_many`], the others alone. One outcome per key, in order; a key that fails
+/// fails alone.
+pub fn execute_keys<C>(
+    store: &Store,
+    registry: &Registry<C>,
+    ctx: &C,
+    keys: &[Key],
+) -> Vec<Result<WorkerOutcome, String>>
+where
+    C: 'static,
+{
+    let mut outcomes: Vec<Option<Result<WorkerOutcome, String>>> = Vec::new();
+    let mut tasks = Vec::new();
+    for (at, key) in keys.iter().enumerate() {
+        match rebuild(store, registry, key) {
+            Ok(Rebuilt::Done(d)) => outcomes.push(Some(Ok(WorkerOutcome::AlreadyDone(d)))),
+            Ok(Rebuilt::Task(task)) => {
+                outcomes.push(None);
+                tasks.push((at, *task));
+            }
+            Err(e) => outcomes.push(Some(Err(e))),
+        }
+    }
+    let groups = group_batches(tasks, |(_, task)| {
+        task.node.batch(ctx).map(|b| (task.node.kind(), b))
+    });
+    for group in groups {
+        let (ats, group): (Vec<usize>, Vec<Task<C>>) = group.into_iter().unzip();
+        let results = if group.len() > 1 {
+            execute_many(store, ctx, &group, None)
+        } else {
+            vec![execute(store, ctx, &group[0], None)]
+        };
+        for ((at, task), result) in ats.into_iter().zip(group).zip(results) {
+            outcomes[at] = Some(
+                result
+                    .map(|d| WorkerOutcome::Executed(task.label.clone(), d))
+                    .map_err(|e| format!("{} ({}): {}", task.label, task.key.short(), e.message)),
+            );
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every key executed or refused"))
+        .collect()
+}
+
+/// What a worker finds under a key: an output already stored, or the node to execute.
+enum Rebuilt<C> {
+    Done(Digest),
+    Task(Box<Task<C>>),
+}
+
+/// The node stored under `key`, rebuilt from its recipe and checked (see [`execute_key`]),
+/// or its output when the store already has it.
+fn rebuild<C>(store: &Store, registry: &Registry<C>, key: &Key) -> Result<Rebuilt<C>, String>
+where
+    C: 'static,
+{
     if let Some((entry, _)) = store.lookup(key) {
         return entry
             .object
             .parse()
-            .map(WorkerOutcome::AlreadyDone)
+            .map(Rebuilt::Done)
             .map_err(|e| format!("entry {}: {e}", key.short()));
     }
     let recipe = store.recipe(key).ok_or_else(|| {
@@ -86,7 +153,7 @@ where
             "the recipe does not reproduce its key (its parameters or inputs differ); run the pipeline again".into(),
         ));
     }
-    let task = Task {
+    Ok(Rebuilt::Task(Box::new(Task {
         index: 0,
         label: recipe.label.clone(),
         key: *key,
@@ -94,7 +161,5 @@ where
         input_keys: recipe.inputs.clone(),
         inputs,
         node,
-    };
-    let digest = execute(store, ctx, &task, None).map_err(|e| at(e.message))?;
-    Ok(WorkerOutcome::Executed(recipe.label, digest))
+    })))
 }

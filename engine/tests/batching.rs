@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use repflow_cache::{Bundle, Store};
 use repflow_engine::schedule::{run, RunOptions, State};
-use repflow_engine::{Batch, Dag, DagNode, Inputs, Kind, Local, NodeError};
+use repflow_engine::worker::{execute_keys, WorkerOutcome};
+use repflow_engine::{Batch, Dag, DagNode, Inputs, Kind, Local, NodeError, Registry};
 use serde::{Deserialize, Serialize};
 
 /// Per-run context: the size of every `run_many` batch, and the nodes run alone.
@@ -177,5 +178,63 @@ fn a_failing_node_fails_alone_and_a_panicking_batch_runs_node_by_node() {
     assert_eq!(
         (out[1].as_deref(), out[3].as_deref()),
         (Some("101"), Some("102"))
+    );
+}
+
+#[test]
+fn a_worker_given_several_keys_runs_the_batchable_ones_together() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(t.path()).unwrap());
+    // five adds of group g (batch size 8), one of group h, and one that fails
+    let adds: Vec<_> = [1, 2, 3, 4, 5]
+        .iter()
+        .map(|&a| add(a, "g", 8))
+        .chain([add(6, "h", 8), add(13, "g", 8)])
+        .collect();
+    let (o, _) = run_adds(&store, adds);
+    let out = outputs(&store, &o);
+    let keys: Vec<_> = (1..=7)
+        .map(|i| o.parts[i].as_ref().unwrap().key())
+        .collect();
+    // a worker finds the outputs already there
+    let registry = Registry::<Log>::new().with::<Root>().with::<Add>();
+    let log = Log::default();
+    let done = execute_keys(&store, &registry, &log, &keys[..5]);
+    assert!(done
+        .iter()
+        .all(|r| matches!(r, Ok(WorkerOutcome::AlreadyDone(_)))));
+    assert!(log.batches.lock().unwrap().is_empty());
+    // without them, it executes: g's five and the failing one in one batch, h alone
+    for k in &keys {
+        store.remove_entry(k);
+    }
+    let mut asked = keys.clone();
+    asked.push(keys[0]); // a key given twice runs once per mention, the same output
+    let outcomes = execute_keys(&store, &registry, &log, &asked);
+    assert_eq!(*log.batches.lock().unwrap(), vec![7]);
+    assert_eq!(*log.alone.lock().unwrap(), vec![6]);
+    for (i, r) in outcomes.iter().enumerate().take(6) {
+        match r {
+            Ok(WorkerOutcome::Executed(label, d)) => {
+                assert_eq!(
+                    label,
+                    &format!("add{}{}", i + 1, if i == 5 { "h" } else { "g" })
+                );
+                assert_eq!(Some(store.get(d).unwrap().meta().to_string()), out[i + 1]);
+            }
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    let e = outcomes[6].as_ref().unwrap_err();
+    assert!(e.contains("add13g") && e.contains("13 is unlucky"), "{e}");
+    assert!(matches!(&outcomes[7], Ok(WorkerOutcome::Executed(l, _)) if l == "add1g"));
+    // a key the store has no recipe for fails alone, naming it
+    let unknown = repflow_cache::Digest::of(b"no such node");
+    let outcomes = execute_keys(&store, &registry, &log, &[keys[1], unknown]);
+    assert!(matches!(&outcomes[0], Ok(WorkerOutcome::AlreadyDone(_))));
+    let e = outcomes[1].as_ref().unwrap_err();
+    assert!(
+        e.contains("no recipe") && e.contains(&unknown.short()),
+        "{e}"
     );
 }

@@ -42,11 +42,22 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     }
     let (plan, dag) = super::load_plan_and_dag(&args.pipeline)?;
     if !repflow_kernels::backend::installed() {
-        let origin = format!("{}: `options.device`", plan.spec.path.display());
-        let choice = plan.spec.options.device.as_deref().unwrap_or("auto");
-        crate::device::install(choice, &origin, Some(&args.store.dir().join("ptx")))?;
+        // `--device` (main puts it in REPFLOW_DEVICE) over the pipeline's `options.device`
+        let (choice, origin) = match std::env::var("REPFLOW_DEVICE") {
+            Ok(flag) => (flag, "--device".to_string()),
+            Err(_) => (
+                plan.spec.options.device.clone().unwrap_or("auto".into()),
+                format!("{}: `options.device`", plan.spec.path.display()),
+            ),
+        };
+        let ptx = args.store.dir().join("ptx");
+        if args.executor == "slurm" {
+            crate::device::install_for_driver(&choice, &origin, Some(&ptx))?;
+        } else {
+            crate::device::install(&choice, &origin, Some(&ptx))?;
+        }
         // Slurm workers (`repflow exec-node`) inherit the choice through the environment.
-        std::env::set_var("REPFLOW_DEVICE", choice);
+        std::env::set_var("REPFLOW_DEVICE", &choice);
     }
     let results_dir = plan.spec.results_dir();
     let store = Arc::new(super::open_store(&args.store.dir())?);
@@ -60,13 +71,9 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();
-    let batch = args.score_batch.unwrap_or_else(|| {
-        if repflow_kernels::backend::current().prefers_batches() {
-            DEVICE_SCORE_BATCH
-        } else {
-            1
-        }
-    });
+    let batch = args
+        .score_batch
+        .unwrap_or_else(|| default_score_batch(args, &plan.spec));
     let ctx = Arc::new(RunContext::default().with_score_batch(batch));
     let budget = args
         .max_memory
@@ -121,6 +128,27 @@ pub fn run_summary(args: &RunArgs, print: bool) -> Result<(i32, serde_json::Valu
     Ok((code, v))
 }
 
+/// `--score-batch` when not given: [`DEVICE_SCORE_BATCH`] where score nodes run on a GPU —
+/// this process's backend prefers batches, or on Slurm the `score` kind's jobs ask for one
+/// (`[slurm.kinds.score] gres = "gpu…"`; the driver's own device says nothing about the
+/// workers') — else 1.
+fn default_score_batch(args: &RunArgs, spec: &PipelineSpec) -> usize {
+    let on_gpu = if args.executor == "slurm" {
+        spec.slurm
+            .as_ref()
+            .and_then(|t| t.kinds.get("score"))
+            .and_then(|r| r.gres.as_deref())
+            .is_some_and(|g| g.contains("gpu"))
+    } else {
+        repflow_kernels::backend::current().prefers_batches()
+    };
+    if on_gpu {
+        DEVICE_SCORE_BATCH
+    } else {
+        1
+    }
+}
+
 /// The Slurm executor's settings: flags over the pipeline's `[slurm]` table over defaults.
 fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, UserError> {
     let table = spec.slurm.clone().unwrap_or_default();
@@ -163,6 +191,7 @@ fn slurm_config(args: &RunArgs, spec: &PipelineSpec) -> Result<SlurmConfig, User
         store_dir,
         partition: args.slurm_partition.clone().or(table.partition),
         array_max: args.slurm_array_max.or(table.array_max),
+        max_array_size: None,
         args: table.args.iter().chain(&args.slurm_arg).cloned().collect(),
         poll: Duration::from_secs_f64(poll),
         retries: args.retries.or(table.retries).unwrap_or(2),

@@ -1,7 +1,9 @@
 //! The Slurm executor. Ready tasks of one kind go out together as one `sbatch --array` job
-//! (never one job per node); each element runs `repflow exec-node --cache DIR KEY` with its
-//! key read from a file by `SLURM_ARRAY_TASK_ID`. Kinds too small to be worth a job run in
-//! the driver on a [`Local`] executor. One batched status query per poll covers the whole
+//! (never one job per node; split into several arrays where the cluster's `MaxArraySize`
+//! requires); each element runs `repflow exec-node --cache DIR KEY…` with its keys read from
+//! a file by `SLURM_ARRAY_TASK_ID`: one key, or a batch of nodes whose kind batches
+//! ([`crate::Kind::batch`]), which the worker runs in one `run_many`. Kinds too small to be
+//! worth a job run in the driver on a [`Local`] executor. One batched status query per poll covers the whole
 //! run; completion is confirmed by the store (entry present, object digest verified), never
 //! by Slurm's state alone; a failed element is resubmitted up to `retries` times, then
 //! reported with its log. Ctrl-C or SIGTERM cancels the run's jobs (`scancel --name`).
@@ -23,26 +25,62 @@ use repflow_cache::Store;
 
 use crate::executor::{Completion, Executor, ExecutorStats, Task, TaskError};
 use crate::local::Local;
+use crate::node::group_batches;
 pub use status::{classify, parse, ElementState};
 
 /// Added to a node's working-memory estimate for the process around it (program, runtime,
 /// the pages of its mapped inputs), bytes.
 const PROCESS_BASE: u64 = 256 << 20;
 
-/// `--mem` (MiB) for an array of `tasks` whose kind sets none: the largest of their
-/// [`crate::Node::memory`] estimates plus [`PROCESS_BASE`], rounded up; `None` when no task
-/// has an estimate (Slurm's default applies). Inputs are mapped without their digest check:
-/// an estimate reads only sizes and shapes.
-fn estimated_mem<C>(store: &Store, tasks: &[(Task<C>, u32)]) -> Option<u64> {
-    let most = tasks
+/// Slurm's default `MaxArraySize`, assumed when `scontrol` does not say.
+const DEFAULT_MAX_ARRAY_SIZE: usize = 1001;
+
+/// The tasks one array element runs (one, or a batch of one kind), with their attempts.
+type Group<C> = Vec<(Task<C>, u32)>;
+
+/// `--mem` (MiB) for an array of `elements` whose kind sets none: the largest element's
+/// [`crate::Node::memory`] estimates (summed over a batch, whose nodes run together) plus
+/// [`PROCESS_BASE`], rounded up; `None` when no task has an estimate (Slurm's default
+/// applies). Inputs are mapped without their digest check: an estimate reads only sizes and
+/// shapes.
+fn estimated_mem<C>(store: &Store, elements: &[Group<C>]) -> Option<u64> {
+    let most = elements
         .iter()
-        .filter_map(|(task, _)| {
-            let inputs = crate::execute::map_inputs(task, |d| store.peek(d)).ok()?;
-            Some(task.node.memory(&inputs))
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|(task, _)| {
+                    let inputs = crate::execute::map_inputs(task, |d| store.peek(d)).ok()?;
+                    Some(task.node.memory(&inputs))
+                })
+                .sum::<u64>()
         })
         .max()
         .filter(|&bytes| bytes > 0)?;
     Some((most + PROCESS_BASE).div_ceil(1 << 20))
+}
+
+/// The cluster's `MaxArraySize` (an array holds at most that many elements, indices from 0)
+/// from `scontrol show config`; [`DEFAULT_MAX_ARRAY_SIZE`] when it cannot be read.
+fn cluster_max_array_size() -> usize {
+    Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .ok()
+        .and_then(|o| parse_max_array_size(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or(DEFAULT_MAX_ARRAY_SIZE)
+}
+
+/// `MaxArraySize` from `scontrol show config`'s text (`MaxArraySize  = 1001`); `None` when
+/// absent or not a positive number.
+fn parse_max_array_size(config: &str) -> Option<usize> {
+    config.lines().find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        (name.trim() == "MaxArraySize")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+            .filter(|&n: &usize| n > 0)
+    })
 }
 
 /// Resources of one kind's jobs (`sbatch` flags; unset ones are left to the cluster).
@@ -70,6 +108,10 @@ pub struct SlurmConfig {
     pub partition: Option<String>,
     /// At most this many elements of one array run at once (`--array=…%N`).
     pub array_max: Option<usize>,
+    /// At most this many elements in one array (the cluster's `MaxArraySize`); `None`: asked
+    /// of `scontrol show config` when the run starts (Slurm's default 1001 when it does not
+    /// answer).
+    pub max_array_size: Option<usize>,
     /// Further `sbatch` arguments, passed as they are.
     pub args: Vec<String>,
     /// Seconds between status queries.
@@ -91,6 +133,8 @@ struct Element<C> {
     attempt: u32,
     /// Polls in a row in which Slurm did not list it.
     unseen: u32,
+    /// Whether its element ran it in a batch with other nodes.
+    batched: bool,
 }
 
 /// Set by Ctrl-C or SIGTERM while a Slurm run is in progress.
@@ -104,7 +148,9 @@ pub struct Slurm<C> {
     dir: PathBuf,
     store: Arc<Store>,
     local: Local<C>,
-    queued: BTreeMap<&'static str, Vec<(Task<C>, u32)>>,
+    queued: BTreeMap<&'static str, Group<C>>,
+    /// At most this many elements per array.
+    max_array_size: usize,
     running: Vec<Element<C>>,
     arrays: usize,
     stats: ExecutorStats,
@@ -128,7 +174,12 @@ impl<C: Send + Sync + 'static> Slurm<C> {
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         // One handler per process; a second Slurm run in the same process keeps the first.
         let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        let max_array_size = cfg
+            .max_array_size
+            .unwrap_or_else(cluster_max_array_size)
+            .max(1);
         Ok(Slurm {
+            max_array_size,
             cfg,
             name,
             dir,
@@ -144,59 +195,79 @@ impl<C: Send + Sync + 'static> Slurm<C> {
         })
     }
 
-    /// Submits every queued task: one array per kind. Tasks whose submission fails complete
-    /// with the error.
+    /// Submits every queued task: per kind, its tasks grouped into elements (a batch of
+    /// nodes where the kind batches, else one node each) and the elements into arrays of at
+    /// most the cluster's `MaxArraySize`. Tasks whose submission fails complete with the
+    /// error.
     fn flush(&mut self, out: &mut Vec<Completion>) {
         for (kind, tasks) in std::mem::take(&mut self.queued) {
-            let n = self.arrays;
-            self.arrays += 1;
-            match self.submit_array(kind, n, &tasks) {
-                Ok(job) => {
-                    self.stats.arrays += 1;
-                    self.stats.submitted += tasks.len();
-                    for (i, (task, attempt)) in tasks.into_iter().enumerate() {
+            let mut elements = group_batches(tasks, |(t, _)| self.local.batch_of(t)).into_iter();
+            loop {
+                let array: Vec<Group<C>> = elements.by_ref().take(self.max_array_size).collect();
+                if array.is_empty() {
+                    break;
+                }
+                self.submit_elements(kind, array, out);
+            }
+        }
+    }
+
+    /// Submits one array of `elements`, and tracks each of their tasks.
+    fn submit_elements(&mut self, kind: &str, elements: Vec<Group<C>>, out: &mut Vec<Completion>) {
+        let n = self.arrays;
+        self.arrays += 1;
+        match self.submit_array(kind, n, &elements) {
+            Ok(job) => {
+                self.stats.arrays += 1;
+                self.stats.submitted += elements.len();
+                for (i, tasks) in elements.into_iter().enumerate() {
+                    let batched = tasks.len() > 1;
+                    for (task, attempt) in tasks {
                         self.running.push(Element {
                             task,
                             id: format!("{job}_{i}"),
                             log: self.dir.join("logs").join(format!("{n}_{i}.log")),
                             attempt,
                             unseen: 0,
+                            batched,
                         });
                     }
                 }
-                Err(e) => {
-                    for (task, _) in tasks {
-                        out.push(Completion {
-                            index: task.index,
-                            result: Err(TaskError::new(format!("sbatch: {e}"))),
-                        });
-                    }
+            }
+            Err(e) => {
+                for (task, _) in elements.into_iter().flatten() {
+                    out.push(Completion {
+                        index: task.index,
+                        result: Err(TaskError::new(format!("sbatch: {e}"))),
+                    });
                 }
             }
         }
     }
 
-    /// Writes array `n`'s key file and script and submits it; returns the job id.
-    fn submit_array(
-        &self,
-        kind: &str,
-        n: usize,
-        tasks: &[(Task<C>, u32)],
-    ) -> Result<String, String> {
+    /// Writes array `n`'s key file (one line of keys per element) and script and submits
+    /// it; returns the job id.
+    fn submit_array(&self, kind: &str, n: usize, elements: &[Group<C>]) -> Result<String, String> {
         let keys = self.dir.join(format!("{n}.keys"));
-        let text: String = tasks.iter().map(|(t, _)| t.key.hex() + "\n").collect();
+        let text: String = elements
+            .iter()
+            .map(|tasks| {
+                let line: Vec<String> = tasks.iter().map(|(t, _)| t.key.hex()).collect();
+                line.join(" ") + "\n"
+            })
+            .collect();
         std::fs::write(&keys, text)
             .map_err(|e| format!("cannot write `{}`: {e}", keys.display()))?;
         let script = self.dir.join(format!("{n}.sh"));
         let body = format!(
-            "#!/bin/sh\n# repflow: {kind} nodes, one per array element\nkey=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {keys})\nexport RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {program} exec-node --cache {store} \"$key\"\n",
+            "#!/bin/sh\n# repflow: {kind} nodes; each array element runs the keys on its line of {keys}\nkeys=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {keys})\nexport RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\n# hexadecimal keys separated by spaces: split into arguments\nexec {program} exec-node --cache {store} $keys\n",
             keys = quote(&keys),
             program = quote(&self.cfg.program),
             store = quote(&self.cfg.store_dir),
         );
         std::fs::write(&script, body)
             .map_err(|e| format!("cannot write `{}`: {e}", script.display()))?;
-        let mut array = format!("0-{}", tasks.len() - 1);
+        let mut array = format!("0-{}", elements.len() - 1);
         if let Some(max) = self.cfg.array_max {
             array.push_str(&format!("%{max}"));
         }
@@ -218,7 +289,7 @@ impl<C: Send + Sync + 'static> Slurm<C> {
                 cmd.arg(format!("--mem={m}"));
                 None
             }
-            None => estimated_mem(&self.store, tasks).inspect(|mib| {
+            None => estimated_mem(&self.store, elements).inspect(|mib| {
                 cmd.arg(format!("--mem={mib}M"));
             }),
         };
@@ -295,10 +366,13 @@ impl<C: Send + Sync + 'static> Slurm<C> {
             }
             match self.store.lookup(&e.task.key) {
                 Some((entry, _)) => match entry.object.parse() {
-                    Ok(d) => out.push(Completion {
-                        index: e.task.index,
-                        result: Ok(d),
-                    }),
+                    Ok(d) => {
+                        self.stats.batched += usize::from(e.batched);
+                        out.push(Completion {
+                            index: e.task.index,
+                            result: Ok(d),
+                        })
+                    }
                     Err(m) => out.push(Completion {
                         index: e.task.index,
                         result: Err(TaskError::new(m)),
@@ -392,7 +466,10 @@ impl<C: Send + Sync + 'static> Executor<C> for Slurm<C> {
     }
 
     fn stats(&self) -> ExecutorStats {
-        self.stats
+        ExecutorStats {
+            batched: self.stats.batched + self.local.stats().batched,
+            ..self.stats
+        }
     }
 }
 
@@ -422,4 +499,27 @@ fn last_line(log: &Path) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "no log written".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_max_array_size;
+
+    #[test]
+    fn max_array_size_is_read_from_scontrol_show_config() {
+        let config = "Configuration data as of 2026-12-06T02:00:00\n\
+                      MaxArraySize            = 1001\n\
+                      MaxJobCount             = 10000\n";
+        assert_eq!(parse_max_array_size(config), Some(1001));
+        assert_eq!(parse_max_array_size("MaxArraySize=40"), Some(40));
+        // absent, zero, or not a number: the caller assumes Slurm's default
+        for bad in [
+            "",
+            "MaxJobCount = 10",
+            "MaxArraySize = 0",
+            "MaxArraySize = (null)",
+        ] {
+            assert_eq!(parse_max_array_size(bad), None, "{bad}");
+        }
+    }
 }
