@@ -32,20 +32,23 @@ pub fn execute_key<C>(
 where
     C: 'static,
 {
-    execute_keys(store, registry, ctx, std::slice::from_ref(key))
+    execute_keys(store, registry, ctx, std::slice::from_ref(key), None)
         .pop()
         .expect("one outcome per key")
 }
 
 /// [`execute_key`] for each of `keys` (one Slurm array element may hold several): nodes of
 /// one kind whose batches ([`crate::Kind::batch`] under `ctx`) match run together through
-/// one [`execute_many`], the others alone. One outcome per key, in order; a key that fails
-/// fails alone.
+/// one [`execute_many`], the others alone. With `memory` (the bytes the nodes may use
+/// together: a cluster job's allocation, [`crate::slurm::job_memory`]), a batch whose
+/// [`crate::Kind::memory`] estimates add up to more is cut into consecutive batches that fit
+/// (a node alone always runs). One outcome per key, in order; a key that fails fails alone.
 pub fn execute_keys<C>(
     store: &Store,
     registry: &Registry<C>,
     ctx: &C,
     keys: &[Key],
+    memory: Option<u64>,
 ) -> Vec<Result<WorkerOutcome, String>>
 where
     C: 'static,
@@ -64,6 +67,10 @@ where
     }
     let groups = group_batches(tasks, |(_, task)| {
         task.node.batch(ctx).map(|b| (task.node.kind(), b))
+    });
+    let groups = groups.into_iter().flat_map(|g| match memory {
+        Some(limit) if g.len() > 1 => within(store, g, limit),
+        _ => vec![g],
     });
     for group in groups {
         let (ats, group): (Vec<usize>, Vec<Task<C>>) = group.into_iter().unzip();
@@ -84,6 +91,34 @@ where
         .into_iter()
         .map(|o| o.expect("every key executed or refused"))
         .collect()
+}
+
+/// `group` cut into consecutive runs whose memory estimates (inputs mapped without their
+/// digest check: an estimate reads shapes only) add up to at most `limit`; a node whose
+/// estimate alone exceeds it, or whose inputs cannot be mapped, is a run of its own.
+fn within<C>(
+    store: &Store,
+    group: Vec<(usize, Task<C>)>,
+    limit: u64,
+) -> Vec<Vec<(usize, Task<C>)>> {
+    let mut runs: Vec<Vec<(usize, Task<C>)>> = Vec::new();
+    let mut used = 0u64;
+    for (at, task) in group {
+        let bytes = crate::execute::map_inputs(&task, |d| store.peek(d))
+            .map(|inputs| task.node.memory(&inputs))
+            .unwrap_or(u64::MAX);
+        match runs.last_mut() {
+            Some(run) if used.saturating_add(bytes) <= limit => {
+                run.push((at, task));
+                used += bytes;
+            }
+            _ => {
+                runs.push(vec![(at, task)]);
+                used = bytes;
+            }
+        }
+    }
+    runs
 }
 
 /// What a worker finds under a key: an output already stored, or the node to execute.

@@ -65,6 +65,10 @@ impl Kind<Log> for Add {
         log.alone.lock().unwrap().push(self.add);
         self.compute(inputs)
     }
+    /// 100 bytes each (what a worker's memory limit cuts batches by).
+    fn memory(&self, _: &Inputs) -> u64 {
+        100
+    }
     fn batch(&self, _: &Log) -> Option<Batch> {
         Some(Batch {
             key: self.group.clone(),
@@ -199,7 +203,7 @@ fn a_worker_given_several_keys_runs_the_batchable_ones_together() {
     // a worker finds the outputs already there
     let registry = Registry::<Log>::new().with::<Root>().with::<Add>();
     let log = Log::default();
-    let done = execute_keys(&store, &registry, &log, &keys[..5]);
+    let done = execute_keys(&store, &registry, &log, &keys[..5], None);
     assert!(done
         .iter()
         .all(|r| matches!(r, Ok(WorkerOutcome::AlreadyDone(_)))));
@@ -210,7 +214,7 @@ fn a_worker_given_several_keys_runs_the_batchable_ones_together() {
     }
     let mut asked = keys.clone();
     asked.push(keys[0]); // a key given twice runs once per mention, the same output
-    let outcomes = execute_keys(&store, &registry, &log, &asked);
+    let outcomes = execute_keys(&store, &registry, &log, &asked, None);
     assert_eq!(*log.batches.lock().unwrap(), vec![7]);
     assert_eq!(*log.alone.lock().unwrap(), vec![6]);
     for (i, r) in outcomes.iter().enumerate().take(6) {
@@ -230,11 +234,47 @@ fn a_worker_given_several_keys_runs_the_batchable_ones_together() {
     assert!(matches!(&outcomes[7], Ok(WorkerOutcome::Executed(l, _)) if l == "add1g"));
     // a key the store has no recipe for fails alone, naming it
     let unknown = repflow_cache::Digest::of(b"no such node");
-    let outcomes = execute_keys(&store, &registry, &log, &[keys[1], unknown]);
+    let outcomes = execute_keys(&store, &registry, &log, &[keys[1], unknown], None);
     assert!(matches!(&outcomes[0], Ok(WorkerOutcome::AlreadyDone(_))));
     let e = outcomes[1].as_ref().unwrap_err();
     assert!(
         e.contains("no recipe") && e.contains(&unknown.short()),
         "{e}"
     );
+}
+
+#[test]
+fn a_worker_cuts_its_batches_to_fit_its_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(t.path()).unwrap());
+    let (o, _) = run_adds(&store, (1..=7).map(|a| add(a, "g", 8)).collect());
+    let out = outputs(&store, &o);
+    let keys: Vec<_> = (1..=7)
+        .map(|i| o.parts[i].as_ref().unwrap().key())
+        .collect();
+    let registry = Registry::<Log>::new().with::<Root>().with::<Add>();
+    for (limit, batches, alone) in [
+        // 100 bytes a node: 250 bytes hold two at a time, the seventh runs alone
+        (250, vec![2, 2, 2], vec![7]),
+        // less than one node's estimate: each runs alone, none is refused
+        (50, vec![], vec![1, 2, 3, 4, 5, 6, 7]),
+        // room for all
+        (10_000, vec![7], vec![]),
+    ] {
+        for k in &keys {
+            store.remove_entry(k);
+        }
+        let log = Log::default();
+        let outcomes = execute_keys(&store, &registry, &log, &keys, Some(limit));
+        assert_eq!(*log.batches.lock().unwrap(), batches, "limit {limit}");
+        assert_eq!(*log.alone.lock().unwrap(), alone, "limit {limit}");
+        for (i, r) in outcomes.iter().enumerate() {
+            match r {
+                Ok(WorkerOutcome::Executed(_, d)) => {
+                    assert_eq!(Some(store.get(d).unwrap().meta().to_string()), out[i + 1])
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

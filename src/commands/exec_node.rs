@@ -24,10 +24,10 @@ pub fn run(args: &ExecNodeArgs) -> Result<(), UserError> {
     // the keys were grouped by the run that wrote them: let all of them batch here
     let ctx = RunContext::default().with_score_batch(keys.len());
     let mut failures = Vec::new();
-    for (key, outcome) in keys
-        .iter()
-        .zip(execute_keys(&store, &registry(), &ctx, &keys))
-    {
+    // inside a Slurm job, batches are cut to fit the job's memory
+    let memory = repflow_engine::slurm::job_memory();
+    let outcomes = execute_keys(&store, &registry(), &ctx, &keys, memory);
+    for (key, outcome) in keys.iter().zip(outcomes) {
         match outcome {
             Ok(WorkerOutcome::AlreadyDone(_)) => {
                 println!("{} is already in the store", key.short())

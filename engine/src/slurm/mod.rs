@@ -32,6 +32,23 @@ pub use status::{classify, parse, ElementState};
 /// the pages of its mapped inputs), bytes.
 const PROCESS_BASE: u64 = 256 << 20;
 
+/// The memory a Slurm job's nodes may use together, in bytes: the job's allocation
+/// (`SLURM_MEM_PER_NODE`, or `SLURM_MEM_PER_CPU` × `SLURM_CPUS_PER_TASK`, in MiB, as Slurm
+/// sets them) less [`PROCESS_BASE`]; `None` outside a job or without a memory allocation.
+/// A worker cuts its batches to fit ([`crate::worker::execute_keys`]).
+pub fn job_memory() -> Option<u64> {
+    job_memory_from(|name| std::env::var(name).ok())
+}
+
+/// [`job_memory`] from the variables `var` gives.
+fn job_memory_from(var: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let mib = |name: &str| var(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let total = mib("SLURM_MEM_PER_NODE")
+        .or_else(|| Some(mib("SLURM_MEM_PER_CPU")? * mib("SLURM_CPUS_PER_TASK").unwrap_or(1)))
+        .filter(|&m| m > 0)?;
+    Some((total << 20).saturating_sub(PROCESS_BASE))
+}
+
 /// Slurm's default `MaxArraySize`, assumed when `scontrol` does not say.
 const DEFAULT_MAX_ARRAY_SIZE: usize = 1001;
 
@@ -503,7 +520,39 @@ fn last_line(log: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_max_array_size;
+    use super::{job_memory_from, parse_max_array_size, PROCESS_BASE};
+
+    #[test]
+    fn a_jobs_memory_is_read_from_slurms_variables() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let gib = 1u64 << 30;
+        assert_eq!(
+            job_memory_from(env(&[("SLURM_MEM_PER_NODE", "4096")])),
+            Some(4 * gib - PROCESS_BASE)
+        );
+        assert_eq!(
+            job_memory_from(env(&[
+                ("SLURM_MEM_PER_CPU", "1024"),
+                ("SLURM_CPUS_PER_TASK", "8")
+            ])),
+            Some(8 * gib - PROCESS_BASE)
+        );
+        // no allocation, zero, or not a number: no limit
+        assert_eq!(job_memory_from(env(&[])), None);
+        assert_eq!(job_memory_from(env(&[("SLURM_MEM_PER_NODE", "0")])), None);
+        assert_eq!(job_memory_from(env(&[("SLURM_MEM_PER_NODE", "4G")])), None);
+        // an allocation under the process's own share leaves nothing, not a wrap-around
+        assert_eq!(
+            job_memory_from(env(&[("SLURM_MEM_PER_NODE", "100")])),
+            Some(0)
+        );
+    }
 
     #[test]
     fn max_array_size_is_read_from_scontrol_show_config() {
