@@ -3,10 +3,10 @@
 //! requires); each element runs `repflow exec-node --cache DIR KEY…` with its keys read from
 //! a file by `SLURM_ARRAY_TASK_ID`: one key, or a batch of nodes whose kind batches
 //! ([`crate::Kind::batch`]), which the worker runs in one `run_many`. Kinds too small to be
-//! worth a job run in the driver on a [`Local`] executor. One batched status query per poll covers the whole
-//! run; completion is confirmed by the store (entry present, object digest verified), never
-//! by Slurm's state alone; a failed element is resubmitted up to `retries` times, then
-//! reported with its log. Ctrl-C or SIGTERM cancels the run's jobs (`scancel --name`).
+//! worth a job run in the driver on a [`Local`] executor. One batched status query per poll
+//! covers the whole run; completion is confirmed by the store (entry present, object digest
+//! verified), never by Slurm's state alone; a failed element's nodes are resubmitted up to
+//! `retries` times, then reported with its log. Ctrl-C or SIGTERM cancels the run's jobs (`scancel --name`).
 //!
 //! Downstream keys depend on upstream outputs' digests, so a node is submitted when its
 //! inputs are done; a chain (training checkpoints, then extraction, then scores) becomes a
