@@ -192,6 +192,13 @@ impl Gpu {
         self.download(&c, p, q)
     }
 
+    fn product(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> GpuResult<Mat<f64>> {
+        let (rows, k, q) = (a.nrows(), a.ncols(), b.ncols());
+        let (da, db) = (self.upload(a)?, self.upload(b)?);
+        let c = self.gemm(false, false, (rows, q, k), &da, rows, &db, k)?;
+        self.download(&c, rows, q)
+    }
+
     fn check_info(&self, info: &CudaSlice<i32>, what: &str) -> GpuResult<()> {
         let info = self
             .stream
@@ -359,6 +366,14 @@ impl Backend for CudaBackend {
         }
         self.run(|g| g.cross(a, b))
             .unwrap_or_else(|e| self.fallback("cross-product", e, || Cpu.cross(a, b)))
+    }
+
+    fn product(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+        if a.nrows() * a.ncols() * b.ncols() < self.min_work {
+            return Cpu.product(a, b);
+        }
+        self.run(|g| g.product(a, b))
+            .unwrap_or_else(|e| self.fallback("product", e, || Cpu.product(a, b)))
     }
 
     fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
@@ -548,6 +563,12 @@ impl CudaBackend {
             .run(|g| g.cross(a.as_ref(), b.as_ref()))
             .map_err(Unavailable)?;
         close(&gpu_c, &c, "cross-product")?;
+        // a prediction: a test block times a map (here bᵀ-shaped: 9 × 6)
+        let map = Cpu.cross(a.as_ref(), b.as_ref());
+        let gpu_p = self
+            .run(|g| g.product(a.as_ref(), map.as_ref()))
+            .map_err(Unavailable)?;
+        close(&gpu_p, &Cpu.product(a.as_ref(), map.as_ref()), "product")?;
         let gpu_polar = self
             .run(|g| g.polar_tall(c.as_ref()))
             .map_err(Unavailable)?;

@@ -59,6 +59,16 @@ fn backend_operations_match_the_cpu() {
         assert_close(&gpu.gram(a.as_ref()), &Cpu.gram(a.as_ref()), 1e-12, "gram");
         let c = Cpu.cross(a.as_ref(), b.as_ref());
         assert_close(&gpu.cross(a.as_ref(), b.as_ref()), &c, 1e-12, "cross");
+        // predictions: a block times a map, and times a transposed view of one
+        let (pa, pb) = (a.as_ref(), c.as_ref());
+        assert_close(&gpu.product(pa, pb), &Cpu.product(pa, pb), 1e-12, "product");
+        let (pa, pb) = (b.as_ref(), c.transpose());
+        assert_close(
+            &gpu.product(pa, pb),
+            &Cpu.product(pa, pb),
+            1e-12,
+            "product (view)",
+        );
         let polar = gpu.polar(c.as_ref()).unwrap();
         assert_close(&polar, &Cpu.polar(c.as_ref()).unwrap(), 1e-9, "polar");
         let g = Cpu.gram(a.as_ref());

@@ -1,5 +1,6 @@
 //! The compute backend: the few heavy dense operations the metrics spend their time in —
-//! Gram and cross-products over all stimuli or one fold's block, the polar factor of a
+//! Gram and cross-products over all stimuli or one fold's block, held-out predictions
+//! (a test block times a fitted map), the polar factor of a
 //! cross-covariance, the eigendecomposition of a symmetric matrix, the cross-products of full
 //! feature maps under every spatial shift — behind one small trait,
 //! so that a GPU can do them (`repflow-cuda`) while the rest of the mathematics stays here.
@@ -26,6 +27,12 @@ pub trait Backend: Send + Sync {
 
     /// `aᵀ b` (a: rows × p, b: rows × q → p × q).
     fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64>;
+
+    /// `a b` (a: rows × k, b: k × q → rows × q): held-out predictions under a fitted map.
+    /// faer's product on the CPU unless overridden.
+    fn product(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+        crate::products::product(a, b)
+    }
 
     /// The polar factor `U Vᵀ` of `c` from its thin SVD `c = U S Vᵀ` (orthogonal
     /// Procrustes' map).

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, DimMatch, Metric, Setting};
-use crate::{products, stats, KernelError};
+use crate::{stats, KernelError};
 
 /// Top-`k` principal axes (n × k, largest variance first) of a layer's fold-`f` train rows.
 fn pca_axes(layer: &PreparedLayer, f: usize, k: usize) -> Result<Mat<f64>, KernelError> {
@@ -107,8 +107,9 @@ fn fold_scores(pair: &Pair<'_>, f: usize, fit: &FoldFit, m: Mat<f64>) -> FoldRes
             (pred_y, pred_x, mapped, yred)
         }
         None => {
-            let pred_y = products::product(xte.as_ref(), m.as_ref());
-            let pred_x = products::product(yte.as_ref(), m.transpose());
+            let backend = crate::backend::current();
+            let pred_y = backend.product(xte.as_ref(), m.as_ref());
+            let pred_x = backend.product(yte.as_ref(), m.transpose());
             (pred_y.clone(), pred_x, pred_y, yte.clone())
         }
     };
