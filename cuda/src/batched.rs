@@ -19,6 +19,7 @@ use faer::{Mat, MatRef};
 use repflow_kernels::batch::ChunkError;
 
 use crate::linalg::{driver, Gpu, GpuResult};
+use crate::staging;
 
 /// Share of the device's free memory one batch may take (cuBLAS keeps workspace too).
 pub(crate) const FREE_SHARE: f64 = 0.7;
@@ -103,12 +104,9 @@ impl Gpu {
         cols: usize,
     ) -> GpuResult<CudaSlice<f64>> {
         let mut host = vec![0.0; (mats.len() * rows * cols).max(1)];
-        for (b, m) in mats.iter().enumerate() {
-            let base = b * rows * cols;
-            for j in 0..cols {
-                for i in 0..m.nrows() {
-                    host[base + j * rows + i] = m[(i, j)];
-                }
+        if rows * cols > 0 {
+            for (m, out) in mats.iter().zip(host.chunks_mut(rows * cols)) {
+                staging::write_columns(*m, out, rows);
             }
         }
         self.stream
@@ -197,10 +195,7 @@ impl Gpu {
             .clone_dtoh(d)
             .map_err(driver("copy from the device"))?;
         Ok((0..count)
-            .map(|b| {
-                let base = b * rows * cols;
-                Mat::from_fn(rows, cols, |i, j| host[base + i + j * rows])
-            })
+            .map(|b| staging::from_column_major(&host, b * rows * cols, rows, cols))
             .collect())
     }
 

@@ -106,11 +106,8 @@ impl Custom {
     }
 
     fn upload(&self, m: MatRef<'_, f64>) -> Result<cudarc::driver::CudaSlice<f64>, String> {
-        let host: Vec<f64> = (0..m.ncols())
-            .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)]))
-            .collect();
         self.stream
-            .clone_htod(&host)
+            .clone_htod(&crate::staging::column_major(m))
             .map_err(launch_error("copy to the device"))
     }
 

@@ -16,6 +16,7 @@ mod batched;
 mod custom;
 mod linalg;
 mod sources;
+mod staging;
 
 pub use custom::{Custom, MapReduction};
 pub use linalg::{one_tiny_singular_value, CudaBackend};

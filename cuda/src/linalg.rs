@@ -13,7 +13,7 @@ use repflow_kernels::shift_cross::MapDims;
 use repflow_kernels::KernelError;
 
 use crate::batched::{by_shape, classify, cross_bytes, polar_bytes, FREE_SHARE};
-use crate::{Custom, Unavailable};
+use crate::{staging, Custom, Unavailable};
 
 /// Products smaller than this many multiply-adds stay on the CPU: a transfer to the device
 /// and back costs more than they do. (A first choice, not yet measured on a GPU.)
@@ -129,11 +129,8 @@ impl CudaBackend {
 
 impl Gpu {
     fn upload(&self, m: MatRef<'_, f64>) -> GpuResult<CudaSlice<f64>> {
-        let host: Vec<f64> = (0..m.ncols())
-            .flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)]))
-            .collect();
         self.stream
-            .clone_htod(&host)
+            .clone_htod(&staging::column_major(m))
             .map_err(driver("copy to the device"))
     }
 
@@ -142,7 +139,7 @@ impl Gpu {
             .stream
             .clone_dtoh(d)
             .map_err(driver("copy from the device"))?;
-        Ok(Mat::from_fn(rows, cols, |i, j| host[i + j * rows]))
+        Ok(staging::from_column_major(&host, 0, rows, cols))
     }
 
     /// `op(a) op(b)` for column-major device matrices: (m × k)(k × n) after the ops.
