@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaStream, CudaView, LaunchConfig, PushKernelArg,
+};
 use faer::MatRef;
 
 use crate::Unavailable;
@@ -172,17 +174,43 @@ impl Custom {
                 b.shape()
             ));
         }
-        let s = &self.stream;
         let (da, db) = (self.upload(a)?, self.upload(b)?);
+        let rows = a.nrows();
+        self.matched_correlation_on_device(
+            (&da.slice(..), rows),
+            (&db.slice(..), rows),
+            rows,
+            a.ncols(),
+        )
+    }
+
+    /// [`Custom::matched_correlation`] of the first `rows` rows of `cols` columns of two
+    /// column-major device matrices, each given with its leading dimension (≥ `rows`).
+    pub(crate) fn matched_correlation_on_device(
+        &self,
+        (a, lda): (&CudaView<'_, f64>, usize),
+        (b, ldb): (&CudaView<'_, f64>, usize),
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>, String> {
+        let fits = |v: &CudaView<'_, f64>, ld: usize| {
+            ld >= rows && v.len() >= ld * cols.saturating_sub(1) + rows
+        };
+        if rows == 0 || cols == 0 || !fits(a, lda) || !fits(b, ldb) {
+            return Err(format!(
+                "matched columns: {rows} × {cols} does not fit the device matrices"
+            ));
+        }
+        let s = &self.stream;
         let mut r = s
-            .alloc_zeros::<f64>(a.ncols())
+            .alloc_zeros::<f64>(cols)
             .map_err(launch_error("device allocation"))?;
-        let (rows, ld) = (a.nrows() as i32, a.nrows() as i32);
+        let (rows, lda, ldb) = (rows as i32, lda as i32, ldb as i32);
         let mut l = s.launch_builder(&self.functions["matched_correlation"]);
-        l.arg(&da).arg(&db).arg(&rows).arg(&ld).arg(&mut r);
-        // SAFETY: one block per column of two equal-shape uploaded matrices.
-        unsafe { l.launch(self.columns(a.ncols())) }
-            .map_err(launch_error("matched_correlation"))?;
+        l.arg(a).arg(&lda).arg(b).arg(&ldb).arg(&rows).arg(&mut r);
+        // SAFETY: one block per column; each reads `rows` values of its column, within the
+        // views (checked above).
+        unsafe { l.launch(self.columns(cols)) }.map_err(launch_error("matched_correlation"))?;
         s.clone_dtoh(&r)
             .map_err(launch_error("copy from the device"))
     }

@@ -14,6 +14,7 @@
 
 mod batched;
 mod custom;
+mod held;
 mod linalg;
 mod sources;
 mod staging;

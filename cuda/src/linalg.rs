@@ -13,6 +13,7 @@ use repflow_kernels::shift_cross::MapDims;
 use repflow_kernels::KernelError;
 
 use crate::batched::{by_shape, classify, cross_bytes, polar_bytes, FREE_SHARE};
+use crate::held::{self, HeldLayers};
 use crate::{staging, Custom, Unavailable};
 
 /// Products smaller than this many multiply-adds stay on the CPU: a transfer to the device
@@ -36,6 +37,8 @@ pub struct CudaBackend {
     ptx_cache: Option<PathBuf>,
     /// repflow's own kernels, compiled at their first use.
     custom: OnceLock<Result<Custom, String>>,
+    /// Layers kept on the device ([`Backend::hold`]); taken before `gpu` where both are.
+    held: Mutex<HeldLayers>,
 }
 
 /// A device operation's result; the error says which call failed and how.
@@ -78,6 +81,7 @@ impl CudaBackend {
             ordinal,
             ptx_cache: None,
             custom: OnceLock::new(),
+            held: Mutex::new(HeldLayers::default()),
         })
     }
 
@@ -128,7 +132,7 @@ impl CudaBackend {
 }
 
 impl Gpu {
-    fn upload(&self, m: MatRef<'_, f64>) -> GpuResult<CudaSlice<f64>> {
+    pub(crate) fn upload(&self, m: MatRef<'_, f64>) -> GpuResult<CudaSlice<f64>> {
         self.stream
             .clone_htod(&staging::column_major(m))
             .map_err(driver("copy to the device"))
@@ -144,14 +148,14 @@ impl Gpu {
 
     /// `op(a) op(b)` for column-major device matrices: (m × k)(k × n) after the ops.
     #[allow(clippy::too_many_arguments)]
-    fn gemm(
+    pub(crate) fn gemm<A: DevicePtr<f64>, B: DevicePtr<f64>>(
         &self,
         ta: bool,
         tb: bool,
         (m, n, k): (usize, usize, usize),
-        a: &CudaSlice<f64>,
+        a: &A,
         lda: usize,
-        b: &CudaSlice<f64>,
+        b: &B,
         ldb: usize,
     ) -> GpuResult<CudaSlice<f64>> {
         let mut c = self
@@ -373,6 +377,35 @@ impl Backend for CudaBackend {
             .unwrap_or_else(|e| self.fallback("product", e, || Cpu.product(a, b)))
     }
 
+    fn hold(&self, layers: &[MatRef<'_, f64>]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let gpu = self.gpu.lock().unwrap_or_else(|e| e.into_inner());
+        held.hold(&gpu, layers);
+    }
+
+    fn release(&self, layers: &[MatRef<'_, f64>]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.release(layers);
+    }
+
+    fn held_correlations(
+        &self,
+        x: MatRef<'_, f64>,
+        m: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+    ) -> Option<Vec<f64>> {
+        let (rows, p, q) = (x.nrows(), x.ncols(), m.ncols());
+        if rows * p * q < self.min_work || m.nrows() != p || y.shape() != (rows, q) {
+            return None;
+        }
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match self.correlate_held(&held, x, m, y)? {
+            Ok(r) => Some(r),
+            // the caller predicts on the CPU
+            Err(e) => self.fallback("held-out correlations", e, || None),
+        }
+    }
+
     fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
         let (p, q) = c.shape();
         if p.min(q) == 0 || p * q * p.min(q) < self.min_work {
@@ -413,6 +446,9 @@ impl Backend for CudaBackend {
             .sum();
         if work < self.min_work {
             return Cpu.cross_many(blocks);
+        }
+        if let Some(done) = self.held_cross_many(blocks) {
+            return done;
         }
         let shapes: Vec<_> = blocks.iter().map(|(a, b)| (a.ncols(), b.ncols())).collect();
         let mut out: Vec<Option<Mat<f64>>> = vec![None; blocks.len()];
@@ -535,6 +571,52 @@ impl CudaBackend {
         out.into_iter().map(|r| r.expect("every matrix")).collect()
     }
 
+    /// [`Backend::held_correlations`] on `held`, whatever the size: `None` when `x` or `y`
+    /// is not in it.
+    fn correlate_held(
+        &self,
+        held: &HeldLayers,
+        x: MatRef<'_, f64>,
+        m: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+    ) -> Option<GpuResult<Vec<f64>>> {
+        let ((dx, ldx), (dy, ldy)) = (held.device_view(x)?, held.device_view(y)?);
+        let (rows, q) = (x.nrows(), m.ncols());
+        Some(self.custom().and_then(|custom| {
+            let pred = self.run(|g| held::predict(g, (&dx, ldx), rows, m))?;
+            custom.matched_correlation_on_device((&pred.slice(..), rows), (&dy, ldy), rows, q)
+        }))
+    }
+
+    /// [`Backend::cross_many`] of blocks that all lie in held layers: one product per block
+    /// on the device's copy, only the results coming back; `None` when a block is not held
+    /// (or the device fails, said once: the caller's batched path sends the blocks instead).
+    fn held_cross_many(
+        &self,
+        blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)],
+    ) -> Option<Vec<Mat<f64>>> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let views = blocks
+            .iter()
+            .map(|(a, b)| Some((held.device_view(*a)?, held.device_view(*b)?)))
+            .collect::<Option<Vec<_>>>()?;
+        let result = self.run(|g| {
+            views
+                .iter()
+                .zip(blocks)
+                .map(|(((da, lda), (db, ldb)), (a, b))| {
+                    let (rows, p, q) = (a.nrows(), a.ncols(), b.ncols());
+                    let c = g.gemm(true, false, (p, q, rows), da, *lda, db, *ldb)?;
+                    g.download(&c, p, q)
+                })
+                .collect::<GpuResult<Vec<_>>>()
+        });
+        match result {
+            Ok(done) => Some(done),
+            Err(e) => self.fallback("cross-products of held layers", e, || None),
+        }
+    }
+
     /// Runs each operation on the device and on the CPU on small fixed matrices and
     /// compares them (1e-9 relative): a driver or library that computes wrong numbers is
     /// caught before any score uses it.
@@ -592,6 +674,36 @@ impl CudaBackend {
             let cpu = Cpu.polar(c).map_err(|e| Unavailable(e.to_string()))?;
             close(&gpu, &cpu, "batched polar factor")?;
         }
+        // the held path: both matrices kept on the device, a block's predictions made and
+        // correlated there
+        let (ad, bd) = (
+            staging::column_major(a.as_ref()),
+            staging::column_major(b.as_ref()),
+        );
+        let (al, bl) = (
+            MatRef::from_column_major_slice(&ad, a.nrows(), a.ncols()),
+            MatRef::from_column_major_slice(&bd, b.nrows(), b.ncols()),
+        );
+        let mut held = HeldLayers::default();
+        self.run(|g| {
+            held.hold(g, &[al, bl]);
+            Ok(())
+        })
+        .map_err(Unavailable)?;
+        let (xt, yt) = (al.subrows(19, 18), bl.subrows(19, 18));
+        let gpu_r = self
+            .correlate_held(&held, xt, cpu_polar.as_ref(), yt)
+            .ok_or_else(|| differs("held layers (not kept on the device)"))?
+            .map_err(Unavailable)?;
+        let cpu_r = Cpu.product(xt, cpu_polar.as_ref());
+        let (cpu_r, _) =
+            repflow_kernels::stats::paired_column_correlations(cpu_r.as_ref(), yt, false);
+        let as_column = |r: &[f64]| Mat::from_fn(r.len(), 1, |i, _| r[i]);
+        close(
+            &as_column(&gpu_r),
+            &as_column(&cpu_r),
+            "held-out correlations",
+        )?;
         let gram = Cpu.gram(a.as_ref());
         let (values, vectors) = self
             .run(|g| g.sym_eigen(gram.as_ref()))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use faer::Mat;
+use faer::{Mat, MatRef};
 use repflow_cuda::{one_tiny_singular_value, CudaBackend, Custom, MapReduction};
 use repflow_kernels::backend::{self, Backend, Cpu};
 use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
@@ -104,6 +104,56 @@ fn every_metric_scores_the_same_on_the_gpu() {
             .collect()
     };
     agree_on_cpu_and_gpu(gpu, score_all);
+}
+
+#[test]
+fn held_layers_give_the_cpus_held_out_correlations() {
+    let Some(gpu) = device() else { return };
+    // layers' data: contiguous column-major buffers (faer's own matrices may pad columns)
+    let contiguous = |m: Mat<f64>| -> Vec<f64> {
+        let (rows, cols) = m.shape();
+        (0..rows * cols).map(|k| m[(k % rows, k / rows)]).collect()
+    };
+    let (xd, yd) = (
+        contiguous(matrix(500, 40, 31)),
+        contiguous(matrix(500, 30, 32)),
+    );
+    let x = MatRef::from_column_major_slice(&xd, 500, 40);
+    let y = MatRef::from_column_major_slice(&yd, 500, 30);
+    let m = Cpu.polar(Cpu.cross(x, y).as_ref()).unwrap();
+    let (xt, yt) = (x.subrows(300, 100), y.subrows(300, 100));
+    // not held: the caller predicts
+    assert!(gpu.held_correlations(xt, m.as_ref(), yt).is_none());
+    gpu.hold(&[x, y]);
+    let cpu = |a: MatRef<'_, f64>, map: MatRef<'_, f64>, b: MatRef<'_, f64>| {
+        let pred = Cpu.product(a, map);
+        repflow_kernels::stats::paired_column_correlations(pred.as_ref(), b, false).0
+    };
+    for (got, want) in [
+        (
+            gpu.held_correlations(xt, m.as_ref(), yt),
+            cpu(xt, m.as_ref(), yt),
+        ),
+        (
+            gpu.held_correlations(yt, m.transpose(), xt),
+            cpu(yt, m.transpose(), xt),
+        ),
+    ] {
+        let got = got.expect("held views are answered");
+        for (u, v) in got.iter().zip(&want) {
+            assert!((u - v).abs() <= 1e-12, "{u} vs {v}");
+        }
+    }
+    // fold blocks of held layers come from the device's copies
+    let blocks: Vec<_> = [(0, 100), (100, 200), (300, 200)]
+        .iter()
+        .map(|&(s, n)| (x.subrows(s, n), y.subrows(s, n)))
+        .collect();
+    for (got, (a, b)) in gpu.cross_many(&blocks).iter().zip(&blocks) {
+        assert_close(got, &Cpu.cross(*a, *b), 1e-12, "cross_many of held layers");
+    }
+    gpu.release(&[x, y]);
+    assert!(gpu.held_correlations(xt, m.as_ref(), yt).is_none());
 }
 
 #[test]

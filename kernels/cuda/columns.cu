@@ -29,12 +29,13 @@ extern "C" __global__ void column_stats(const double* a, int ld, int r0, int r1,
     if (threadIdx.x == 0) { mean[blockIdx.x] = mu; std[blockIdx.x] = sqrt(var); }
 }
 
-// Pearson correlation of column j of a with column j of b (both rows x cols); NaN where
-// either column is constant (the CPU path counts those as undefined).
-extern "C" __global__ void matched_correlation(const double* a, const double* b, int rows, int ld, double* r) {
+// Pearson correlation of column j of a with column j of b (both rows x cols, leading
+// dimensions lda and ldb: b may be a block of a longer matrix); NaN where either column is
+// constant (the CPU path counts those as undefined).
+extern "C" __global__ void matched_correlation(const double* a, int lda, const double* b, int ldb, int rows, double* r) {
     __shared__ double shared[MAX_THREADS];
-    const double* x = a + (long long)blockIdx.x * ld;
-    const double* y = b + (long long)blockIdx.x * ld;
+    const double* x = a + (long long)blockIdx.x * lda;
+    const double* y = b + (long long)blockIdx.x * ldb;
     double sx = 0.0, sy = 0.0;
     for (int i = threadIdx.x; i < rows; i += blockDim.x) { sx += x[i]; sy += y[i]; }
     double mx = block_sum(sx, shared) / rows;

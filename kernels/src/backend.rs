@@ -61,6 +61,30 @@ pub trait Backend: Send + Sync {
         cs.par_iter().map(|c| self.polar(*c)).collect()
     }
 
+    /// Keeps `layers` — whole layers' data, contiguous and column-major — on the device
+    /// while work on views into them follows, so that their fold blocks are not sent again
+    /// for every pair and fold (a GPU, as far as its memory allows; by default, the CPU,
+    /// nothing). Each `hold` is ended by a [`Backend::release`] of the same layers before
+    /// their data may change or be freed; [`Held`] does both.
+    fn hold(&self, _layers: &[MatRef<'_, f64>]) {}
+
+    /// Ends a [`Backend::hold`] of `layers`.
+    fn release(&self, _layers: &[MatRef<'_, f64>]) {}
+
+    /// The Pearson correlation of each column of the prediction `x m` with the same column
+    /// of `y` (`x`: rows × p and `y`: rows × q, views into held layers; `m`: p × q), the
+    /// prediction never leaving the device: `Some` (NaN where a column is constant), or
+    /// `None` where this backend does not do it here — the CPU, a view it does not hold, or
+    /// work too small to be worth it — and the caller computes the prediction itself.
+    fn held_correlations(
+        &self,
+        _x: MatRef<'_, f64>,
+        _m: MatRef<'_, f64>,
+        _y: MatRef<'_, f64>,
+    ) -> Option<Vec<f64>> {
+        None
+    }
+
     /// The cross-products of two layers' full maps under every circular spatial shift
     /// (layout and definition: [`crate::shift_cross`]); by FFT on the CPU unless overridden.
     fn shifted_cross(&self, a: &[f32], b: &[f32], dims: MapDims) -> Vec<f64> {
@@ -98,6 +122,38 @@ impl Backend for Cpu {
             .map_err(|e| KernelError::Numerical(format!("eigendecomposition: {e:?}")))?;
         let n = s.nrows();
         Ok(((0..n).map(|k| eig.S()[k]).collect(), eig.U().to_owned()))
+    }
+}
+
+/// Layers held on a backend ([`Backend::hold`]) for as long as this lives.
+pub struct Held<'a> {
+    backend: Arc<dyn Backend>,
+    layers: Vec<MatRef<'a, f64>>,
+}
+
+impl<'a> Held<'a> {
+    /// Holds `layers` on `backend`, each once (by its data's address).
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        layers: impl IntoIterator<Item = MatRef<'a, f64>>,
+    ) -> Self {
+        let mut unique: Vec<MatRef<'a, f64>> = Vec::new();
+        for layer in layers {
+            if !unique.iter().any(|u| u.as_ptr() == layer.as_ptr()) {
+                unique.push(layer);
+            }
+        }
+        backend.hold(&unique);
+        Held {
+            backend,
+            layers: unique,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.backend.release(&self.layers);
     }
 }
 

@@ -125,7 +125,7 @@ impl<'a> Pair<'a> {
     }
 
     /// Per-fold test-block cross-products `X_teᵀ Y_te` (centred data).
-    fn blocks(&self) -> &[Mat<f64>] {
+    pub(crate) fn blocks(&self) -> &[Mat<f64>] {
         self.blocks
             .get_or_compute(|| {
                 let blocks: Vec<_> = (0..self.a.k())

@@ -12,6 +12,7 @@
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
+use crate::backend::Held;
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, DimMatch, Metric, Setting};
@@ -88,6 +89,11 @@ fn fold_fit(pair: &Pair<'_>, f: usize) -> Result<FoldFit, KernelError> {
 fn fold_scores(pair: &Pair<'_>, f: usize, fit: &FoldFit, m: Mat<f64>) -> FoldResult {
     let (x, y) = (pair.x(), pair.y());
     let spearman = x.settings().corr == Corr::Spearman;
+    if fit.axes.is_none() && !spearman {
+        if let Some(r) = held_fold_scores(pair, f, m.as_ref()) {
+            return r;
+        }
+    }
     let xte = centred_test(x, f);
     let yte = centred_test(y, f);
     let x_reduced = x.n_units() > y.n_units();
@@ -139,6 +145,65 @@ fn fold_scores(pair: &Pair<'_>, f: usize, fit: &FoldFit, m: Mat<f64>) -> FoldRes
     }
 }
 
+/// Fold `f`'s Pearson scores from layers the backend holds ([`Backend::held_correlations`]):
+/// the predictions never leave the device — a column's Pearson correlation is blind to the
+/// train means' shift, so the raw test blocks serve — and the angular distance comes from
+/// the fold's block and test moments ([`angular_from_moments`]). `None` where the backend
+/// does not hold the layers (the CPU): the caller predicts.
+///
+/// [`Backend::held_correlations`]: crate::backend::Backend::held_correlations
+fn held_fold_scores(pair: &Pair<'_>, f: usize, m: MatRef<'_, f64>) -> Option<FoldResult> {
+    let backend = crate::backend::current();
+    let (xt, yt) = (pair.x().test_rows(f), pair.y().test_rows(f));
+    let ry = backend.held_correlations(xt, m, yt)?;
+    let rx = backend.held_correlations(yt, m.transpose(), xt)?;
+    // as the CPU's correlations: clamped, an undefined one (NaN) counted and taken as 0
+    let defined = |rs: Vec<f64>| -> (Vec<f64>, usize) {
+        let undefined = rs.iter().filter(|r| r.is_nan()).count();
+        let rs = rs
+            .into_iter()
+            .map(|r| if r.is_nan() { 0.0 } else { r.clamp(-1.0, 1.0) })
+            .collect();
+        (rs, undefined)
+    };
+    let ((ry, uy), (rx, ux)) = (defined(ry), defined(rx));
+    Some(FoldResult {
+        xy: stats::mean(&ry),
+        yx: stats::mean(&rx),
+        angular: angular_from_moments(pair, f, m),
+        undefined: ux + uy,
+    })
+}
+
+/// Fold `f`'s angular distance under the map `m` (no dimension matching) from its block
+/// `B = X_teᵀ Y_te` and the test rows' moments, with no prediction: for test rows centred
+/// with the train means μ (x̄: test means, σ: test standard deviations, r test rows),
+/// `⟨X_c M, Y_c⟩ = Σ M ∘ [(B − r x̄ ȳᵀ) + r (x̄ − μ_x)(ȳ − μ_y)ᵀ]` and
+/// `‖X_c‖² = r Σ (σ² + (x̄ − μ)²)`.
+fn angular_from_moments(pair: &Pair<'_>, f: usize, m: MatRef<'_, f64>) -> f64 {
+    let (sx, sy) = (pair.x().stats(f), pair.y().stats(f));
+    let r = pair.x().test_rows(f).nrows() as f64;
+    let block = &pair.blocks()[f];
+    let mut inner = 0.0;
+    for j in 0..m.ncols() {
+        let (ty, dy) = (sy.test_mean[j], sy.test_mean[j] - sy.train_mean[j]);
+        for i in 0..m.nrows() {
+            let (tx, dx) = (sx.test_mean[i], sx.test_mean[i] - sx.train_mean[i]);
+            inner += m[(i, j)] * ((block[(i, j)] - r * tx * ty) + r * dx * dy);
+        }
+    }
+    let norm = |s: &crate::layer::FoldStats| {
+        let squares: f64 = (0..s.test_mean.len())
+            .map(|j| {
+                let d = s.test_mean[j] - s.train_mean[j];
+                s.test_std[j] * s.test_std[j] + d * d
+            })
+            .sum();
+        (r * squares).sqrt()
+    };
+    (inner / (norm(sx) * norm(sy))).clamp(-1.0, 1.0).acos()
+}
+
 /// The settings Procrustes reads (its score's key holds exactly these).
 pub const READS: &[Setting] = &[Setting::Corr, Setting::DimMatch];
 
@@ -157,6 +222,11 @@ pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
 ///
 /// [`Backend::polar_many`]: crate::backend::Backend::polar_many
 pub(crate) fn score_many(pairs: &[Pair<'_>]) -> Vec<Result<Score, KernelError>> {
+    // a GPU keeps the layers for every fold of every pair (no-op on the CPU)
+    let _held = Held::new(
+        crate::backend::current(),
+        pairs.iter().flat_map(|p| [p.x().data(), p.y().data()]),
+    );
     pairs.par_iter().for_each(prepare);
     let folds: Vec<(usize, usize)> = (0..pairs.len())
         .flat_map(|p| (0..pairs[p].x().k()).map(move |f| (p, f)))

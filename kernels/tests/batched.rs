@@ -3,11 +3,12 @@
 //! map in one `polar_many` call (one batched SVD launch on a GPU), and each pair's k fold
 //! blocks are one `cross_many` call. A backend that records its calls checks both.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use faer::{Mat, MatRef};
 use repflow_kernels::backend::{self, Backend, Cpu};
-use repflow_kernels::rng::LegacyRandomState;
 use repflow_kernels::{
     Corr, DimMatch, FoldSpec, KernelError, Metric, Pair, PreparedLayer, Settings,
 };
@@ -23,18 +24,7 @@ impl Backend for Recording {
     fn name(&self) -> String {
         "recording cpu".into()
     }
-    fn gram(&self, a: MatRef<'_, f64>) -> Mat<f64> {
-        Cpu.gram(a)
-    }
-    fn cross(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-        Cpu.cross(a, b)
-    }
-    fn polar(&self, c: MatRef<'_, f64>) -> Result<Mat<f64>, KernelError> {
-        Cpu.polar(c)
-    }
-    fn sym_eigen(&self, s: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), KernelError> {
-        Cpu.sym_eigen(s)
-    }
+    common::cpu_required_methods!();
     fn cross_many(&self, blocks: &[(MatRef<'_, f64>, MatRef<'_, f64>)]) -> Vec<Mat<f64>> {
         self.cross_many.lock().unwrap().push(blocks.len());
         Cpu.cross_many(blocks)
@@ -45,21 +35,15 @@ impl Backend for Recording {
     }
 }
 
-fn gaussian(m: usize, n: usize, seed: u32) -> Mat<f64> {
-    let mut rng = LegacyRandomState::new(seed);
-    let v: Vec<f64> = (0..m * n).map(|_| rng.gauss()).collect();
-    Mat::from_fn(m, n, |i, j| v[i * n + j])
-}
-
 /// Layers of several widths, one with a dead unit, under `settings`.
 fn layers(settings: &Settings) -> Vec<PreparedLayer> {
     let m = 240;
-    let shared = gaussian(m, 6, 7);
+    let shared = common::gaussian(m, 6, 7);
     [(5, 1), (12, 2), (12, 3), (20, 4)]
         .iter()
         .map(|&(n, seed)| {
-            let mix = gaussian(6, n, seed + 10);
-            let mut x = &shared * &mix + gaussian(m, n, seed);
+            let mix = common::gaussian(6, n, seed + 10);
+            let mut x = &shared * &mix + common::gaussian(m, n, seed);
             if seed == 3 {
                 for i in 0..m {
                     x[(i, 0)] = 1.5; // a dead unit

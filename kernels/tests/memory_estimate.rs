@@ -2,21 +2,15 @@
 //! metric's memory estimate covers what two layers hold after scoring with it (their data,
 //! and the fold statistics, factorisations, ranks or RDMs they keep for the next pair).
 
-use faer::Mat;
-use repflow_kernels::rng::LegacyRandomState;
-use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+mod common;
 
-fn gaussian(m: usize, n: usize, seed: u32) -> Mat<f64> {
-    let mut rng = LegacyRandomState::new(seed);
-    let v: Vec<f64> = (0..m * n).map(|_| rng.gauss()).collect();
-    Mat::from_fn(m, n, |i, j| v[i * n + j])
-}
+use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 
 #[test]
 fn estimates_cover_what_scored_layers_hold() {
     let settings = Settings::default();
     for (m, nx, ny) in [(300, 24, 24), (120, 150, 40)] {
-        let (x, y) = (gaussian(m, nx, 1), gaussian(m, ny, 2));
+        let (x, y) = (common::gaussian(m, nx, 1), common::gaussian(m, ny, 2));
         for metric in Metric::ALL {
             if metric == Metric::Permutation && nx != ny {
                 continue;

@@ -5,12 +5,13 @@
 //! inside the folds is computed once per fold thread. A counting backend records the heavy
 //! operations; a duplicate shows as more rows or more decompositions than the count below.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use faer::{Mat, MatRef};
 use repflow_kernels::backend::{self, Backend, Cpu};
-use repflow_kernels::rng::LegacyRandomState;
 use repflow_kernels::{Corr, DimMatch, KernelError, Metric, Pair, PreparedLayer, Settings};
 
 /// Counts of the backend's heavy operations.
@@ -58,18 +59,12 @@ impl Backend for Counting {
     }
 }
 
-fn gaussian(m: usize, n: usize, seed: u32) -> Mat<f64> {
-    let mut rng = LegacyRandomState::new(seed);
-    let v: Vec<f64> = (0..m * n).map(|_| rng.gauss()).collect();
-    Mat::from_fn(m, n, |i, j| v[i * n + j])
-}
-
 #[test]
 fn every_metric_computes_what_its_folds_share_once() {
     let counts = Arc::new(Counts::default());
     backend::install(Arc::new(Counting(counts.clone())));
     let (m, k) = (300, 5);
-    let x = gaussian(m, 16, 1);
+    let x = common::gaussian(m, 16, 1);
     let pearson = Settings::default();
     let spearman = Settings {
         corr: Corr::Spearman,
@@ -139,7 +134,7 @@ fn every_metric_computes_what_its_folds_share_once() {
         ),
     ];
     for (name, metric, settings, ny, expected) in cases {
-        let y = gaussian(m, ny, 2);
+        let y = common::gaussian(m, ny, 2);
         let a = PreparedLayer::new(x.as_ref(), settings).unwrap();
         let b = PreparedLayer::new(y.as_ref(), settings).unwrap();
         counts.take();

@@ -2,25 +2,19 @@
 //! factorisation where it is used and drops it: the linear score, its folds and its chosen
 //! α are bit-identical to those of layers that keep their factorisations.
 
-use faer::Mat;
-use repflow_kernels::rng::LegacyRandomState;
-use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+mod common;
 
-fn gaussian(m: usize, n: usize, seed: u32) -> Mat<f64> {
-    let mut rng = LegacyRandomState::new(seed);
-    let v: Vec<f64> = (0..m * n).map(|_| rng.gauss()).collect();
-    Mat::from_fn(m, n, |i, j| v[i * n + j])
-}
+use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 
 #[test]
 fn single_use_layers_score_linear_exactly_as_kept_ones() {
     let settings = Settings::default();
     // shared signal plus noise, unequal widths, and more units than train rows in one
     for (m, nx, ny) in [(200, 12, 7), (60, 70, 9)] {
-        let z = gaussian(m, 4, 1);
+        let z = common::gaussian(m, 4, 1);
         let mix = |n: usize, seed: u32| {
-            let w = gaussian(4, n, seed);
-            let noise = gaussian(m, n, seed + 10);
+            let w = common::gaussian(4, n, seed);
+            let noise = common::gaussian(m, n, seed + 10);
             &z * &w + noise
         };
         let (x, y) = (mix(nx, 2), mix(ny, 3));

@@ -2,13 +2,15 @@
 //! table. The layers are read and prepared once each; Procrustes scores pairs in batches
 //! (`Pair::score_many`: every fold of every pair of a batch fitted, then all their maps in
 //! one backend call, one batched launch on a GPU), a batch being as many pairs as
-//! `--batch-memory` holds of fold products.
+//! `--batch-memory` holds of fold products. A GPU holds every layer for the whole run
+//! (`Backend::hold`: each sent once, its blocks and predictions computed there).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use repflow_kernels::backend::{self, Held};
 use repflow_kernels::batch::chunks;
 use repflow_kernels::{KernelError, Metric, Pair, PreparedLayer, Score, Settings};
 use serde_json::{json, Value};
@@ -29,6 +31,8 @@ pub fn run(args: &PairsArgs) -> Result<i32, UserError> {
     }
     let files: Vec<&PathBuf> = args.x.iter().chain(&args.y).collect();
     let layers = prepare_all(&files, &settings)?;
+    // a GPU keeps every layer for the whole run, each sent once (nothing on the CPU)
+    let _held = Held::new(backend::current(), layers.iter().map(|l| l.data()));
     let (xs, ys) = layers.split_at(args.x.len());
     let index: Vec<(usize, usize)> = (0..xs.len())
         .flat_map(|i| (0..ys.len()).map(move |j| (i, j)))
