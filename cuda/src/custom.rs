@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaStream, CudaView, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg,
 };
 use faer::MatRef;
 
@@ -212,6 +212,56 @@ impl Custom {
         // views (checked above).
         unsafe { l.launch(self.columns(cols)) }.map_err(launch_error("matched_correlation"))?;
         s.clone_dtoh(&r)
+            .map_err(launch_error("copy from the device"))
+    }
+
+    /// [`Custom::identity_distance`] of host matrices (all `q × q`, one `q`).
+    pub fn identity_distance_of(
+        &self,
+        mats: &[MatRef<'_, f64>],
+        s: f64,
+    ) -> Result<Vec<f64>, String> {
+        let q = mats.first().map_or(0, |m| m.nrows());
+        if mats.iter().any(|m| m.shape() != (q, q)) {
+            return Err("identity distance: the matrices must be square and of one size".into());
+        }
+        let mut host = vec![0.0; (mats.len() * q * q).max(1)];
+        if q > 0 {
+            for (m, out) in mats.iter().zip(host.chunks_mut(q * q)) {
+                crate::staging::write_columns(*m, out, q);
+            }
+        }
+        let d = self
+            .stream
+            .clone_htod(&host)
+            .map_err(launch_error("copy to the device"))?;
+        self.identity_distance(&d, q, mats.len(), s)
+    }
+
+    /// The largest `|a_ij − s δ_ij|` of each of the `batch` column-major `q × q` matrices in
+    /// `a` (infinite where one holds a NaN): how far each is from `s I`.
+    pub(crate) fn identity_distance(
+        &self,
+        a: &CudaSlice<f64>,
+        q: usize,
+        batch: usize,
+        s: f64,
+    ) -> Result<Vec<f64>, String> {
+        if q == 0 || batch == 0 || a.len() < batch * q * q {
+            return Err(format!(
+                "{batch} matrices of {q} × {q} do not fit the device buffer"
+            ));
+        }
+        let st = &self.stream;
+        let mut out = st
+            .alloc_zeros::<f64>(batch)
+            .map_err(launch_error("device allocation"))?;
+        let q32 = q as i32;
+        let mut l = st.launch_builder(&self.functions["identity_distance"]);
+        l.arg(a).arg(&q32).arg(&s).arg(&mut out);
+        // SAFETY: one block per matrix, each reading its q × q entries (checked above).
+        unsafe { l.launch(self.columns(batch)) }.map_err(launch_error("identity_distance"))?;
+        st.clone_dtoh(&out)
             .map_err(launch_error("copy from the device"))
     }
 

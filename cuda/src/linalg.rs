@@ -545,8 +545,10 @@ impl CudaBackend {
                 }
                 continue;
             }
+            // the convergence check's kernel (without it the steps run to the end)
+            let check = self.custom().ok();
             let done = self.in_chunks(tall.len(), polar_bytes(rows, cols), "polar factors", |r| {
-                self.run(|g| g.polar_newton_schulz(&tall[r]))
+                self.run(|g| g.polar_newton_schulz(&tall[r], check))
             });
             match done {
                 Ok(done) => {

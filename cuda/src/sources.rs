@@ -30,6 +30,11 @@ pub const SOURCES: &[Source] = &[
         entry_points: &["column_stats", "matched_correlation"],
     },
     Source {
+        file: "polar.cu",
+        text: include_str!("../../kernels/cuda/polar.cu"),
+        entry_points: &["identity_distance"],
+    },
+    Source {
         file: "shift.cu",
         text: include_str!("../../kernels/cuda/shift.cu"),
         entry_points: &["shifted_cross"],

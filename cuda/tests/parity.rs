@@ -267,6 +267,18 @@ fn custom_kernels_match_the_cpu() {
         let s = (col.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / col.len() as f64).sqrt();
         assert!((mu[j] - m).abs() <= 1e-12 && (sd[j] - s).abs() <= 1e-12);
     }
+    // how far matrices are from s I (the Newton–Schulz stop): exact, NaN → infinite
+    let id = Mat::<f64>::identity(6, 6);
+    let mut near = id.clone();
+    near[(0, 1)] = 1e-3;
+    let mut broken = id.clone();
+    broken[(5, 2)] = f64::NAN;
+    let twice = Mat::from_fn(6, 6, |i, j| if i == j { 2.0 } else { 0.0 });
+    let mats = [id.as_ref(), near.as_ref(), twice.as_ref(), broken.as_ref()];
+    let d = k.identity_distance_of(&mats, 1.0).unwrap();
+    assert_eq!(d[..3], [0.0, 1e-3, 1.0]);
+    assert!(d[3].is_infinite(), "{d:?}");
+    assert_eq!(k.identity_distance_of(&mats[2..3], 2.0).unwrap(), vec![0.0]);
     let b = matrix(300, 12, 6);
     let r = k.matched_correlation(a.as_ref(), b.as_ref()).unwrap();
     let (want, _) =
