@@ -35,7 +35,7 @@ const ORTHONORMAL_TOL: f64 = 1e-10;
 
 /// The steps stop early once every matrix of the batch has `‖XᵀX − I‖_max` at most this:
 /// the step that follows squares it to rounding (the distance falls as ¾δ² near 1). The
-/// benchmark's maps get there in 21–42 steps of the 56 (`scripts/newton_schulz.py`).
+/// benchmark's maps stop after 24–40 steps of the 56 (`scripts/newton_schulz.py`).
 const STOP_TOL: f64 = 1e-9;
 
 /// Whether the distance is checked before step `step` (counted from 1): from step 16,

@@ -644,12 +644,11 @@ impl CudaBackend {
             .run(|g| g.cross(a.as_ref(), b.as_ref()))
             .map_err(Unavailable)?;
         close(&gpu_c, &c, "cross-product")?;
-        // a prediction: a test block times a map (here bᵀ-shaped: 9 × 6)
-        let map = Cpu.cross(a.as_ref(), b.as_ref());
+        // a prediction: rows times a map (the 9 × 6 cross-product serves as one)
         let gpu_p = self
-            .run(|g| g.product(a.as_ref(), map.as_ref()))
+            .run(|g| g.product(a.as_ref(), c.as_ref()))
             .map_err(Unavailable)?;
-        close(&gpu_p, &Cpu.product(a.as_ref(), map.as_ref()), "product")?;
+        close(&gpu_p, &Cpu.product(a.as_ref(), c.as_ref()), "product")?;
         let gpu_polar = self
             .run(|g| g.polar_tall(c.as_ref()))
             .map_err(Unavailable)?;
