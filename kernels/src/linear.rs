@@ -10,6 +10,7 @@
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
+use crate::backend::Held;
 use crate::layer::PreparedLayer;
 use crate::pair::{Pair, Score};
 use crate::settings::{Corr, Metric, Setting, TestZscore};
@@ -64,13 +65,23 @@ fn fold_direction(
         ),
     };
     let xte = src.test_rows(f);
+    let spearman = settings.corr == Corr::Spearman;
+    if !spearman {
+        // Pearson is blind to each prediction column's shift: (X_te − 1 shiftᵀ) D⁻¹ β and
+        // X_te (D⁻¹ β) correlate alike, so a backend holding the layers scores the raw
+        // test block (a GPU: the prediction never leaves the device)
+        let scaled = Mat::from_fn(n_s, n_t, |i, j| beta[(i, j)] / scale[i]);
+        let held =
+            crate::backend::current().held_correlations(xte, scaled.as_ref(), tgt.test_rows(f));
+        if let Some(rs) = held {
+            let (rs, undefined) = stats::defined_correlations(rs);
+            return Ok((stats::mean(&rs), undefined, alphas[best]));
+        }
+    }
     let zte = Mat::from_fn(xte.nrows(), n_s, |i, j| (xte[(i, j)] - shift[j]) / scale[j]);
     let pred = &zte * &beta;
-    let (rs, undefined) = stats::paired_column_correlations(
-        pred.as_ref(),
-        tgt.test_rows(f),
-        settings.corr == Corr::Spearman,
-    );
+    let (rs, undefined) =
+        stats::paired_column_correlations(pred.as_ref(), tgt.test_rows(f), spearman);
     Ok((stats::mean(&rs), undefined, alphas[best]))
 }
 
@@ -81,6 +92,8 @@ pub const READS: &[Setting] = &[Setting::Corr, Setting::TestZscore, Setting::Alp
 pub(crate) fn score(pair: &Pair<'_>) -> Result<Score, KernelError> {
     let (x, y) = (pair.x(), pair.y());
     let k = x.k();
+    // a GPU keeps both layers while their folds are scored (no-op on the CPU)
+    let _held = Held::new(crate::backend::current(), [x.data(), y.data()]);
     pair.fold_products();
     for layer in [x, y] {
         if layer.keeps_factors() {

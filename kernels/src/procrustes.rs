@@ -157,16 +157,8 @@ fn held_fold_scores(pair: &Pair<'_>, f: usize, m: MatRef<'_, f64>) -> Option<Fol
     let (xt, yt) = (pair.x().test_rows(f), pair.y().test_rows(f));
     let ry = backend.held_correlations(xt, m, yt)?;
     let rx = backend.held_correlations(yt, m.transpose(), xt)?;
-    // as the CPU's correlations: clamped, an undefined one (NaN) counted and taken as 0
-    let defined = |rs: Vec<f64>| -> (Vec<f64>, usize) {
-        let undefined = rs.iter().filter(|r| r.is_nan()).count();
-        let rs = rs
-            .into_iter()
-            .map(|r| if r.is_nan() { 0.0 } else { r.clamp(-1.0, 1.0) })
-            .collect();
-        (rs, undefined)
-    };
-    let ((ry, uy), (rx, ux)) = (defined(ry), defined(rx));
+    let (ry, uy) = stats::defined_correlations(ry);
+    let (rx, ux) = stats::defined_correlations(rx);
     Some(FoldResult {
         xy: stats::mean(&ry),
         yx: stats::mean(&rx),

@@ -98,6 +98,18 @@ pub fn paired_column_correlations(
     )
 }
 
+/// Correlations as a backend returns them (NaN where a column is constant) in the form
+/// [`paired_column_correlations`] gives: clamped to [−1, 1], an undefined one taken as 0,
+/// and how many were undefined.
+pub fn defined_correlations(rs: Vec<f64>) -> (Vec<f64>, usize) {
+    let undefined = rs.iter().filter(|r| r.is_nan()).count();
+    let rs = rs
+        .into_iter()
+        .map(|r| if r.is_nan() { 0.0 } else { r.clamp(-1.0, 1.0) })
+        .collect();
+    (rs, undefined)
+}
+
 /// `Mᵀ diag(d) M` (with `d = 1` when `None`): one triangle computed, then mirrored, for half
 /// the work of a general product.
 pub fn gram(m: MatRef<'_, f64>, d: Option<&dyn Fn(usize) -> f64>) -> Mat<f64> {

@@ -1,7 +1,7 @@
-//! Procrustes' held path — a backend that holds the layers computes each fold's Pearson
-//! correlations from the raw test blocks without handing predictions back, and the angular
-//! distance comes from the fold's block and moments — gives the CPU path's numbers to
-//! rounding. A CPU backend that plays a GPU holding the layers checks it here, so that the
+//! The held path of Procrustes and linear — a backend that holds the layers computes each
+//! fold's Pearson correlations from the raw test blocks without handing predictions back,
+//! and Procrustes' angular distance comes from the fold's block and moments — gives the
+//! CPU path's numbers to rounding. A CPU backend that plays a GPU holding the layers checks it here, so that the
 //! arithmetic is right before a device ever runs it. (Its own process: the backend is
 //! process-wide.)
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use faer::MatRef;
 use repflow_kernels::backend::{self, Backend, Cpu};
-use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
+use repflow_kernels::{Metric, Pair, PreparedLayer, Score, Settings, TestZscore};
 
 /// The CPU, holding layers as a GPU would: `held_correlations` answers only for views into
 /// held layers, from the raw blocks it is given.
@@ -91,13 +91,12 @@ impl Backend for Holding {
     }
 }
 
-#[test]
-fn the_held_path_gives_the_cpu_paths_numbers() {
-    let settings = Settings::default();
+/// Four layers under `settings`: equal and unequal widths (zero padding both ways), far-off
+/// means, a dead unit.
+fn layers(settings: &Settings) -> Vec<PreparedLayer> {
     let m = 300;
     let shared = common::gaussian(m, 5, 7);
-    // widths equal and unequal (zero padding both ways), far-off means, a dead unit
-    let layers: Vec<PreparedLayer> = [(8, 1, 0.0), (8, 2, 50.0), (13, 3, -3.0), (4, 4, 1e3)]
+    [(8, 1, 0.0), (8, 2, 50.0), (13, 3, -3.0), (4, 4, 1e3)]
         .iter()
         .map(|&(n, seed, offset)| {
             let mut x = &shared * common::gaussian(5, n, seed + 10) + common::gaussian(m, n, seed);
@@ -109,58 +108,104 @@ fn the_held_path_gives_the_cpu_paths_numbers() {
                     x[(i, 0)] = 2.5;
                 }
             }
-            PreparedLayer::new(x.as_ref(), &settings).unwrap()
+            PreparedLayer::new(x.as_ref(), settings).unwrap()
         })
-        .collect();
-    let pairs: Vec<(usize, usize)> = (0..4).flat_map(|a| (0..4).map(move |b| (a, b))).collect();
-    let score = |(a, b): (usize, usize)| {
-        Pair::new(&layers[a], &layers[b])
-            .unwrap()
-            .score(Metric::Procrustes)
-            .unwrap()
-    };
-    let cpu: Vec<_> = pairs.iter().map(|&p| score(p)).collect();
-    let holding = Arc::new(Holding::default());
-    backend::install(holding.clone());
-    for (&p, want) in pairs.iter().zip(&cpu) {
-        let got = score(p);
-        let close = |u: &[f64], v: &[f64], what: &str| {
+        .collect()
+}
+
+/// Every ordered pair of the four layers.
+fn pairs() -> Vec<(usize, usize)> {
+    (0..4).flat_map(|a| (0..4).map(move |b| (a, b))).collect()
+}
+
+/// Each pair's `metric` score on `layers`, with whatever backend is installed.
+fn scores(layers: &[PreparedLayer], metric: Metric) -> Vec<Score> {
+    pairs()
+        .iter()
+        .map(|&(a, b)| {
+            Pair::new(&layers[a], &layers[b])
+                .unwrap()
+                .score(metric)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `got` and `want` agree fold by fold (both directions) to 1e-12, with equal undefined
+/// counts; angular distances (Procrustes) by their cosines — at a cosine of 1 (a layer with
+/// itself) acos turns a rounding of 1e-16 into 1e-8 in either path.
+fn assert_agree(got: &[Score], want: &[Score], what: &str) {
+    for ((g, w), p) in got.iter().zip(want).zip(pairs()) {
+        let close = |u: &[f64], v: &[f64], part: &str| {
             for (a, b) in u.iter().zip(v) {
-                assert!((a - b).abs() <= 1e-12, "{p:?} {what}: {a} vs {b}");
+                assert!((a - b).abs() <= 1e-12, "{what} {p:?} {part}: {a} vs {b}");
             }
         };
         close(
-            got.x_to_y.as_ref().unwrap(),
-            want.x_to_y.as_ref().unwrap(),
+            g.x_to_y.as_ref().unwrap(),
+            w.x_to_y.as_ref().unwrap(),
             "x→y",
         );
         close(
-            got.y_to_x.as_ref().unwrap(),
-            want.y_to_x.as_ref().unwrap(),
+            g.y_to_x.as_ref().unwrap(),
+            w.y_to_x.as_ref().unwrap(),
             "y→x",
         );
-        // angles compared by their cosines: at a cosine of 1 (a layer with itself) acos
-        // turns a rounding of 1e-16 into 1e-8 in either path
-        let cosines = |s: &repflow_kernels::Score| -> Vec<f64> {
-            s.angular_distance
-                .as_ref()
-                .unwrap()
-                .iter()
-                .map(|a| a.cos())
-                .collect()
+        let cosines = |s: &Score| -> Vec<f64> {
+            let angles = s.angular_distance.as_deref().unwrap_or_default();
+            angles.iter().map(|a| a.cos()).collect()
         };
-        close(&cosines(&got), &cosines(want), "angular distance's cosine");
-        assert_eq!(got.nan_units, want.nan_units, "{p:?}");
+        close(&cosines(g), &cosines(w), "angular distance's cosine");
+        assert_eq!(g.nan_units, w.nan_units, "{what} {p:?}");
+        assert_eq!(
+            g.alphas, w.alphas,
+            "{what} {p:?}: the chosen ridge penalties"
+        );
     }
-    // the held path was taken (two directions × 5 folds × 16 pairs), and every hold ended
-    assert_eq!(holding.answered.load(Ordering::SeqCst), 2 * 5 * pairs.len());
-    assert!(holding.held.lock().unwrap().is_empty());
-    // many pairs at once hold each layer once and give the same numbers
-    let many: Vec<Pair<'_>> = pairs
+}
+
+#[test]
+fn the_held_path_gives_the_cpu_paths_numbers() {
+    let own = Settings {
+        test_zscore: TestZscore::Own,
+        ..Settings::default()
+    };
+    let cases = [
+        ("procrustes", Settings::default(), Metric::Procrustes),
+        ("linear", Settings::default(), Metric::Linear),
+        (
+            "linear, test z-scored with its own statistics",
+            own,
+            Metric::Linear,
+        ),
+    ];
+    let prepared: Vec<Vec<PreparedLayer>> = cases.iter().map(|(_, s, _)| layers(s)).collect();
+    // the CPU path first (no backend installed yet), then the held one
+    let cpu: Vec<Vec<Score>> = cases
         .iter()
-        .map(|&(a, b)| Pair::new(&layers[a], &layers[b]).unwrap())
+        .zip(&prepared)
+        .map(|((_, _, metric), l)| scores(l, *metric))
         .collect();
-    for (got, want) in Pair::score_many(&many, Metric::Procrustes).iter().zip(&cpu) {
+    let holding = Arc::new(Holding::default());
+    backend::install(holding.clone());
+    for (((what, _, metric), l), want) in cases.iter().zip(&prepared).zip(&cpu) {
+        let before = holding.answered.load(Ordering::SeqCst);
+        assert_agree(&scores(l, *metric), want, what);
+        // the held path was taken: two directions × 5 folds × 16 pairs; every hold ended
+        let answered = holding.answered.load(Ordering::SeqCst) - before;
+        assert_eq!(answered, 2 * 5 * pairs().len(), "{what}");
+        assert!(holding.held.lock().unwrap().is_empty(), "{what}");
+    }
+    // many Procrustes pairs at once hold each layer once and give the same numbers
+    let l = &prepared[0];
+    let many: Vec<Pair<'_>> = pairs()
+        .iter()
+        .map(|&(a, b)| Pair::new(&l[a], &l[b]).unwrap())
+        .collect();
+    for (got, want) in Pair::score_many(&many, Metric::Procrustes)
+        .iter()
+        .zip(&cpu[0])
+    {
         let got = got.as_ref().unwrap();
         assert!((got.score - want.score).abs() <= 1e-12);
     }
