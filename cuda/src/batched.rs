@@ -121,14 +121,8 @@ impl Gpu {
         rows: usize,
         cols: usize,
     ) -> GpuResult<CudaSlice<f64>> {
-        let mut host = vec![0.0; (mats.len() * rows * cols).max(1)];
-        if rows * cols > 0 {
-            for (m, out) in mats.iter().zip(host.chunks_mut(rows * cols)) {
-                staging::write_columns(*m, out, rows);
-            }
-        }
         self.stream
-            .clone_htod(&host)
+            .clone_htod(&staging::stacked(mats, rows, cols))
             .map_err(driver("copy to the device"))
     }
 

@@ -225,15 +225,9 @@ impl Custom {
         if mats.iter().any(|m| m.shape() != (q, q)) {
             return Err("identity distance: the matrices must be square and of one size".into());
         }
-        let mut host = vec![0.0; (mats.len() * q * q).max(1)];
-        if q > 0 {
-            for (m, out) in mats.iter().zip(host.chunks_mut(q * q)) {
-                crate::staging::write_columns(*m, out, q);
-            }
-        }
         let d = self
             .stream
-            .clone_htod(&host)
+            .clone_htod(&crate::staging::stacked(mats, q, q))
             .map_err(launch_error("copy to the device"))?;
         self.identity_distance(&d, q, mats.len(), s)
     }

@@ -31,6 +31,19 @@ pub(crate) fn column_major(m: MatRef<'_, f64>) -> Vec<f64> {
     out
 }
 
+/// `mats` (each at most `rows` rows, `cols` columns) as one buffer of `rows × cols`
+/// column-major matrices, one after another, each padded below with zero rows (never empty:
+/// a device buffer needs one element).
+pub(crate) fn stacked(mats: &[MatRef<'_, f64>], rows: usize, cols: usize) -> Vec<f64> {
+    let mut host = vec![0.0; (mats.len() * rows * cols).max(1)];
+    if rows * cols > 0 {
+        for (m, out) in mats.iter().zip(host.chunks_mut(rows * cols)) {
+            write_columns(*m, out, rows);
+        }
+    }
+    host
+}
+
 /// The `rows × cols` matrix stored column-major in `host` from `base` (leading dimension
 /// `rows`).
 pub(crate) fn from_column_major(host: &[f64], base: usize, rows: usize, cols: usize) -> Mat<f64> {
@@ -73,9 +86,7 @@ mod tests {
         }
         // padded below with zeros, one matrix after another
         let (b, c) = (a.as_ref().subrows(0, 4), a.as_ref().subrows(4, 6));
-        let mut host = vec![0.0; 2 * 6 * 9];
-        write_columns(b, &mut host[..6 * 9], 6);
-        write_columns(c, &mut host[6 * 9..], 6);
+        let host = stacked(&[b, c], 6, 9);
         let padded = from_column_major(&host, 0, 6, 9);
         assert_eq!(padded.as_ref().subrows(0, 4), b);
         assert!((4..6).all(|i| (0..9).all(|j| padded[(i, j)] == 0.0)));
