@@ -83,6 +83,12 @@ fn stored_maps_reduce_to_the_same_numbers_and_a_new_reduction_reruns_no_network(
     assert_eq!(run(&p, &cache, &[])["failed"], 0);
     let pooled = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
     assert_ne!(pooled, via_maps);
+
+    // mean pooling in the forward pass: the same bits as pooling the stored maps
+    let p = pipeline(t.path(), "reduce = \"mean-pool\"", metric);
+    assert_eq!(run(&p, &cache, &[])["failed"], 0);
+    let pooled_directly = std::fs::read_to_string(t.path().join("results/scores.csv")).unwrap();
+    assert_eq!(pooled, pooled_directly);
 }
 
 #[test]

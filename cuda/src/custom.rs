@@ -9,22 +9,12 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg,
 };
 use faer::MatRef;
+use repflow_kernels::maps::{MapReduction, MapShape};
 
 use crate::Unavailable;
 
 /// Threads per block of the column kernels (a power of two, as their reductions need).
 const COLUMN_THREADS: u32 = 256;
-
-/// How a feature map becomes one value per channel (as `models::extract::Reduction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapReduction {
-    /// The value at `(h/2, w/2)`.
-    CenterPixel,
-    /// The mean over positions (over width, then height, as the CPU path sums).
-    MeanPool,
-    /// The maximum over positions.
-    MaxPool,
-}
 
 /// The compiled kernels on one device.
 pub struct Custom {
@@ -66,19 +56,16 @@ impl Custom {
         })
     }
 
-    /// Reduces `x` (n × c × h × w, row-major) to n × c.
+    /// Reduces `x` (`shape`, row-major) to n × c with the CPU's arithmetic in its order
+    /// ([`repflow_kernels::maps`]).
     pub fn reduce_maps(
         &self,
         x: &[f32],
-        (n, c, h, w): (usize, usize, usize, usize),
+        shape: MapShape,
         how: MapReduction,
     ) -> Result<Vec<f32>, String> {
-        if x.len() != n * c * h * w || h * w == 0 {
-            return Err(format!(
-                "{} values are not a {n} × {c} × {h} × {w} map",
-                x.len()
-            ));
-        }
+        shape.check(x.len()).map_err(|e| e.to_string())?;
+        let MapShape { n, c, h, w } = shape;
         let name = match how {
             MapReduction::CenterPixel => "reduce_center_pixel",
             MapReduction::MeanPool => "reduce_mean_pool",

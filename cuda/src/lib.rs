@@ -19,7 +19,7 @@ mod linalg;
 mod sources;
 mod staging;
 
-pub use custom::{Custom, MapReduction};
+pub use custom::Custom;
 pub use linalg::{one_tiny_singular_value, CudaBackend};
 pub use sources::{cache_path, compile, compile_all, compile_cached, Source, SOURCES};
 

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use faer::{Mat, MatRef};
-use repflow_cuda::{one_tiny_singular_value, CudaBackend, Custom, MapReduction};
+use repflow_cuda::{one_tiny_singular_value, CudaBackend, Custom};
 use repflow_kernels::backend::{self, Backend, Cpu};
+use repflow_kernels::maps::{self, MapReduction, MapShape};
 use repflow_kernels::{Metric, Pair, PreparedLayer, Settings};
 
 fn device() -> Option<CudaBackend> {
@@ -232,32 +233,30 @@ fn custom_kernels_match_the_cpu() {
         return;
     }
     let k = Custom::open(0, None).unwrap();
-    let (n, c, h, w) = (7, 5, 6, 9);
-    let maps: Vec<f32> = (0..n * c * h * w)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-        .collect();
-    let centre = k
-        .reduce_maps(&maps, (n, c, h, w), MapReduction::CenterPixel)
-        .unwrap();
-    let max = k
-        .reduce_maps(&maps, (n, c, h, w), MapReduction::MaxPool)
-        .unwrap();
-    let mean = k
-        .reduce_maps(&maps, (n, c, h, w), MapReduction::MeanPool)
-        .unwrap();
-    for i in 0..n * c {
-        let m = &maps[i * h * w..(i + 1) * h * w];
-        assert_eq!(centre[i], m[(h / 2) * w + w / 2]);
-        assert_eq!(max[i], m.iter().cloned().fold(f32::MIN, f32::max));
-        let rows: f32 = (0..h)
-            .map(|y| m[y * w..(y + 1) * w].iter().sum::<f32>() / w as f32)
-            .sum();
-        assert!(
-            (mean[i] - rows / h as f32).abs() <= 1e-6,
-            "{} vs {}",
-            mean[i],
-            rows / h as f32
-        );
+    let gpu = device().unwrap();
+    // small maps, odd sizes, and maps wider than a SIMD register's worth of sums (where a
+    // vectorised CPU sum would have taken another order): the CPU's bits, kernel and backend
+    for (n, c, h, w) in [(7, 5, 6, 9), (3, 4, 7, 37), (2, 3, 56, 56), (1, 2, 1, 1)] {
+        let values: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + (i as f32).sin())
+            .collect();
+        let shape = MapShape { n, c, h, w };
+        for how in [
+            MapReduction::CenterPixel,
+            MapReduction::MaxPool,
+            MapReduction::MeanPool,
+        ] {
+            let cpu = maps::reduce_maps(&values, shape, how).unwrap();
+            let kernel = k.reduce_maps(&values, shape, how).unwrap();
+            let backend = gpu.reduce_maps(&values, shape, how).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&kernel), bits(&cpu), "{how:?} {n}×{c}×{h}×{w}, kernel");
+            assert_eq!(
+                bits(&backend),
+                bits(&cpu),
+                "{how:?} {n}×{c}×{h}×{w}, backend"
+            );
+        }
     }
     let a = matrix(300, 12, 5);
     let (mu, sd) = k.column_stats(a.as_ref(), 40, 250).unwrap();
@@ -286,7 +285,7 @@ fn custom_kernels_match_the_cpu() {
     for (u, v) in r.iter().zip(&want) {
         assert!((u - v).abs() <= 1e-12, "{u} vs {v}");
     }
-    let (ca, cb) = (3, 4);
+    let (n, ca, cb, h, w) = (7, 3, 4, 6, 9);
     let ma: Vec<f32> = (0..n * ca * h * w)
         .map(|i| (i % 13) as f32 / 13.0)
         .collect();
@@ -309,6 +308,46 @@ fn custom_kernels_match_the_cpu() {
                 "{got} vs {acc}"
             );
         }
+    }
+}
+
+/// Pooling a batch of ResNet-sized maps already in host memory (the `reduce` node's and the
+/// forward pass's case) on the CPU and through the CUDA backend (its default threshold):
+/// the same bits, and both times printed for `scripts/gpu-check.sh`'s table — on the host's
+/// maps a transfer costs about a pass over them, so this measures whether the device pays.
+#[test]
+fn pooling_host_maps_on_the_gpu_is_timed_beside_the_cpu() {
+    let Ok(gpu) = CudaBackend::open(0) else {
+        eprintln!("skipped: no usable CUDA device");
+        return;
+    };
+    let shape = MapShape {
+        n: 64,
+        c: 256,
+        h: 56,
+        w: 56,
+    };
+    let values: Vec<f32> = (0..shape.n * shape.c * shape.h * shape.w)
+        .map(|i| (i % 1013) as f32 / 1013.0 - 0.5)
+        .collect();
+    for how in [MapReduction::MeanPool, MapReduction::MaxPool] {
+        let timed = |b: &dyn Backend| {
+            b.reduce_maps(&values, shape, how).unwrap(); // warm: kernels compiled, pages touched
+            let start = std::time::Instant::now();
+            let v = b.reduce_maps(&values, shape, how).unwrap();
+            (start.elapsed().as_secs_f64(), v)
+        };
+        let (cpu_s, cpu) = timed(&Cpu);
+        let (gpu_s, on_gpu) = timed(&gpu);
+        assert!(cpu
+            .iter()
+            .zip(&on_gpu)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        println!(
+            "map reduction {how:?}, 64 x 256 x 56 x 56 f32 (205 MB) in host memory: \
+             cpu {cpu_s:.4} s, cuda {gpu_s:.4} s ({:.2}x)",
+            cpu_s / gpu_s
+        );
     }
 }
 

@@ -1,7 +1,8 @@
 // Activation reduction from full feature maps (batch x channels x height x width, float32,
 // row-major as PyTorch and candle store them) to one row per stimulus (batch x channels).
-// The same arithmetic, in the same order, as the CPU path (models::extract::reduce):
-// centre pixel (h/2, w/2) floor; mean over width then over height; max over all positions.
+// The same arithmetic, in the same order, as the CPU path (repflow_kernels::maps), so the
+// bits are the same: centre pixel (h/2, w/2) floor; the mean sums each row left to right,
+// divides by w, sums those top to bottom and divides by h; max over all positions.
 
 extern "C" __global__ void reduce_center_pixel(const float* x, float* out, int n, int c, int h, int w) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

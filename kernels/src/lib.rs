@@ -31,6 +31,7 @@ pub mod inference;
 pub mod layer;
 pub mod lazy;
 pub mod linear;
+pub mod maps;
 pub mod matching;
 pub mod pair;
 pub mod procrustes;

@@ -1,7 +1,9 @@
 //! Activation extraction: a network's conv and linear outputs on a stimulus set, streamed in
 //! batches (memory bounded by the batch), reduced to one row per stimulus.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
+use repflow_kernels::backend;
+use repflow_kernels::maps::{MapReduction, MapShape};
 use serde::{Deserialize, Serialize};
 
 use super::{Network, Taps};
@@ -71,11 +73,11 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
         }
         .map_err(candle),
         4 => {
-            let (_, c, h, w) = xs.dims4().map_err(candle)?;
-            match reduction {
-                Reduction::CenterPixel => xs.narrow(2, h / 2, 1).and_then(|t| t.narrow(3, w / 2, 1)).and_then(|t| t.flatten_from(1)),
-                Reduction::MeanPool => xs.mean(D::Minus1).and_then(|t| t.mean(D::Minus1)),
-                Reduction::MaxPool => xs.max(D::Minus1).and_then(|t| t.max(D::Minus1)),
+            let (n, c, h, w) = xs.dims4().map_err(candle)?;
+            let how = match reduction {
+                Reduction::CenterPixel => MapReduction::CenterPixel,
+                Reduction::MeanPool => MapReduction::MeanPool,
+                Reduction::MaxPool => MapReduction::MaxPool,
                 Reduction::Flatten if c * h * w > FLATTEN_LIMIT => {
                     return Err(UserError::input(format!(
                         "layer `{layer}` has {c} × {h} × {w} = {} values per stimulus; flatten is limited to {FLATTEN_LIMIT}",
@@ -83,9 +85,18 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
                     ))
                     .hint("use the center-pixel, mean-pool or max-pool reduction for this layer"))
                 }
-                Reduction::Flatten => xs.flatten_from(1),
-            }
-            .map_err(candle)
+                Reduction::Flatten => return xs.flatten_from(1).map_err(candle),
+            };
+            // one order of arithmetic on every CPU and device (repflow_kernels::maps), on
+            // the installed backend
+            let values = xs
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(candle)?;
+            let reduced = backend::current()
+                .reduce_maps(&values, MapShape { n, c, h, w }, how)
+                .map_err(|e| UserError::from(e).prefixed(&format!("layer `{layer}`: ")))?;
+            Tensor::from_vec(reduced, (n, c), xs.device()).map_err(candle)
         }
         r => Err(UserError::input(format!(
             "layer `{layer}` gives a rank-{r} output; expected 2 or 4"
@@ -187,6 +198,40 @@ mod tests {
             reduce(&t, Reduction::Flatten, "l").unwrap().dims(),
             &[1, 32]
         );
+    }
+
+    #[test]
+    fn pools_have_the_kernels_bits_on_maps_wider_than_a_simd_sum() {
+        // 2 × 3 × 40 × 56: candle's own mean summed rows of 32 or more values in a
+        // SIMD-width-dependent order and multiplied by a rounded 1/n
+        let (n, c, h, w) = (2, 3, 40, 56);
+        let v: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 13.0 + (i as f32).sin())
+            .collect();
+        let t = Tensor::from_vec(v.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+        for (reduction, how) in [
+            (Reduction::MeanPool, MapReduction::MeanPool),
+            (Reduction::MaxPool, MapReduction::MaxPool),
+            (Reduction::CenterPixel, MapReduction::CenterPixel),
+        ] {
+            let got = reduce(&t, reduction, "l").unwrap();
+            assert_eq!(got.dims(), &[n, c]);
+            let got: Vec<u32> = got
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            let want: Vec<u32> =
+                repflow_kernels::maps::reduce_maps(&v, MapShape { n, c, h, w }, how)
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect();
+            assert_eq!(got, want, "{reduction:?}");
+        }
     }
 
     #[test]

@@ -245,10 +245,13 @@ pub struct Extract {
 /// Inputs: `weights` (a `weights` or `train` output), `stimuli`. Version 3: im2col
 /// convolution. Version 4: the ViT's layer norm in primitives (last-bit differences).
 /// Version 5: direct products for stride-1 convolutions (see `train`'s version 4), and a NaN
-/// through batch norm without ReLU stays NaN (it became −∞).
+/// through batch norm without ReLU stays NaN (it became −∞). Version 6: feature maps pooled
+/// in one order of arithmetic on every CPU and device (`repflow_kernels::maps`: candle's mean
+/// summed in a SIMD-width-dependent order and multiplied by a rounded 1/n), on the GPU when
+/// one is installed.
 impl Kind<RunContext> for Extract {
     const KIND: &'static str = "extract";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
 
     /// The network and normalisation, and the reduction or `maps`.
     fn key_params(&self) -> serde_json::Value {

@@ -32,10 +32,11 @@ pub fn layer_names(maps: &MappedBundle) -> Result<Vec<String>, UserError> {
 }
 
 /// Input: `maps` (an `extract` output with full maps). Output: the same bundle a reducing
-/// `extract` writes.
+/// `extract` writes. Version 2: pools in one order of arithmetic on every CPU and device
+/// (`repflow_kernels::maps`; see `extract`'s version 6).
 impl Kind<RunContext> for Reduce {
     const KIND: &'static str = "reduce";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn key_params(&self) -> serde_json::Value {
         serde_json::json!({ "reduction": self.reduction })
