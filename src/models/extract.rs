@@ -75,7 +75,14 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
         4 => {
             let (n, c, h, w) = xs.dims4().map_err(candle)?;
             let how = match reduction {
-                Reduction::CenterPixel => MapReduction::CenterPixel,
+                // a gather, no arithmetic: a view, not a copy of the maps
+                Reduction::CenterPixel => {
+                    return xs
+                        .narrow(2, h / 2, 1)
+                        .and_then(|t| t.narrow(3, w / 2, 1))
+                        .and_then(|t| t.flatten_from(1))
+                        .map_err(candle)
+                }
                 Reduction::MeanPool => MapReduction::MeanPool,
                 Reduction::MaxPool => MapReduction::MaxPool,
                 Reduction::Flatten if c * h * w > FLATTEN_LIMIT => {
@@ -87,8 +94,8 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
                 }
                 Reduction::Flatten => return xs.flatten_from(1).map_err(candle),
             };
-            // one order of arithmetic on every CPU and device (repflow_kernels::maps), on
-            // the installed backend
+            // pools: one order of arithmetic on every CPU and device (repflow_kernels::maps),
+            // on the installed backend
             let values = xs
                 .flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
