@@ -9,7 +9,6 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut
 use faer::{Mat, MatRef};
 use repflow_kernels::backend::{Backend, Cpu};
 use repflow_kernels::batch::{chunks, run_shrinking};
-use repflow_kernels::maps::{MapReduction, MapShape};
 use repflow_kernels::shift_cross::MapDims;
 use repflow_kernels::KernelError;
 
@@ -498,45 +497,6 @@ impl Backend for CudaBackend {
             .unwrap_or_else(|e| {
                 self.fallback("shifted cross-products", e, || Cpu.shifted_cross(a, b, d))
             })
-    }
-
-    fn reduce_maps(
-        &self,
-        maps: &[f32],
-        shape: MapShape,
-        how: MapReduction,
-    ) -> Result<Vec<f32>, KernelError> {
-        // a reduction reads each value once: worth the upload only for large batches of
-        // pools (the centre pixel is a gather: nothing to compute)
-        shape.check(maps.len())?;
-        if how == MapReduction::CenterPixel || maps.is_empty() || maps.len() < self.min_work {
-            return Cpu.reduce_maps(maps, shape, how);
-        }
-        let per_map = shape.c * shape.h * shape.w;
-        let on_device = self.custom().and_then(|k| {
-            // stimuli in chunks that fit the device: a layer's maps can outgrow it
-            let per_stimulus = self.in_chunks(
-                shape.n,
-                4 * (per_map + shape.c) as u64,
-                "feature maps",
-                |r| {
-                    let _turn = self.gpu.lock().unwrap_or_else(|e| e.into_inner());
-                    let part = MapShape {
-                        n: r.len(),
-                        ..shape
-                    };
-                    let v = k.reduce_maps(&maps[r.start * per_map..r.end * per_map], part, how)?;
-                    Ok(v.chunks(shape.c).map(<[f32]>::to_vec).collect())
-                },
-            )?;
-            Ok(per_stimulus.concat())
-        });
-        match on_device {
-            Ok(v) => Ok(v),
-            Err(e) => self.fallback("feature-map reduction", e, || {
-                Cpu.reduce_maps(maps, shape, how)
-            }),
-        }
     }
 }
 

@@ -233,9 +233,8 @@ fn custom_kernels_match_the_cpu() {
         return;
     }
     let k = Custom::open(0, None).unwrap();
-    let gpu = device().unwrap();
     // small maps, odd sizes, and maps wider than a SIMD register's worth of sums (where a
-    // vectorised CPU sum would have taken another order): the CPU's bits, kernel and backend
+    // vectorised CPU sum would have taken another order): the CPU's bits
     for (n, c, h, w) in [(7, 5, 6, 9), (3, 4, 7, 37), (2, 3, 56, 56), (1, 2, 1, 1)] {
         let values: Vec<f32> = (0..n * c * h * w)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + (i as f32).sin())
@@ -248,14 +247,8 @@ fn custom_kernels_match_the_cpu() {
         ] {
             let cpu = maps::reduce_maps(&values, shape, how).unwrap();
             let kernel = k.reduce_maps(&values, shape, how).unwrap();
-            let backend = gpu.reduce_maps(&values, shape, how).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&kernel), bits(&cpu), "{how:?} {n}×{c}×{h}×{w}, kernel");
-            assert_eq!(
-                bits(&backend),
-                bits(&cpu),
-                "{how:?} {n}×{c}×{h}×{w}, backend"
-            );
+            assert_eq!(bits(&kernel), bits(&cpu), "{how:?} {n}×{c}×{h}×{w}");
         }
     }
     let a = matrix(300, 12, 5);
@@ -311,13 +304,13 @@ fn custom_kernels_match_the_cpu() {
     }
 }
 
-/// Pooling a batch of ResNet-sized maps already in host memory (the `reduce` node's and the
-/// forward pass's case) on the CPU and through the CUDA backend (its default threshold):
-/// the same bits, and both times printed for `scripts/gpu-check.sh`'s table — on the host's
-/// maps a transfer costs about a pass over them, so this measures whether the device pays.
+/// Pooling a batch of ResNet-sized maps already in host memory on the CPU and with the
+/// kernel (transfers included): the same bits, and both times printed for
+/// `scripts/gpu-check.sh`'s table. repflow pools host maps on the CPU, which reads each value
+/// once, as the transfer alone would; this measures that choice.
 #[test]
 fn pooling_host_maps_on_the_gpu_is_timed_beside_the_cpu() {
-    let Ok(gpu) = CudaBackend::open(0) else {
+    let Ok(k) = Custom::open(0, None) else {
         eprintln!("skipped: no usable CUDA device");
         return;
     };
@@ -331,22 +324,26 @@ fn pooling_host_maps_on_the_gpu_is_timed_beside_the_cpu() {
         .map(|i| (i % 1013) as f32 / 1013.0 - 0.5)
         .collect();
     for how in [MapReduction::MeanPool, MapReduction::MaxPool] {
-        let timed = |b: &dyn Backend| {
-            b.reduce_maps(&values, shape, how).unwrap(); // warm: kernels compiled, pages touched
-            let start = std::time::Instant::now();
-            let v = b.reduce_maps(&values, shape, how).unwrap();
-            (start.elapsed().as_secs_f64(), v)
+        let best = |f: &dyn Fn() -> Vec<f32>| {
+            let v = f(); // warm: kernels loaded, pages touched
+            let s = (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min);
+            (s, v)
         };
-        let (cpu_s, cpu) = timed(&Cpu);
-        let (gpu_s, on_gpu) = timed(&gpu);
+        let (cpu_s, cpu) = best(&|| maps::reduce_maps(&values, shape, how).unwrap());
+        let (gpu_s, gpu) = best(&|| k.reduce_maps(&values, shape, how).unwrap());
         assert!(cpu
             .iter()
-            .zip(&on_gpu)
+            .zip(&gpu)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
         println!(
             "map reduction {how:?}, 64 x 256 x 56 x 56 f32 (205 MB) in host memory: \
-             cpu {cpu_s:.4} s, cuda {gpu_s:.4} s ({:.2}x)",
-            cpu_s / gpu_s
+             cpu {cpu_s:.4} s, cuda kernel with transfers {gpu_s:.4} s"
         );
     }
 }

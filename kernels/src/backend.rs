@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock};
 use faer::{Mat, MatRef, Side};
 use rayon::prelude::*;
 
-use crate::maps::{MapReduction, MapShape};
 use crate::shift_cross::MapDims;
 use crate::KernelError;
 
@@ -90,18 +89,6 @@ pub trait Backend: Send + Sync {
     /// (layout and definition: [`crate::shift_cross`]); by FFT on the CPU unless overridden.
     fn shifted_cross(&self, a: &[f32], b: &[f32], dims: MapDims) -> Vec<f64> {
         crate::shift_cross::shifted_cross_cpu(a, b, dims)
-    }
-
-    /// Feature maps reduced to one value per channel ([`crate::maps::reduce_maps`]); every
-    /// backend gives the CPU's bits, since a reduction is stored under a key that does not
-    /// name the device.
-    fn reduce_maps(
-        &self,
-        maps: &[f32],
-        shape: MapShape,
-        how: MapReduction,
-    ) -> Result<Vec<f32>, KernelError> {
-        crate::maps::reduce_maps(maps, shape, how)
     }
 }
 

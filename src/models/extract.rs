@@ -2,8 +2,7 @@
 //! batches (memory bounded by the batch), reduced to one row per stimulus.
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
-use repflow_kernels::backend;
-use repflow_kernels::maps::{MapReduction, MapShape};
+use repflow_kernels::maps::{self, MapReduction, MapShape};
 use serde::{Deserialize, Serialize};
 
 use super::{Network, Taps};
@@ -94,11 +93,11 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
                 }
                 Reduction::Flatten => return xs.flatten_from(1).map_err(candle),
             };
-            // pools: one order of arithmetic on every CPU and device (repflow_kernels::maps),
-            // on the installed backend
+            // pools: one order of arithmetic on every CPU, the same as the GPU's kernels
+            // (repflow_kernels::maps). On the CPU: pooling reads each value once, as a
+            // transfer to a GPU would, so maps in host memory are pooled here.
             let pool = |values: &[f32]| {
-                backend::current()
-                    .reduce_maps(values, MapShape { n, c, h, w }, how)
+                maps::reduce_maps(values, MapShape { n, c, h, w }, how)
                     .map_err(|e| UserError::from(e).prefixed(&format!("layer `{layer}`: ")))
             };
             // the tensor's own float32 buffer where it is one contiguous run (a forward
@@ -244,12 +243,11 @@ mod tests {
                 .iter()
                 .map(|x| x.to_bits())
                 .collect();
-            let want: Vec<u32> =
-                repflow_kernels::maps::reduce_maps(&v, MapShape { n, c, h, w }, how)
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect();
+            let want: Vec<u32> = maps::reduce_maps(&v, MapShape { n, c, h, w }, how)
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
             assert_eq!(got, want, "{reduction:?}");
         }
     }

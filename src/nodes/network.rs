@@ -247,8 +247,8 @@ pub struct Extract {
 /// Version 5: direct products for stride-1 convolutions (see `train`'s version 4), and a NaN
 /// through batch norm without ReLU stays NaN (it became −∞). Version 6: feature maps pooled
 /// in one order of arithmetic on every CPU and device (`repflow_kernels::maps`: candle's mean
-/// summed in a SIMD-width-dependent order and multiplied by a rounded 1/n), on the GPU when
-/// one is installed.
+/// summed in a SIMD-width-dependent order and multiplied by a rounded 1/n; the CUDA kernels
+/// give the same bits).
 impl Kind<RunContext> for Extract {
     const KIND: &'static str = "extract";
     const VERSION: u32 = 6;
