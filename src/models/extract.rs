@@ -27,6 +27,18 @@ pub enum Reduction {
     Flatten,
 }
 
+impl Reduction {
+    /// The pool this reduction is on feature maps, if it is one (the arithmetic of
+    /// [`repflow_kernels::maps`], bit for bit the GPU kernels').
+    pub fn pool(self) -> Option<MapReduction> {
+        match self {
+            Reduction::MeanPool => Some(MapReduction::MeanPool),
+            Reduction::MaxPool => Some(MapReduction::MaxPool),
+            Reduction::CenterPixel | Reduction::Flatten => None,
+        }
+    }
+}
+
 /// One layer's activations, row-major f32: stimuli × units when reduced, else the layer's
 /// full output shape (stimuli × channels × height × width for a convolution).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,25 +85,21 @@ pub fn reduce(xs: &Tensor, reduction: Reduction, layer: &str) -> Result<Tensor, 
         .map_err(candle),
         4 => {
             let (n, c, h, w) = xs.dims4().map_err(candle)?;
-            let how = match reduction {
-                // a gather, no arithmetic: a view, not a copy of the maps
-                Reduction::CenterPixel => {
-                    return xs
+            let Some(how) = reduction.pool() else {
+                return match reduction {
+                    // a gather, no arithmetic: a view, not a copy of the maps
+                    Reduction::CenterPixel => xs
                         .narrow(2, h / 2, 1)
                         .and_then(|t| t.narrow(3, w / 2, 1))
                         .and_then(|t| t.flatten_from(1))
-                        .map_err(candle)
-                }
-                Reduction::MeanPool => MapReduction::MeanPool,
-                Reduction::MaxPool => MapReduction::MaxPool,
-                Reduction::Flatten if c * h * w > FLATTEN_LIMIT => {
-                    return Err(UserError::input(format!(
+                        .map_err(candle),
+                    _ if c * h * w > FLATTEN_LIMIT => Err(UserError::input(format!(
                         "layer `{layer}` has {c} × {h} × {w} = {} values per stimulus; flatten is limited to {FLATTEN_LIMIT}",
                         c * h * w
                     ))
-                    .hint("use the center-pixel, mean-pool or max-pool reduction for this layer"))
-                }
-                Reduction::Flatten => return xs.flatten_from(1).map_err(candle),
+                    .hint("use the center-pixel, mean-pool or max-pool reduction for this layer")),
+                    _ => xs.flatten_from(1).map_err(candle),
+                };
             };
             // pools: one order of arithmetic on every CPU, the same as the GPU's kernels
             // (repflow_kernels::maps). On the CPU: pooling reads each value once, as a

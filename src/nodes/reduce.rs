@@ -6,6 +6,7 @@
 use candle_core::{Device, Tensor};
 use repflow_cache::{Bundle, MappedBundle};
 use repflow_engine::{Inputs, Kind, NodeError};
+use repflow_kernels::maps::{self, MapShape};
 use serde::{Deserialize, Serialize};
 
 use super::network::reduced_bundle;
@@ -55,6 +56,17 @@ impl Reduce {
             let a = maps
                 .array(&name)
                 .ok_or_else(|| corrupt(format!("no array `{name}`")))?;
+            // pools straight from the stored maps (no tensor copy of a layer's maps)
+            if let (Some(how), &[n, c, h, w]) = (self.reduction.pool(), a.shape()) {
+                let data = maps::reduce_maps(&a.to_f32(), MapShape { n, c, h, w }, how)
+                    .map_err(|e| corrupt(format!("`{name}`: {e}")))?;
+                layers.push(LayerActivations {
+                    name,
+                    shape: vec![n, c],
+                    data,
+                });
+                continue;
+            }
             let t = Tensor::from_slice(&a.to_f32(), a.shape(), &Device::Cpu)
                 .map_err(|e| corrupt(format!("`{name}`: {e}")))?;
             let r = reduce(&t, self.reduction, &name)?;
